@@ -1,0 +1,28 @@
+"""template_forge: a chat prompt format as a small declarative spec, and everything derived from it.
+
+The stages, each a module, data flowing one way::
+
+    spec (YAML → Spec) → render (text + segment spans) → compiler (Spec → Jinja chat_template)
+
+Importing the package loads none of torch, transformers or tokenizers.
+
+Examples:
+    >>> import template_forge as tf
+    >>> spec = tf.load_spec("llama3")
+    >>> tf.render(spec, [{"role": "user", "content": "Hi"}], add_generation_prompt=True).text
+    '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n'
+"""
+
+from template_forge.compiler import compile_template
+from template_forge.errors import DataError, RenderError, SpecError, TemplateForgeError
+from template_forge.registry import builtin_names, load_builtin
+from template_forge.render import Rendered, Segment, render
+from template_forge.spec import Spec, load_spec, load_spec_text, spec_from_dict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError", "RenderError", "Rendered", "Segment", "Spec", "SpecError", "TemplateForgeError",
+    "builtin_names", "compile_template", "load_builtin", "load_spec", "load_spec_text", "render",
+    "spec_from_dict",
+]

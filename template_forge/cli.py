@@ -1,0 +1,138 @@
+"""The ``tforge`` command line. Thin: parse options, call the library, print.
+
+Library errors (:class:`TemplateForgeError`) become ``Error: …`` and exit status 1 in
+one place (:class:`_Group`); usage errors stay click's (exit 2); anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from template_forge.compiler import compile_template
+from template_forge.errors import DataError, TemplateForgeError
+from template_forge.io import install_chat_template, write_atomic
+from template_forge.registry import builtin_names, load_builtin
+from template_forge.render import Rendered, render
+from template_forge.spec import load_spec
+
+# Colours of `tforge render`: what is trained stands out, the rest is muted by role.
+STYLES = {
+    "bos": dict(fg="bright_black"),
+    "system": dict(fg="magenta"),
+    "user": dict(fg="cyan"),
+    "assistant_prefix": dict(fg="yellow", dim=True),
+    "assistant_content": dict(fg="green", bold=True),
+    "assistant_suffix": dict(fg="green", bold=True, underline=True),
+    "generation_prompt": dict(fg="yellow"),
+    "final_suffix": dict(fg="bright_black"),
+}
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TemplateForgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="template-forge")
+def main() -> None:
+    """template_forge: prompt formats as a spec, compiled to exact chat templates."""
+
+
+@main.command("compile")
+@click.argument("spec")
+@click.option("--training", is_flag=True, help="Add {% generation %} spans for return_assistant_tokens_mask.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the template to this file.")
+@click.option("--tokenizer-dir", type=click.Path(file_okay=False),
+              help="Write chat_template.jinja and set chat_template in tokenizer_config.json here.")
+def compile_cmd(spec: str, training: bool, output: str | None, tokenizer_dir: str | None) -> None:
+    """Compile SPEC (a YAML file or a built-in name) to a Hugging Face chat template.
+
+    Prints the template unless -o or --tokenizer-dir is given.
+    """
+    template = compile_template(load_spec(spec), training=training)
+    if output:
+        write_atomic(output, template)
+        click.echo(f"wrote {output}", err=True)
+    if tokenizer_dir:
+        jinja_path, config_path = install_chat_template(tokenizer_dir, template)
+        click.echo(f"wrote {jinja_path} and set chat_template in {config_path}", err=True)
+    if not output and not tokenizer_dir:
+        click.echo(template)
+
+
+def _read_conversation(source: str) -> list:
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{source}: cannot read the conversation ({exc}).") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg}).") from None
+    if isinstance(data, dict) and "messages" in data:
+        data = data["messages"]
+    if not isinstance(data, list):
+        raise DataError(f"{source}: expected a list of messages or an object with `messages`, found {type(data).__name__}.")
+    return data
+
+
+def _parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected NAME=VALUE, found {pair!r}", param_hint="--var")
+        key, value = pair.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _styled(rendered: Rendered) -> str:
+    return "".join(click.style(rendered.text[s.start : s.end], **STYLES[s.kind]) for s in rendered.segments)
+
+
+@main.command("render")
+@click.argument("spec")
+@click.argument("conversation")
+@click.option("--generation-prompt", is_flag=True, help="Append the generation prompt (trailing_assistant).")
+@click.option("--plain", is_flag=True, help="No colours, even in a terminal.")
+@click.option("--color", "force_color", is_flag=True, help="Colours even when not writing to a terminal.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a template variable.")
+def render_cmd(spec: str, conversation: str, generation_prompt: bool, plain: bool, force_color: bool,
+               variables: tuple[str, ...]) -> None:
+    """Render CONVERSATION (JSON messages file, or - for stdin) with SPEC.
+
+    In a terminal, segments are coloured: system magenta, user cyan, assistant header
+    yellow, trained assistant text green (the end-of-turn suffix underlined).
+    """
+    fmt = load_spec(spec)
+    rendered = render(fmt, _read_conversation(conversation), add_generation_prompt=generation_prompt,
+                      variables=_parse_vars(variables))
+    if plain:
+        click.echo(rendered.text, nl=False, color=False)
+    else:
+        click.echo(_styled(rendered), nl=False, color=True if force_color else None)
+    if sys.stdout.isatty():
+        click.echo()
+
+
+@main.command("formats")
+def formats_cmd() -> None:
+    """List the built-in formats, one line each."""
+    names = builtin_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        spec = load_builtin(name)
+        models = spec.models[0] + (f" (+{len(spec.models) - 1})" if len(spec.models) > 1 else "") if spec.models else "-"
+        click.echo(f"{name:<{width}}  {models:<45}  {spec.description}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

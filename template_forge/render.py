@@ -1,0 +1,304 @@
+"""Reference renderer: the one definition of what a spec means.
+
+``render(spec, messages)`` returns the text and the character span of every segment.
+The segments tile the text (contiguous, in order, no gaps). For the llmforge Llama 3
+format and ``[system, user, assistant]``::
+
+    <|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\nBe brief.<|eot_id|>…
+    └─── bos ───────┘└──────────────── system (message 0) ─────────────────────┘
+    …<|start_header_id|>user<|end_header_id|>\\n\\nHi<|eot_id|>…
+     └──────────────── user (message 1) ───────────────────┘
+    …<|start_header_id|>assistant<|end_header_id|>\\n\\nHello<|eot_id|>
+     └──────── assistant_prefix (2) ─────────────┘└content┘└suffix─┘
+                                                   └── trained ───┘
+
+``assistant_content`` + ``assistant_suffix`` are what the model learns to say (the
+suffix carries the end-of-turn token, so the model learns to stop). The compiled
+training template wraps exactly these spans in ``{% generation %}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from template_forge.errors import RenderError
+from template_forge.spec import Piece, RoleTemplate, Spec
+
+ROLES = ("system", "user", "assistant")
+
+#: Segment kinds, in the order they can appear inside one message.
+SEGMENT_KINDS = (
+    "bos", "system", "user", "assistant_prefix", "assistant_content", "assistant_suffix",
+    "generation_prompt", "final_suffix",
+)
+TRAINED_KINDS = ("assistant_content", "assistant_suffix")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A span ``text[start:end]`` of one kind, from message ``message_index`` (None: from the spec)."""
+
+    kind: str
+    start: int
+    end: int
+    message_index: int | None = None
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rendered conversation: the text and its segments.
+
+    Examples:
+        >>> from template_forge.registry import load_builtin
+        >>> r = render(load_builtin("chatml"), [{"role": "user", "content": "Hi"},
+        ...                                      {"role": "assistant", "content": "Yo"}])
+        >>> [r.text[s:e] for s, e in r.trained_spans()]
+        ['Yo<|im_end|>\\n']
+    """
+
+    text: str
+    segments: tuple[Segment, ...]
+
+    def trained_spans(self) -> list[tuple[int, int]]:
+        """Character spans of trained text (assistant content + suffix), adjacent ones merged."""
+        spans: list[tuple[int, int]] = []
+        for seg in self.segments:
+            if seg.kind not in TRAINED_KINDS or seg.start == seg.end:
+                continue
+            if spans and spans[-1][1] == seg.start:
+                spans[-1] = (spans[-1][0], seg.end)
+            else:
+                spans.append((seg.start, seg.end))
+        return spans
+
+    def of_kind(self, kind: str) -> list[str]:
+        return [self.text[s.start : s.end] for s in self.segments if s.kind == kind]
+
+
+class _Builder:
+    """Accumulates text and segments; merges neighbours of the same kind and message."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.pos = 0
+        self.segments: list[Segment] = []
+
+    def add(self, kind: str, text: str, index: int | None = None) -> None:
+        if not text:
+            return
+        end = self.pos + len(text)
+        last = self.segments[-1] if self.segments else None
+        if last and last.kind == kind and last.message_index == index and last.end == self.pos:
+            self.segments[-1] = Segment(kind, last.start, end, index)
+        else:
+            self.segments.append(Segment(kind, self.pos, end, index))
+        self.parts.append(text)
+        self.pos = end
+
+    def build(self) -> Rendered:
+        return Rendered("".join(self.parts), tuple(self.segments))
+
+
+# --------------------------------------------------------------------------- validation
+def _check_messages(messages: Any) -> list[tuple[int, str, str]]:
+    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+        raise RenderError(f"a conversation must be a list of messages, found {type(messages).__name__}.")
+    out = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, Mapping):
+            raise RenderError(f"expected a mapping with `role` and `content`, found {type(msg).__name__}.", message_index=i)
+        role = msg.get("role")
+        if role not in ROLES:
+            raise RenderError(
+                f"unknown role {role!r}; expected one of {', '.join(ROLES)}. Rename the role "
+                "(e.g. `human` → `user`, `gpt` → `assistant`) or drop the message.", message_index=i)
+        content = msg.get("content")
+        if not isinstance(content, str):
+            raise RenderError(
+                f"`content` of this {role} message must be a string, found {type(content).__name__}. "
+                "Flatten multi-part content to text.", message_index=i)
+        out.append((i, role, content))
+    return out
+
+
+def _find_system(msgs: list[tuple[int, str, str]]) -> tuple[int | None, str | None]:
+    found = [(i, c) for i, r, c in msgs if r == "system"]
+    if len(found) > 1:
+        raise RenderError(
+            f"messages {found[0][0]} and {found[1][0]} are both system messages; at most one is "
+            "supported. Merge them into one.", message_index=found[1][0])
+    return found[0] if found else (None, None)
+
+
+def _check_alternation(msgs: list[tuple[int, str, str]]) -> None:
+    turn = 0
+    for i, role, _ in msgs:
+        if role == "system":
+            continue
+        expected = "user" if turn % 2 == 0 else "assistant"
+        if role != expected:
+            raise RenderError(
+                f"roles must alternate user/assistant/user/… after the optional system message; "
+                f"expected {expected}, found {role}. Merge consecutive messages of the same role.",
+                message_index=i)
+        turn += 1
+
+
+# --------------------------------------------------------------------------- system decisions
+def system_decision(spec: Spec, sys_index: int | None, sys_raw: str | None) -> tuple[bool, str]:
+    """Whether the system template is rendered, and with which (stripped) text."""
+    if sys_index is not None:
+        raw, present = sys_raw or "", True
+    else:
+        raw = spec.default_system_message
+        present = bool(raw) or spec.add_system_tags
+    text = raw.strip() if spec.strip_system else raw
+    if not present or spec.placement in ("drop", "reject"):
+        return False, text
+    if spec.add_system_tags or spec.empty_system == "render":
+        return True, text
+    if spec.empty_system == "drop":
+        return text != "", text
+    # auto: llmforge drops an empty *own* system message (tested before stripping), but
+    # renders the system template into the user turn for any system message it has.
+    return (raw != "" if spec.placement == "separate" else True), text
+
+
+def system_target(spec: Spec, msgs: list[tuple[int, str, str]]) -> int | None:
+    """Index of the user message that receives ``{system}``, if any."""
+    users = [i for i, r, _ in msgs if r == "user"]
+    if spec.placement == "first_user" and users:
+        return users[0]
+    if spec.placement == "last_user" and users:
+        return users[-1]
+    if spec.placement == "final_user" and msgs and msgs[-1][1] == "user":
+        return msgs[-1][0]
+    return None
+
+
+# --------------------------------------------------------------------------- rendering
+def _fill(pieces: Iterable[Piece], values: Mapping[str, str]) -> str:
+    return "".join(p.text if p.field is None else values[p.field] for p in pieces)
+
+
+def _add_user(out: _Builder, spec: Spec, index: int, content: str, system_text: str | None,
+              sys_index: int | None, values: Mapping[str, str]) -> None:
+    tmpl = spec.user
+    sys_part = _fill(spec.system.pieces, {**values, "instruction": system_text}) if system_text is not None else ""
+    if spec.strip_user == "with_system":
+        # Strip the system block and the user text as one string (Llama 2's `content.strip()`).
+        merged = sys_part + content
+        lead = len(merged) - len(merged.lstrip())
+        kept = merged.strip()
+        cut = len(sys_part)
+        sys_part, content = kept[: max(cut - lead, 0)], kept[max(cut - lead, 0) :]
+    elif spec.strip_user:
+        content = content.strip()
+    for piece in tmpl.pieces:
+        if piece.field == "system":
+            out.add("system", sys_part, sys_index)
+        elif piece.field == "instruction":
+            out.add("user", content, index)
+        else:
+            out.add("user", piece.text if piece.field is None else values[piece.field], index)
+
+
+def _add_assistant(out: _Builder, spec: Spec, index: int, content: str, values: Mapping[str, str]) -> None:
+    before, after = spec.assistant.around("instruction")
+    out.add("assistant_prefix", _fill(before, values), index)
+    out.add("assistant_content", content.strip() if spec.strip_assistant else content, index)
+    out.add("assistant_suffix", _fill(after, values), index)
+
+
+def _values(spec: Spec, variables: Mapping[str, str] | None) -> dict[str, str]:
+    values = spec.variable_defaults()
+    for key, value in (variables or {}).items():
+        if key not in values:
+            known = ", ".join(values) or "none"
+            raise RenderError(f"unknown template variable `{key}`; this format declares: {known}.")
+        if not isinstance(value, str):
+            raise RenderError(f"template variable `{key}` must be a string, found {type(value).__name__}.")
+        values[key] = value
+    return values
+
+
+def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = False,
+           variables: Mapping[str, str] | None = None) -> Rendered:
+    """Render a conversation (OpenAI-style ``messages``) with a spec.
+
+    Args:
+        spec: the prompt format.
+        messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``; other keys
+            are ignored. At most one system message, wherever it is.
+        add_generation_prompt: append ``trailing_assistant`` (inference); otherwise append
+            ``final_suffix``.
+        variables: values for the spec's template variables (defaults from the spec).
+
+    Raises:
+        RenderError: for a conversation the format cannot render, naming the message index.
+
+    Examples:
+        >>> from template_forge.registry import load_builtin
+        >>> render(load_builtin("llmforge-mistral"), [{"role": "system", "content": "hello1"},
+        ...        {"role": "user", "content": "hello2"}]).text
+        '[INST] hello1 + hello2 [/INST]'
+    """
+    msgs = _check_messages(messages)
+    values = _values(spec, variables)
+    sys_index, sys_raw = _find_system(msgs)
+    if sys_index is not None and spec.placement == "reject":
+        raise RenderError(
+            "this format does not support a system message. Drop it, or use a format whose "
+            "`system_placement` is not `reject`.", message_index=sys_index)
+    if spec.require_alternation:
+        _check_alternation(msgs)
+    emit, sys_text = system_decision(spec, sys_index, sys_raw)
+    out = _Builder()
+    out.add("bos", spec.bos)
+    if emit and spec.placement == "separate":
+        before, after = spec.system.around("instruction")
+        out.add("system", _fill(before, values) + sys_text + _fill(after, values), sys_index)
+    target = system_target(spec, msgs) if emit else None
+    for i, role, content in msgs:
+        if role == "user":
+            _add_user(out, spec, i, content, sys_text if i == target else None, sys_index, values)
+        elif role == "assistant":
+            _add_assistant(out, spec, i, content, values)
+    if add_generation_prompt:
+        out.add("generation_prompt", spec.trailing_assistant)
+    else:
+        out.add("final_suffix", spec.final_suffix)
+    return out.build()
+
+
+def render_text(spec: Spec, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> str:
+    """Just the text of :func:`render`."""
+    return render(spec, messages, **kwargs).text
+
+
+def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:
+    """Whether rendering a prefix of a conversation gives a prefix of the whole text.
+
+    For a conversation whose system message (if any) comes first, the text of
+    ``messages[:k]`` is a prefix of the text of ``messages`` when nothing is appended at
+    the end (no ``final_suffix``) and the system text does not move to a later user turn
+    (``last_user``/``final_user`` placements). With ``generation_prompt=True`` the
+    promise is stronger: ``messages[:k]`` rendered with the generation prompt is a prefix
+    of ``messages[:k+1]`` when message ``k`` is an assistant turn; that holds when the
+    generation prompt is exactly the assistant header. Inference servers that cache the
+    KV of earlier turns rely on this.
+
+    Examples:
+        >>> from template_forge.registry import load_builtin
+        >>> promises_prefix(load_builtin("llama3"), generation_prompt=True)
+        True
+        >>> promises_prefix(load_builtin("mistral-v3"))
+        False
+    """
+    if spec.final_suffix or spec.placement in ("last_user", "final_user"):
+        return False
+    if not generation_prompt:
+        return True
+    before, _ = spec.assistant.around("instruction")
+    return spec.trailing_assistant == _fill(before, spec.variable_defaults())

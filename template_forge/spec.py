@@ -1,0 +1,490 @@
+"""The prompt-format spec: YAML → validated, frozen :class:`Spec`.
+
+The vocabulary is llmforge's / Ray Serve's ``PromptFormat`` (``system``, ``user``,
+``assistant``, ``trailing_assistant``, ``bos``, ``default_system_message``,
+``system_in_user``, ``system_in_last_user``, ``add_system_tags_even_if_message_is_empty``,
+``strip_whitespace``) with the same semantics, quirks included, plus a few optional
+extensions (``system_placement``, ``strip``, ``empty_system``, ``require_alternation``,
+``final_suffix``, ``variables``) that default to llmforge behaviour. ``docs/spec.md``
+documents every field.
+
+Loading is strict: unknown keys, wrong types and inconsistent combinations are all
+collected and reported at once in one :class:`~template_forge.errors.SpecError`, each
+with ``file:line``, the field path, what was found and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
+
+from template_forge.errors import Problem, SpecError
+
+Placement = Literal["separate", "first_user", "last_user", "final_user", "drop", "reject"]
+EmptySystem = Literal["auto", "render", "drop"]
+UserStrip = Union[StrictBool, Literal["with_system"]]
+
+#: Placements that put the system text into a user turn through ``{system}``.
+IN_USER_PLACEMENTS = ("first_user", "last_user", "final_user")
+
+#: Names a template variable may not take: they are Jinja or transformers names.
+RESERVED_NAMES = frozenset(
+    {"instruction", "system", "messages", "message", "add_generation_prompt", "bos_token",
+     "eos_token", "tools", "documents", "raise_exception", "namespace", "loop", "range",
+     "true", "false", "none", "True", "False", "None", "strftime_now", "dict", "ns"}
+)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+# Top-level keys of a format file besides `prompt_format:` (metadata, not format).
+_META_KEYS = ("name", "description", "models", "conformance")
+
+
+# --------------------------------------------------------------------------- models
+class _StripModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    system: StrictBool | None = None
+    user: UserStrip | None = None
+    assistant: StrictBool | None = None
+
+
+class _PromptFormatModel(BaseModel):
+    """The YAML shape, checked field by field; cross-field rules live in `_check`."""
+
+    model_config = ConfigDict(extra="forbid")
+    # llmforge / Ray Serve vocabulary
+    system: StrictStr | None = None
+    user: StrictStr
+    assistant: StrictStr
+    trailing_assistant: StrictStr = ""
+    bos: StrictStr = ""
+    default_system_message: StrictStr = ""
+    system_in_user: StrictBool = False
+    system_in_last_user: StrictBool = False
+    add_system_tags_even_if_message_is_empty: StrictBool = False
+    strip_whitespace: StrictBool = True
+    # extensions (all default to llmforge behaviour)
+    system_placement: Placement | None = None
+    strip: _StripModel | None = None
+    empty_system: EmptySystem = "auto"
+    require_alternation: StrictBool = False
+    final_suffix: StrictStr = ""
+    variables: dict[StrictStr, StrictStr] = {}
+
+
+FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
+
+
+# --------------------------------------------------------------------------- frozen values
+@dataclass(frozen=True)
+class Piece:
+    """A piece of a role template: literal ``text``, or a ``{field}`` reference."""
+
+    text: str = ""
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class RoleTemplate:
+    """A parsed role string such as ``"[INST] {system}{instruction} [/INST]"``.
+
+    Examples:
+        >>> t = parse_role_template("<{x}>{{{instruction}}}", "user")
+        >>> [p.field or p.text for p in t.pieces]
+        ['<', 'x', '>{', 'instruction', '}']
+    """
+
+    source: str
+    pieces: tuple[Piece, ...]
+
+    def around(self, name: str) -> tuple[tuple[Piece, ...], tuple[Piece, ...]]:
+        """The pieces before and after the (single) ``{name}`` field."""
+        i = next(k for k, p in enumerate(self.pieces) if p.field == name)
+        return self.pieces[:i], self.pieces[i + 1 :]
+
+    def fields(self) -> list[str]:
+        return [p.field for p in self.pieces if p.field is not None]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated prompt format. Build it with :func:`load_spec` or :func:`spec_from_dict`.
+
+    The ``strip_*``, ``placement`` and ``empty_system`` attributes are *resolved*: the
+    llmforge defaults have been applied, so the renderer and the compiler never look
+    at the raw booleans again.
+    """
+
+    system: RoleTemplate
+    user: RoleTemplate
+    assistant: RoleTemplate
+    trailing_assistant: str
+    bos: str
+    default_system_message: str
+    add_system_tags: bool
+    placement: Placement
+    empty_system: EmptySystem
+    strip_system: bool
+    strip_user: bool | str
+    strip_assistant: bool
+    require_alternation: bool
+    final_suffix: str
+    variables: tuple[tuple[str, str], ...]
+    name: str = ""
+    description: str = ""
+    models: tuple[str, ...] = ()
+    source: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def system_in_user(self) -> bool:
+        return self.placement in IN_USER_PLACEMENTS
+
+    def variable_defaults(self) -> dict[str, str]:
+        return dict(self.variables)
+
+
+# --------------------------------------------------------------------------- role strings
+def parse_role_template(text: str, role: str) -> RoleTemplate:
+    """Parse a role string with Python ``str.format`` rules (``{{``/``}}`` are braces).
+
+    Raises ValueError with a user-facing message for anything but plain ``{name}`` fields.
+    """
+    pieces: list[Piece] = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(
+            f"is not a valid format string ({exc}). Write a literal brace as `{{{{` or `}}}}`"
+        ) from None
+    for literal, name, spec, conversion in parsed:
+        if literal:
+            pieces.append(Piece(text=literal))
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if conversion or spec or not _IDENT.match(name):
+            raise ValueError(
+                f"has the field `{shown}`; only plain `{{name}}` fields are supported. "
+                "Write a literal brace as `{{` or `}}`"
+            )
+        pieces.append(Piece(field=name))
+    return RoleTemplate(source=text, pieces=tuple(pieces))
+
+
+# --------------------------------------------------------------------------- YAML with lines
+class _LineIndex:
+    """Maps a field path (tuple of keys) to the ``file:line`` where it is written."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.lines: dict[tuple, int] = {}
+        self.duplicates: list[tuple[tuple, int]] = []
+
+    def walk(self, node: yaml.Node | None, path: tuple = ()) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key, value in node.value:
+                k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+                if k in seen:
+                    self.duplicates.append((path + (k,), key.start_mark.line + 1))
+                seen.add(k)
+                self.lines[path + (k,)] = key.start_mark.line + 1
+                self.walk(value, path + (k,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.lines[path + (i,)] = item.start_mark.line + 1
+                self.walk(item, path + (i,))
+
+    def where(self, path: tuple) -> str:
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.lines:
+                return f"{self.label}:{self.lines[path[:n]]}"
+        return self.label
+
+
+def _parse_yaml(text: str, label: str) -> tuple[Any, _LineIndex]:
+    index = _LineIndex(label)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark else label
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError([Problem(where, "", f"is not valid YAML: {problem}. Fix the syntax.")]) from None
+    except (RecursionError, ValueError, TypeError) as exc:  # pathological inputs
+        raise SpecError([Problem(label, "", f"cannot be read as YAML ({type(exc).__name__}).")]) from None
+    index.walk(node)
+    return data, index
+
+
+# --------------------------------------------------------------------------- locating the format
+def _did_you_mean(word: str, candidates: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    return f" Did you mean `{close[0]}`?" if close else ""
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _locate_format(data: Any, index: _LineIndex) -> tuple[Any, tuple, dict]:
+    """Find the prompt format inside a bare mapping, a format file or an llmforge config.
+
+    Returns (format mapping or built-in name, its path, metadata).
+    """
+    if not isinstance(data, dict):
+        raise SpecError([Problem(index.where(()), "", (
+            f"expected a mapping of prompt-format fields, found {_describe(data)}. "
+            "Write `user: ...`, `assistant: ...` etc., or `prompt_format:` with those under it.")
+        )])
+    gen = data.get("generation_config")
+    if isinstance(gen, dict) and "prompt_format" in gen:
+        return gen["prompt_format"], ("generation_config", "prompt_format"), {}
+    if "generation_config" in data or "model_id" in data:  # llmforge config: other keys are not ours
+        if "prompt_format" not in data:
+            raise SpecError([Problem(index.where(()), "generation_config.prompt_format", (
+                "this llmforge config has no prompt format. Add `generation_config: prompt_format:` "
+                "or `prompt_format: NAME` (see `tforge formats`)."))])
+        return data["prompt_format"], ("prompt_format",), {}
+    if "prompt_format" in data:
+        problems = [
+            Problem(index.where((k,)), str(k), f"unknown top-level key.{_did_you_mean(k, ('prompt_format',) + _META_KEYS)} "
+                    f"A format file holds `prompt_format:` and optionally {', '.join(_META_KEYS)}.")
+            for k in data if k != "prompt_format" and k not in _META_KEYS
+        ]
+        if problems:
+            raise SpecError(problems)
+        meta = {k: data[k] for k in _META_KEYS if k in data}
+        return data["prompt_format"], ("prompt_format",), meta
+    return data, (), {}
+
+
+# --------------------------------------------------------------------------- validation
+def _pydantic_problems(exc: ValidationError, base: tuple, index: _LineIndex) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = base + loc
+        dotted = ".".join(str(p) for p in path)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            options = FIELD_NAMES if len(loc) == 1 else tuple(_StripModel.model_fields)
+            msg = f"unknown field.{_did_you_mean(loc[-1], options)} Known fields: {', '.join(options)}."
+        elif kind == "missing":
+            msg = "is required but missing. Add it (it must contain `{instruction}`)."
+        elif kind in ("string_type", "bool_type", "literal_error", "dict_type", "model_type", "model_attributes_type"):
+            expected = {
+                "string_type": "a string (quote it in YAML)",
+                "bool_type": "true or false",
+                "dict_type": "a mapping",
+                "model_type": "a mapping",
+                "model_attributes_type": "a mapping",
+            }.get(kind, err.get("msg", "").replace("Input should be ", ""))
+            msg = f"expected {expected}, found {_describe(err.get('input'))}."
+        else:
+            msg = f"{err.get('msg')}, found {_describe(err.get('input'))}."
+        problems.append(Problem(index.where(path), dotted, msg))
+    return problems
+
+
+def _resolve_placement(m: _PromptFormatModel, problems: list, at) -> Placement:
+    legacy: Placement = (
+        "separate" if not m.system_in_user else "last_user" if m.system_in_last_user else "first_user"
+    )
+    if m.system_in_last_user and not m.system_in_user:
+        problems.append(at("system_in_last_user", (
+            "is true but `system_in_user` is false: the system text can only go into the last user "
+            "turn when it goes into user turns. Set `system_in_user: true` and put `{system}` in `user`.")))
+    if m.system_placement is None:
+        return legacy
+    set_fields = m.model_fields_set
+    in_user = m.system_placement in IN_USER_PLACEMENTS
+    if "system_in_user" in set_fields and m.system_in_user != in_user:
+        problems.append(at("system_placement", (
+            f"is `{m.system_placement}` but `system_in_user` is {str(m.system_in_user).lower()}. "
+            "Remove `system_in_user` (system_placement replaces it) or make them agree.")))
+    if "system_in_last_user" in set_fields and m.system_in_last_user and m.system_placement != "last_user":
+        problems.append(at("system_placement", (
+            f"is `{m.system_placement}` but `system_in_last_user` is true. Remove one of them.")))
+    return m.system_placement
+
+
+def _check_role(name: str, text: str | None, allowed: set[str], required: set[str], problems, at):
+    if text is None:
+        return None
+    try:
+        tmpl = parse_role_template(text, name)
+    except ValueError as exc:
+        problems.append(at(name, f"{exc}. Found {text!r}."))
+        return None
+    fields = tmpl.fields()
+    for f in sorted(required):
+        if fields.count(f) != 1:
+            how = "is missing" if f not in fields else f"appears {fields.count(f)} times"
+            problems.append(at(name, f"must contain `{{{f}}}` exactly once, but it {how}. Found {text!r}."))
+    for f in fields:
+        if f in allowed:
+            continue
+        if f == "system" and name == "user":
+            problems.append(at(name, (
+                "contains `{system}` but the system text is not placed in user turns. Set "
+                "`system_in_user: true` (or a `system_placement` of first_user/last_user/final_user), "
+                "or remove `{system}`.")))
+        else:
+            problems.append(at(name, (
+                f"has the unknown field `{{{f}}}`.{_did_you_mean(f, sorted(allowed))} Declare it under "
+                f"`variables:` with a default value, or write literal braces as `{{{{{f}}}}}`.")))
+    return tmpl
+
+
+def _check(m: _PromptFormatModel, base: tuple, index: _LineIndex) -> tuple[dict, list[Problem]]:
+    problems: list[Problem] = []
+
+    def at(fld: str, msg: str) -> Problem:
+        path = base + tuple(fld.split("."))
+        return Problem(index.where(path), ".".join(str(p) for p in path), msg)
+
+    for var in m.variables:
+        if not _IDENT.match(var) or var in RESERVED_NAMES or var.startswith("tf_"):
+            problems.append(at(f"variables.{var}", (
+                "is not a usable variable name: use letters, digits and underscores, not starting "
+                f"with `tf_` and none of {', '.join(sorted(RESERVED_NAMES))}.")))
+    placement = _resolve_placement(m, problems, at)
+    variables = set(m.variables)
+    in_user = placement in IN_USER_PLACEMENTS
+    if m.system is None and placement not in ("drop", "reject"):
+        problems.append(at("system", "is required but missing. Add it, e.g. `system: \"{instruction}\\n\\n\"`."))
+    system = _check_role("system", m.system if m.system is not None else "{instruction}",
+                         variables | {"instruction"}, {"instruction"}, problems, at)
+    user_allowed = variables | {"instruction"} | ({"system"} if in_user else set())
+    user = _check_role("user", m.user, user_allowed, {"instruction"} | ({"system"} if in_user else set()), problems, at)
+    assistant = _check_role("assistant", m.assistant, variables | {"instruction"}, {"instruction"}, problems, at)
+
+    strip = m.strip or _StripModel()
+    strip_user = strip.user if strip.user is not None else m.strip_whitespace
+    if strip_user == "with_system":
+        if not in_user:
+            problems.append(at("strip.user", (
+                "is `with_system` but the system text is not placed in user turns. Use true/false, "
+                "or place the system text in a user turn.")))
+        elif user is not None and not any(
+            a.field == "system" and b.field == "instruction" for a, b in zip(user.pieces, user.pieces[1:])
+        ):
+            problems.append(at("strip.user", (
+                "is `with_system`, which strips the system block and the user text together, so "
+                f"`user` must contain `{{system}}{{instruction}}` side by side. Found {m.user!r}.")))
+    resolved = dict(
+        system=system, user=user, assistant=assistant,
+        trailing_assistant=m.trailing_assistant, bos=m.bos,
+        default_system_message=m.default_system_message,
+        add_system_tags=m.add_system_tags_even_if_message_is_empty,
+        placement=placement, empty_system=m.empty_system,
+        # llmforge quirk: the system text is only stripped when it is a message of its own.
+        strip_system=strip.system if strip.system is not None else (m.strip_whitespace and placement == "separate"),
+        strip_user=strip_user,
+        strip_assistant=strip.assistant if strip.assistant is not None else m.strip_whitespace,
+        require_alternation=m.require_alternation, final_suffix=m.final_suffix,
+        variables=tuple(m.variables.items()),
+    )
+    return resolved, problems
+
+
+# --------------------------------------------------------------------------- public API
+def spec_from_dict(data: Any, *, label: str = "<dict>", _index: _LineIndex | None = None) -> Spec:
+    """Validate a parsed YAML document (bare fields, ``prompt_format:``, or llmforge config).
+
+    Examples:
+        >>> s = spec_from_dict({"system": "S:{instruction}\\n", "user": "U:{instruction}\\n",
+        ...                     "assistant": "A:{instruction}\\n"})
+        >>> s.placement, s.strip_user
+        ('separate', True)
+    """
+    index = _index or _LineIndex(label)
+    fmt, base, meta = _locate_format(data, index)
+    if isinstance(fmt, str):
+        from template_forge.registry import load_builtin  # a built-in named from a config
+
+        return load_builtin(fmt)
+    if not isinstance(fmt, dict):
+        raise SpecError([Problem(index.where(base), ".".join(base), (
+            f"expected a mapping of prompt-format fields or a built-in name, found {_describe(fmt)}."))])
+    try:
+        model = _PromptFormatModel.model_validate(fmt)
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc, base, index)
+        problems += _partial_checks(fmt, base, index)
+        raise SpecError(problems) from None
+    resolved, problems = _check(model, base, index)
+    problems += _check_meta(meta, index)
+    if problems:
+        raise SpecError(problems)
+    return Spec(**resolved, name=str(meta.get("name", "")), description=str(meta.get("description", "")),
+                models=tuple(meta.get("models", ())), source=label, raw=dict(fmt))
+
+
+def _partial_checks(fmt: dict, base: tuple, index: _LineIndex) -> list[Problem]:
+    """Role-string checks that still make sense when other fields failed type checks."""
+    problems: list[Problem] = []
+    for role in ("system", "user", "assistant"):
+        text = fmt.get(role)
+        if isinstance(text, str):
+            try:
+                parse_role_template(text, role)
+            except ValueError as exc:
+                problems.append(Problem(index.where(base + (role,)), ".".join(base + (role,)), f"{exc}."))
+    return problems
+
+
+def _check_meta(meta: dict, index: _LineIndex) -> list[Problem]:
+    problems = []
+    models = meta.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(x, str) for x in models):
+        problems.append(Problem(index.where(("models",)), "models", f"expected a list of model ids, found {_describe(models)}."))
+    for key in ("name", "description"):
+        if key in meta and not isinstance(meta[key], str):
+            problems.append(Problem(index.where((key,)), key, f"expected a string, found {_describe(meta[key])}."))
+    return problems
+
+
+def load_spec_text(text: str | bytes, *, label: str = "<string>") -> Spec:
+    """Load a spec from YAML text. ``label`` names it in error messages.
+
+    Examples:
+        >>> load_spec_text("user: 'U {instruction}'\\nassistant: 'A {instruction}'\\nsystem: '{instruction}'").bos
+        ''
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError([Problem(label, "", f"is not UTF-8 text (byte {exc.start}). Save it as UTF-8.")]) from None
+    data, index = _parse_yaml(text, label)
+    return spec_from_dict(data, label=label, _index=index)
+
+
+def load_spec(source: str | Path) -> Spec:
+    """Load a spec from a YAML file path, or a built-in format by name.
+
+    Examples:
+        >>> load_spec("llama3").name
+        'llama3'
+    """
+    path = Path(source)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        if not path.is_file():
+            raise SpecError([Problem(str(path), "", "no such file. Give a YAML spec path or a built-in name (`tforge formats`).")])
+        return load_spec_text(path.read_bytes(), label=str(path))
+    from template_forge.registry import load_builtin
+
+    return load_builtin(str(source))

@@ -1,0 +1,116 @@
+"""Hypothesis strategies: message contents, conversations, and whole specs."""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+# Text that breaks naive templating: Jinja syntax, format braces, quotes, backslashes,
+# newlines of every kind, special-token strings, padding, unicode.
+TRICKY = [
+    "", " ", "  padded  ", "\n\nlead and trail\n", "\t tab", "{{ x }}", "{% if true %}y{% endif %}",
+    "{#c#}", "{%- raw -%}", "}}", "{{", "{instruction}", "{system}", "'\"\\", "\\n", "\r\n", "\r",
+    "<|eot_id|>", "[INST]", "</s>", "<s>", "日本語", "emoji 🤖", "\u2028x\u2029", "\x00\x1f", "a\u00a0b",
+]
+
+contents = st.one_of(
+    st.sampled_from(TRICKY),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+    st.builds(lambda a, b, c: a + b + c, st.sampled_from(["", " ", "\n", "  "]),
+              st.text("ab {}%#'\"\\\n", max_size=8), st.sampled_from(["", " ", "\n", "\t "])),
+)
+
+
+@st.composite
+def conversations(draw, *, system: str = "maybe", alternate: bool | None = None, min_turns: int = 1,
+                  max_turns: int = 6):
+    """Conversations of the domain the official templates share.
+
+    system: "maybe" (optional message 0), "always", "never", or "anywhere" (at a random index).
+    alternate: True → user/assistant/user…, False → any order, None → either.
+    """
+    n = draw(st.integers(min_turns, max_turns))
+    if alternate is None:
+        alternate = draw(st.booleans())
+    if alternate:
+        roles = ["user" if i % 2 == 0 else "assistant" for i in range(n)]
+    else:
+        roles = draw(st.lists(st.sampled_from(["user", "assistant"]), min_size=n, max_size=n))
+    msgs = [{"role": r, "content": draw(contents)} for r in roles]
+    has_system = system in ("always", "anywhere") or (system == "maybe" and draw(st.booleans()))
+    if has_system:
+        where = draw(st.integers(0, len(msgs))) if system == "anywhere" else 0
+        msgs.insert(where, {"role": "system", "content": draw(contents)})
+    return msgs
+
+
+# ---------------------------------------------------------------- specs
+literal_bits = st.sampled_from([
+    "", "<s>", "[INST] ", " [/INST]", "\n", "\n\n", "<|eot_id|>", "{{", "}}", "{{ role }}", "{%", "%}",
+    "{#", "#}", "'", '"', "\\", "\\n", "\r\n", "\t", "｜User｜", "### ", " ", "<<SYS>>\n", "\u2028",
+])
+lits = st.lists(literal_bits, max_size=3).map("".join)
+
+
+def _role(draw, extra_fields: list[str]) -> str:
+    fields = ["{instruction}"] + extra_fields
+    fields = draw(st.permutations(fields))
+
+    def lit():  # role strings follow str.format rules: literal braces are doubled
+        return draw(lits).replace("{", "{{").replace("}", "}}")
+
+    parts = [lit()]
+    for f in fields:
+        parts += [f, lit()]
+    return "".join(parts)
+
+
+@st.composite
+def spec_dicts(draw):
+    """Valid prompt-format mappings covering every field combination."""
+    placement = draw(st.sampled_from([None, "separate", "first_user", "last_user", "final_user", "drop", "reject"]))
+    legacy_in_user = draw(st.booleans()) if placement is None else None
+    in_user = placement in ("first_user", "last_user", "final_user") or (placement is None and legacy_in_user)
+    variables = draw(st.dictionaries(st.sampled_from(["date_string", "who", "x1"]), lits, max_size=2))
+    var_fields = ["{" + v + "}" for v in variables]
+
+    def maybe_vars():
+        return [f for f in var_fields if draw(st.booleans())]
+
+    d = {
+        "system": _role(draw, maybe_vars()),
+        "assistant": _role(draw, maybe_vars()),
+        "trailing_assistant": draw(lits),
+        "bos": draw(lits),
+        "default_system_message": draw(st.sampled_from(["", "Default sys.", "  padded default  "])),
+        "add_system_tags_even_if_message_is_empty": draw(st.booleans()),
+        "strip_whitespace": draw(st.booleans()),
+        "empty_system": draw(st.sampled_from(["auto", "render", "drop"])),
+        "require_alternation": draw(st.booleans()),
+        "final_suffix": draw(st.sampled_from(["", "<|endoftext|>", "\n"])),
+        "variables": variables,
+    }
+    strip_user_choices = [None, True, False]
+    if in_user:
+        d["user"] = draw(st.sampled_from(["{system}{instruction}", "split"]))
+        if d["user"] == "split":
+            d["user"] = _role(draw, ["{system}"] + maybe_vars())
+        else:
+            esc = lambda t: t.replace("{", "{{").replace("}", "}}")  # noqa: E731
+            d["user"] = esc(draw(lits)) + "{system}{instruction}" + esc(draw(lits))
+            strip_user_choices.append("with_system")
+    else:
+        d["user"] = _role(draw, maybe_vars())
+    if placement is not None:
+        d["system_placement"] = placement
+    else:
+        d["system_in_user"] = legacy_in_user
+        if legacy_in_user:
+            d["system_in_last_user"] = draw(st.booleans())
+    strip = {k: v for k, v in {
+        "system": draw(st.sampled_from([None, True, False])),
+        "user": draw(st.sampled_from(strip_user_choices)),
+        "assistant": draw(st.sampled_from([None, True, False])),
+    }.items() if v is not None}
+    if strip:
+        d["strip"] = strip
+    return d
