@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import difflib
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 from template_forge.errors import Problem, SpecError
 
 
 def _templates_dir() -> Path:
-    """Where the built-in YAML files are: package data when installed, else the source tree."""
-    try:
-        root = resources.files("template_forge.templates")
-        path = Path(str(root))
-        if path.is_dir() and any(path.glob("*.yaml")):
-            return path
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "templates"
+    """Where the built-in YAML files are: package data in a wheel, else the source tree."""
+    here = Path(__file__).resolve().parent
+    installed = here / "templates"  # wheel: templates/ is mapped to template_forge/templates/
+    return installed if installed.is_dir() else here.parent / "templates"  # checkout, editable install
 
 
 def builtin_names() -> list[str]:

@@ -164,7 +164,9 @@ def parse_role_template(text: str, role: str) -> RoleTemplate:
             f"is not a valid format string ({exc}). Write a literal brace as `{{{{` or `}}}}`"
         ) from None
     for literal, name, spec, conversion in parsed:
-        if literal:
+        if literal and pieces and pieces[-1].field is None:  # `{{` splits literals: rejoin them
+            pieces[-1] = Piece(text=pieces[-1].text + literal)
+        elif literal:
             pieces.append(Piece(text=literal))
         if name is None:
             continue
@@ -470,6 +472,11 @@ def load_spec_text(text: str | bytes, *, label: str = "<string>") -> Spec:
         except UnicodeDecodeError as exc:
             raise SpecError([Problem(label, "", f"is not UTF-8 text (byte {exc.start}). Save it as UTF-8.")]) from None
     data, index = _parse_yaml(text, label)
+    if index.duplicates:
+        raise SpecError([
+            Problem(f"{label}:{line}", ".".join(map(str, path)), "is written twice; YAML would silently keep the "
+                    "last one. Delete one of them.") for path, line in index.duplicates
+        ])
     return spec_from_dict(data, label=label, _index=index)
 
 

@@ -1,0 +1,109 @@
+"""Every built-in format reproduces its vendor's official chat template, byte for byte.
+
+Checked on generated conversations (not the ones the specs were written from): an
+optional system message first (including empty and whitespace-padded ones), then one
+or more user/assistant messages in any order, with every kind of awkward content,
+with and without the generation prompt. Where the official template refuses a
+conversation (roles that do not alternate, a system message Gemma does not support),
+ours refuses it too. Both the reference renderer and the compiled template (both
+flavours) are compared with the official template under transformers' renderer.
+"""
+
+from __future__ import annotations
+
+import jinja2
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import official
+from strategies import conversations
+from template_forge.compiler import compile_template
+from template_forge.errors import RenderError
+from template_forge.registry import builtin_names, load_builtin
+from template_forge.render import render
+
+hf = pytest.importorskip("transformers.utils.chat_template_utils")
+
+#: built-in → the official template (../shared/conformance/templates/<name>.jinja) it reproduces.
+OFFICIAL = {
+    "llama2": "llama-2-chat",
+    "llama3": "llama-3-instruct",
+    "llama3.1": "llama-3.1-instruct",
+    "mistral-v1": "mistral-7b-instruct-v0.1",
+    "mistral-v3": "mistral-7b-instruct-v0.3",
+    "chatml": "chatml",
+    "qwen2.5": "qwen2.5-instruct",
+    "zephyr": "zephyr-7b-beta",
+    "gemma": "gemma-2-it",
+    "phi3": "phi-3-mini-4k-instruct",
+    "deepseek-v3": "deepseek-v3",
+    "vicuna": "vicuna-v1.1",
+    "alpaca": "alpaca",
+}
+#: Byte-identical official templates that the same built-in therefore also reproduces.
+ALSO = {"llama3.1": ["llama-3.3-instruct"], "mistral-v1": ["mistral-7b-instruct-v0.2", "mixtral-8x7b-instruct-v0.1"],
+        "gemma": ["gemma-it"], "qwen2.5": []}
+#: Built-ins that are llmforge's own formats or have no official template.
+NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama3"}
+
+
+def test_every_builtin_is_classified():
+    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR
+
+
+def official_render(template: str, entry: dict, messages, gen: bool) -> str | None:
+    try:
+        out, _ = hf.render_jinja_template(
+            conversations=[messages], chat_template=template, add_generation_prompt=gen,
+            bos_token=entry["bos_token"], eos_token=entry["eos_token"], date_string="26 Jul 2024")
+    except jinja2.TemplateError:
+        return None
+    return out[0]
+
+
+def ours(template_or_spec, messages, gen: bool, *, compiled: bool) -> str | None:
+    if compiled:
+        try:
+            out, _ = hf.render_jinja_template(conversations=[messages], chat_template=template_or_spec,
+                                              add_generation_prompt=gen)
+        except jinja2.TemplateError:
+            return None
+        return out[0]
+    try:
+        return render(template_or_spec, messages, add_generation_prompt=gen).text
+    except RenderError:
+        return None
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=conversations(system="maybe", min_turns=1, max_turns=6), gen=st.booleans())
+def test_builtin_matches_official_template(conformance, name, messages, gen):
+    spec = load_builtin(name)
+    compiled = [compile_template(spec), compile_template(spec, training=True)]
+    for target in [OFFICIAL[name]] + ALSO.get(name, []):
+        template, entry = official(conformance, target)
+        expected = official_render(template, entry, messages, gen)
+        assert ours(spec, messages, gen, compiled=False) == expected, target
+        for tmpl in compiled:
+            assert ours(tmpl, messages, gen, compiled=True) == expected, target
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_builtin_reproduces_corpus_goldens(conformance, name):
+    import json
+
+    golden = json.loads((conformance / "golden" / f"{OFFICIAL[name]}.json").read_text())
+    spec = load_builtin(name)
+    for case in golden["cases"].values():
+        got = ours(spec, case["messages"], case["add_generation_prompt"], compiled=False)
+        assert got == case.get("rendered"), case
+
+
+def test_gemma_refuses_a_system_message_like_the_official_template(conformance):
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
+    template, entry = official(conformance, "gemma-2-it")
+    assert official_render(template, entry, msgs, False) is None
+    with pytest.raises(RenderError, match="does not support a system message"):
+        render(load_builtin("gemma"), msgs)

@@ -1,0 +1,151 @@
+"""`tforge compile | render | formats`, end to end, including transformers reading what we write."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from template_forge.cli import main
+from template_forge.compiler import compile_template
+from template_forge.registry import builtin_names, load_builtin
+from template_forge.render import render
+
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi {{ there }}"},
+        {"role": "assistant", "content": "Hello!"}]
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_compile_prints_the_template(runner):
+    result = runner.invoke(main, ["compile", "llama3"])
+    assert result.exit_code == 0, result.output
+    assert result.output == compile_template(load_builtin("llama3")) + "\n"
+    training = runner.invoke(main, ["compile", "llama3", "--training"])
+    assert "{%- generation -%}" in training.output
+
+
+def test_compile_to_file_is_atomic_and_exact(runner, tmp_path):
+    out = tmp_path / "t.jinja"
+    result = runner.invoke(main, ["compile", "chatml", "-o", str(out)])
+    assert result.exit_code == 0
+    assert out.read_text() == compile_template(load_builtin("chatml"))
+    assert [p.name for p in tmp_path.iterdir()] == ["t.jinja"]  # no temp files left behind
+
+
+def make_tokenizer(folder):
+    """A tiny byte-level BPE fast tokenizer, trained here, saved in save_pretrained layout."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["Be brief. Hi there, Hello! system user assistant"] * 20, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
+    fast.save_pretrained(folder)
+    return fast
+
+
+def test_tokenizer_dir_is_what_transformers_serves(runner, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    make_tokenizer(tmp_path)
+    config_before = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    result = runner.invoke(main, ["compile", "llama3", "--training", "--tokenizer-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert {k: v for k, v in config.items() if k != "chat_template"} == {
+        k: v for k, v in config_before.items() if k != "chat_template"}  # other keys kept
+    assert (tmp_path / "chat_template.jinja").read_text() == config["chat_template"]
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    expected = render(load_builtin("llama3"), CONV)
+    assert tok.apply_chat_template(CONV, tokenize=False) == expected.text
+    out = tok.apply_chat_template(CONV, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    trained = tok.decode([i for i, m in zip(ids, mask) if m])
+    assert trained == "Hello!<|eot_id|>"
+
+
+def test_tokenizer_dir_replaces_a_stale_jinja_file_and_creates_missing_config(runner, tmp_path):
+    (tmp_path / "chat_template.jinja").write_text("stale")
+    result = runner.invoke(main, ["compile", "phi3", "--tokenizer-dir", str(tmp_path / "new")])
+    assert result.exit_code == 0
+    result = runner.invoke(main, ["compile", "phi3", "--tokenizer-dir", str(tmp_path)])
+    assert result.exit_code == 0
+    assert (tmp_path / "chat_template.jinja").read_text() == compile_template(load_builtin("phi3"))
+    assert json.loads((tmp_path / "new" / "tokenizer_config.json").read_text()) == {
+        "chat_template": compile_template(load_builtin("phi3"))}
+
+
+def test_broken_tokenizer_config_is_reported_and_nothing_is_written(runner, tmp_path):
+    (tmp_path / "tokenizer_config.json").write_text("{\n  \"a\": 1,\n}")
+    result = runner.invoke(main, ["compile", "chatml", "--tokenizer-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "tokenizer_config.json:3: not valid JSON" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer_config.json"]
+
+
+def test_render_plain_and_coloured(runner, tmp_path):
+    conv = tmp_path / "c.json"
+    conv.write_text(json.dumps({"messages": CONV}))
+    plain = runner.invoke(main, ["render", "llama3", str(conv), "--plain"])
+    assert plain.exit_code == 0 and plain.output == render(load_builtin("llama3"), CONV).text
+    coloured = runner.invoke(main, ["render", "llama3", str(conv), "--color"])
+    assert "\x1b[32m\x1b[1mHello!" in coloured.output  # trained text: bold green
+    assert click_unstyle(coloured.output) == plain.output
+
+
+def click_unstyle(text):
+    import click
+
+    return click.unstyle(text)
+
+
+def test_render_from_stdin_with_generation_prompt_and_variables(runner):
+    result = runner.invoke(main, ["render", "llama3.1", "-", "--generation-prompt", "--plain", "--var",
+                                  "date_string=01 Jan 2026"], input=json.dumps(CONV[:2]))
+    assert result.exit_code == 0
+    assert "Today Date: 01 Jan 2026" in result.output
+    assert result.output.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["compile", "nope"], "Error: `nope` is neither a file nor a built-in format"),
+    (["render", "llama3", "-"], "Error: -:1: not valid JSON"),
+    (["render", "gemma", "-"], "Error: message 0: this format does not support a system message"),
+])
+def test_user_errors_exit_1_without_traceback(runner, args, pattern):
+    stdin = json.dumps(CONV) if args[1] == "gemma" else "{bad"
+    result = runner.invoke(main, args, input=stdin)
+    assert result.exit_code == 1
+    assert pattern in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_spec_file_is_located(runner, tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("system: '{instruction}'\nuser: '{instruction}'\nassistent: '{instruction}'\n")
+    result = runner.invoke(main, ["compile", str(spec)])
+    assert result.exit_code == 1
+    assert f"{spec}:3, `assistent`: unknown field. Did you mean `assistant`?" in result.output
+
+
+def test_usage_errors_stay_clicks(runner):
+    assert runner.invoke(main, ["compile"]).exit_code == 2
+
+
+def test_formats_lists_every_builtin(runner):
+    result = runner.invoke(main, ["formats"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert [l.split()[0] for l in lines] == builtin_names()
+    assert any(l.startswith("llama3 ") and "meta-llama/Meta-Llama-3-8B-Instruct" in l for l in lines)

@@ -1,0 +1,29 @@
+"""The built-in formats ship inside the wheel and are found by an installed package."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+
+from conftest import ROOT
+
+
+def test_wheel_ships_templates_and_they_load_when_installed(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(tmp_path.glob("template_forge-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(n).name for n in names if n.startswith("template_forge/templates/")}
+    assert {p.name for p in (ROOT / "templates").glob("*.yaml")} | {"README.md"} <= shipped
+    # Install into a bare target folder and load a built-in from there, away from the source tree.
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    code = ("import template_forge.registry as r; p = r._templates_dir(); "
+            "print(p); print(r.load_builtin('llama3').name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    where, name = out.stdout.split()
+    assert Path(where).is_relative_to(target) and name == "llama3"
