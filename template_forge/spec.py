@@ -190,6 +190,8 @@ class _LineIndex:
         self.duplicates: list[tuple[tuple, int]] = []
 
     def walk(self, node: yaml.Node | None, path: tuple = ()) -> None:
+        if node is not None:
+            self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             seen: set = set()
             for key, value in node.value:
