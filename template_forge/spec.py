@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -140,7 +140,6 @@ class Spec:
     description: str = ""
     models: tuple[str, ...] = ()
     source: str = ""
-    raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def system_in_user(self) -> bool:
@@ -434,7 +433,7 @@ def spec_from_dict(data: Any, *, label: str = "<dict>", _index: _LineIndex | Non
     if problems:
         raise SpecError(problems)
     return Spec(**resolved, name=str(meta.get("name", "")), description=str(meta.get("description", "")),
-                models=tuple(meta.get("models", ())), source=label, raw=dict(fmt))
+                models=tuple(meta.get("models", ())), source=label)
 
 
 def _partial_checks(fmt: dict, base: tuple, index: _LineIndex) -> list[Problem]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -101,13 +102,7 @@ def test_render_plain_and_coloured(runner, tmp_path):
     assert plain.exit_code == 0 and plain.output == render(load_builtin("llama3"), CONV).text
     coloured = runner.invoke(main, ["render", "llama3", str(conv), "--color"])
     assert "\x1b[32m\x1b[1mHello!" in coloured.output  # trained text: bold green
-    assert click_unstyle(coloured.output) == plain.output
-
-
-def click_unstyle(text):
-    import click
-
-    return click.unstyle(text)
+    assert click.unstyle(coloured.output) == plain.output
 
 
 def test_render_from_stdin_with_generation_prompt_and_variables(runner):

@@ -29,7 +29,6 @@ import datetime as _datetime
 import json
 import random
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
@@ -37,9 +36,9 @@ from template_forge.errors import RenderError
 from template_forge.render import render
 from template_forge.spec import load_spec
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ROOT.parent / "shared" / "conformance"
-SPECS = ROOT / "fixtures" / "corpus"
+from conftest import CONFORMANCE as CORPUS, FIXTURES
+
+SPECS = FIXTURES / "corpus"
 
 if not CORPUS.is_dir():
     pytest.skip(
