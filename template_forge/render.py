@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from template_forge.errors import RenderError
-from template_forge.spec import Piece, RoleTemplate, Spec
+from template_forge.spec import Piece, Spec
 
 ROLES = ("system", "user", "assistant")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 import pytest
@@ -144,3 +143,32 @@ def test_formats_lists_every_builtin(runner):
     lines = result.output.splitlines()
     assert [l.split()[0] for l in lines] == builtin_names()
     assert any(l.startswith("llama3 ") and "meta-llama/Meta-Llama-3-8B-Instruct" in l for l in lines)
+
+
+@pytest.fixture(scope="module")
+def tiny_tokenizer_dir(tmp_path_factory):
+    pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("tok")
+    make_tokenizer(folder)
+    return folder
+
+
+@pytest.mark.parametrize("name", builtin_names())
+def test_every_builtin_served_by_autotokenizer(runner, tmp_path, tiny_tokenizer_dir, name):
+    """What --tokenizer-dir writes, AutoTokenizer loads and apply_chat_template renders: for
+    every built-in, both flavours, with and without the generation prompt."""
+    import shutil
+
+    import transformers
+
+    spec = load_builtin(name)
+    conv = CONV[1:] if spec.placement == "reject" else CONV
+    for training in (False, True):
+        folder = tmp_path / f"tok-{training}"
+        shutil.copytree(tiny_tokenizer_dir, folder)
+        args = ["compile", name, "--tokenizer-dir", str(folder)] + (["--training"] if training else [])
+        assert runner.invoke(main, args).exit_code == 0
+        tok = transformers.AutoTokenizer.from_pretrained(str(folder))
+        assert tok.apply_chat_template(conv, tokenize=False) == render(spec, conv).text
+        assert tok.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True) == render(
+            spec, conv[:-1], add_generation_prompt=True).text

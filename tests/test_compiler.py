@@ -10,7 +10,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from strategies import conversations, spec_dicts, TRICKY
 from template_forge.compiler import compile_template, jinja_literal
-from template_forge.errors import RenderError, SpecError
+from template_forge.errors import RenderError
 from template_forge.registry import builtin_names, load_builtin
 from template_forge.render import render
 from template_forge.spec import spec_from_dict

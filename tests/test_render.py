@@ -198,3 +198,41 @@ def test_alternation_error_names_the_message():
 def test_unknown_variable_is_refused():
     with pytest.raises(RenderError, match=r"unknown template variable `date`; this format declares: date_string"):
         render(load_builtin("llama3.1"), msgs(("user", "u")), variables={"date": "x"})
+
+
+# ---------------------------------------------------------------- differential: llmforge oracle
+LLMFORGE_ONLY = ("system", "user", "assistant", "trailing_assistant", "bos", "default_system_message",
+                 "system_in_user", "system_in_last_user", "add_system_tags_even_if_message_is_empty",
+                 "strip_whitespace")
+
+
+@st.composite
+def llmforge_specs(draw):
+    """Specs in the ten-field llmforge vocabulary only (extensions left at their defaults)."""
+    d = draw(spec_dicts())
+    in_user = d.get("system_in_user") or d.get("system_placement") in ("first_user", "last_user", "final_user")
+    d = {k: v for k, v in d.items() if k in LLMFORGE_ONLY and k != "variables"}
+    if "{" + "system}" in d["user"] and not in_user:
+        d["user"] = d["user"].replace("{system}", "")
+    d["system_in_user"] = bool(in_user)
+    if not in_user:
+        d.pop("system_in_last_user", None)
+    for role in ("system", "user", "assistant"):  # no template variables in llmforge
+        for var in ("{date_string}", "{who}", "{x1}"):
+            d[role] = d[role].replace(var, "")
+    return d
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(llmforge_specs(), conversations(system="anywhere", min_turns=0), st.booleans())
+def test_render_equals_llmforge_oracle(d, messages, gen):
+    from llmforge_oracle import OracleError, llmforge_render
+
+    spec = spec_from_dict(d)
+    try:
+        expected = llmforge_render(d, messages, add_generation_prompt=gen)
+    except OracleError:
+        with pytest.raises(RenderError):
+            render(spec, messages, add_generation_prompt=gen)
+        return
+    assert render(spec, messages, add_generation_prompt=gen).text == expected
