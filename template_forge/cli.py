@@ -8,10 +8,12 @@ and keeps its traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
 
+from template_forge.check import check_template, load_template
 from template_forge.compiler import compile_template
 from template_forge.errors import DataError, TemplateForgeError
 from template_forge.io import install_chat_template, write_atomic
@@ -121,6 +123,39 @@ def render_cmd(spec: str, conversation: str, generation_prompt: bool, plain: boo
         click.echo(_styled(rendered), nl=False, color=True if force_color else None)
     if sys.stdout.isatty():
         click.echo()
+
+
+@main.command("check")
+@click.argument("spec")
+@click.argument("template")
+@click.option("--samples", default=200, show_default=True, help="Sample conversations (each with and without the generation prompt).")
+@click.option("--seed", default=0, show_default=True, help="Picks the samples.")
+@click.option("--bos-token", help="bos_token for the template (default: from tokenizer_config.json).")
+@click.option("--eos-token", help="eos_token for the template (default: from tokenizer_config.json).")
+@click.option("--template-name", default="default", show_default=True, help="Which of several named chat templates.")
+@click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help="Set a template variable on both sides.")
+@click.option("--show", default=3, show_default=True, help="How many differences to print.")
+@click.pass_context
+def check_cmd(ctx: click.Context, spec: str, template: str, samples: int, seed: int, bos_token: str | None,
+              eos_token: str | None, template_name: str, variables: tuple[str, ...], show: int) -> None:
+    """Check that SPEC renders like TEMPLATE (a .jinja file or a tokenizer folder).
+
+    Exits 0 when every sample renders identically (or both refuse it), 1 otherwise.
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" banner
+    fmt = load_spec(spec)
+    text, tokens = load_template(template, name=template_name)
+    tokens.update({k: v for k, v in (("bos_token", bos_token), ("eos_token", eos_token)) if v is not None})
+    report = check_template(fmt, text, samples=samples, seed=seed, tokens=tokens, variables=_parse_vars(variables))
+    summary = (f"{spec} vs {template}: {report.renders} renders, {report.identical} identical, "
+               f"{report.both_refuse} refused by both, {len(report.mismatches)} different.")
+    if report.ok:
+        click.echo(summary + " Same format.")
+        return
+    click.echo(summary)
+    for mismatch in report.mismatches[:show]:
+        click.echo("- " + mismatch.describe())
+    ctx.exit(1)
 
 
 @main.command("formats")

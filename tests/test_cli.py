@@ -8,6 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from conftest import make_tokenizer
 from template_forge.cli import main
 from template_forge.compiler import compile_template
 from template_forge.registry import builtin_names, load_builtin
@@ -36,23 +37,6 @@ def test_compile_to_file_is_atomic_and_exact(runner, tmp_path):
     assert result.exit_code == 0
     assert out.read_text() == compile_template(load_builtin("chatml"))
     assert [p.name for p in tmp_path.iterdir()] == ["t.jinja"]  # no temp files left behind
-
-
-def make_tokenizer(folder):
-    """A tiny byte-level BPE fast tokenizer, trained here, saved in save_pretrained layout."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(["Be brief. Hi there, Hello! system user assistant"] * 20, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
-    fast.save_pretrained(folder)
-    return fast
 
 
 def test_tokenizer_dir_is_what_transformers_serves(runner, tmp_path):
