@@ -17,6 +17,12 @@ echo; echo "== compile llama3 (training flavour) into $OUT/llama3-tokenizer"
 "$BIN/tforge" compile llama3 --training --tokenizer-dir "$OUT/llama3-tokenizer"
 "$BIN/python" examples/verify.py "$OUT/llama3-tokenizer" llama3 examples/conversation.json
 
+echo; echo "== tforge check: the llama3 spec against the tokenizer folder, then llmforge's Llama 3 format against it"
+"$BIN/tforge" check llama3 "$OUT/llama3-tokenizer"
+if "$BIN/tforge" check llmforge-llama3 "$OUT/llama3-tokenizer" --show 1; then
+  echo "expected a difference (llmforge drops an empty system message)" >&2; exit 1
+fi
+
 echo; echo "== a custom spec: examples/my-format.yaml"
 "$BIN/tforge" compile examples/my-format.yaml --training --tokenizer-dir "$OUT/my-tokenizer"
 "$BIN/tforge" render examples/my-format.yaml examples/conversation.json --color --var today="1 Jan 2027"; echo
