@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from template_forge.spec import Piece, Spec
+from template_forge.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
 
 FLAVOURS = ("inference", "training")
 
@@ -113,9 +113,14 @@ def _generate_validation(spec: Spec) -> list[str]:
         "{%- endfor -%}",
         "{%- for message in messages -%}",
         "    {%- if message['role'] == 'system' -%}",
-        "        {%- if tf.sys_index >= 0 -%}",
-        "            " + _raise(at + " ~ 'messages ' ~ tf.sys_index ~ ' and ' ~ loop.index0 ~ ' are both system messages; at most one is supported.'"),
-        "        {%- endif -%}",
+    ]
+    if spec.placement != "in_place":  # in_place renders every system message where it is
+        lines += [
+            "        {%- if tf.sys_index >= 0 -%}",
+            "            " + _raise(at + " ~ 'messages ' ~ tf.sys_index ~ ' and ' ~ loop.index0 ~ ' are both system messages; at most one is supported.'"),
+            "        {%- endif -%}",
+        ]
+    lines += [
         "        {%- set tf.sys_index = loop.index0 -%}",
         "        {%- set tf.sys_text = message['content'] -%}",
         "    {%- elif message['role'] == 'user' -%}",
@@ -150,15 +155,20 @@ def _emit_condition(spec: Spec) -> str:
         return "tf_present"
     if spec.empty_system == "drop":
         return "tf_present and tf_text != ''"
-    return "tf_present and tf_raw != ''" if spec.placement == "separate" else "tf_present"
+    return "tf_present and tf_raw != ''" if spec.placement in OWN_SEGMENT_PLACEMENTS else "tf_present"
 
 
 def _generate_system(spec: Spec) -> list[str]:
     """Decide whether and with what text the system template renders (see render.system_decision)."""
     default_present = "true" if (spec.default_system_message or spec.add_system_tags) else "false"
+    # in_place: the system messages render where they are; the default stands in before the
+    # first message unless the conversation opens with a system message.
+    has_own = "messages | length > 0 and messages[0]['role'] == 'system'" if spec.placement == "in_place" else "tf.sys_index >= 0"
+    own_raw = "''" if spec.placement == "in_place" else "tf.sys_text"
+    own_present = "false" if spec.placement == "in_place" else "true"
     lines = [
-        "{%- if tf.sys_index >= 0 -%}",
-        "    {%- set tf_raw = tf.sys_text -%}{%- set tf_present = true -%}",
+        f"{{%- if {has_own} -%}}",
+        f"    {{%- set tf_raw = {own_raw} -%}}{{%- set tf_present = {own_present} -%}}",
         "{%- else -%}",
         f"    {{%- set tf_raw = {jinja_literal(spec.default_system_message)} -%}}{{%- set tf_present = {default_present} -%}}",
         "{%- endif -%}",
@@ -195,7 +205,7 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
     lines = []
     if spec.bos:
         lines.append("{{- " + jinja_literal(spec.bos) + " -}}")
-    if spec.placement == "separate":
+    if spec.placement in OWN_SEGMENT_PLACEMENTS:
         lines += ["{%- if tf_emit -%}", "    {{- " + _system_expression(spec) + " -}}", "{%- endif -%}"]
     before, after = spec.assistant.around("instruction")
     content = "(message['content'] | trim)" if spec.strip_assistant else "message['content']"
@@ -219,6 +229,15 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
         lines.append("        {%- generation -%}{{- " + trained + " -}}{%- endgeneration -%}")
     else:
         lines.append("        {{- " + trained + " -}}")
+    if spec.placement == "in_place":
+        lines += [
+            "    {%- elif message['role'] == 'system' -%}",
+            "        {%- set tf_raw = message['content'] -%}{%- set tf_present = true -%}",
+            "        " + ("{%- set tf_text = tf_raw | trim -%}" if spec.strip_system else "{%- set tf_text = tf_raw -%}"),
+            f"        {{%- if {_emit_condition(spec)} -%}}",
+            "            {{- " + _system_expression(spec) + " -}}",
+            "        {%- endif -%}",
+        ]
     lines += ["    {%- endif -%}", "{%- endfor -%}"]
     return lines
 

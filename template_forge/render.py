@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from template_forge.errors import RenderError
-from template_forge.spec import Piece, Spec
+from template_forge.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
 
 ROLES = ("system", "user", "assistant")
 
@@ -162,7 +162,7 @@ def system_decision(spec: Spec, sys_index: int | None, sys_raw: str | None) -> t
         return text != "", text
     # auto: llmforge drops an empty *own* system message (tested before stripping), but
     # renders the system template into the user turn for any system message it has.
-    return (raw != "" if spec.placement == "separate" else True), text
+    return (raw != "" if spec.placement in OWN_SEGMENT_PLACEMENTS else True), text
 
 
 def system_target(spec: Spec, msgs: list[tuple[int, str, str]]) -> int | None:
@@ -202,6 +202,10 @@ def _add_user(out: _Builder, spec: Spec, index: int, content: str, system_text: 
             out.add("user", content, index)
         else:
             out.add("user", piece.text if piece.field is None else values[piece.field], index)
+
+
+def _add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, str]) -> None:
+    out.add("system", _fill(spec.system.pieces, {**values, "instruction": text}), index)
 
 
 def _add_assistant(out: _Builder, spec: Spec, index: int, content: str, values: Mapping[str, str]) -> None:
@@ -246,7 +250,8 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     """
     msgs = _check_messages(messages)
     values = _values(spec, variables)
-    sys_index, sys_raw = _find_system(msgs)
+    in_place = spec.placement == "in_place"
+    sys_index, sys_raw = (None, None) if in_place else _find_system(msgs)
     if sys_index is not None and spec.placement == "reject":
         raise RenderError(
             "this format does not support a system message. Drop it, or use a format whose "
@@ -254,17 +259,22 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     if spec.require_alternation:
         _check_alternation(msgs)
     emit, sys_text = system_decision(spec, sys_index, sys_raw)
+    if in_place and msgs and msgs[0][1] == "system":
+        emit = False  # the default stands in only when the conversation does not open with a system message
     out = _Builder()
     out.add("bos", spec.bos)
-    if emit and spec.placement == "separate":
-        before, after = spec.system.around("instruction")
-        out.add("system", _fill(before, values) + sys_text + _fill(after, values), sys_index)
+    if emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
+        _add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
     for i, role, content in msgs:
         if role == "user":
             _add_user(out, spec, i, content, sys_text if i == target else None, sys_index, values)
         elif role == "assistant":
             _add_assistant(out, spec, i, content, values)
+        elif in_place:
+            emit_here, text = system_decision(spec, i, content)
+            if emit_here:
+                _add_system(out, spec, text, i, values)
     if add_generation_prompt:
         out.add("generation_prompt", spec.trailing_assistant)
     else:

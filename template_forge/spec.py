@@ -27,12 +27,14 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationErr
 
 from template_forge.errors import Problem, SpecError
 
-Placement = Literal["separate", "first_user", "last_user", "final_user", "drop", "reject"]
+Placement = Literal["separate", "in_place", "first_user", "last_user", "final_user", "drop", "reject"]
 EmptySystem = Literal["auto", "render", "drop"]
 UserStrip = Union[StrictBool, Literal["with_system"]]
 
 #: Placements that put the system text into a user turn through ``{system}``.
 IN_USER_PLACEMENTS = ("first_user", "last_user", "final_user")
+#: Placements where the system template is a segment of its own.
+OWN_SEGMENT_PLACEMENTS = ("separate", "in_place")
 
 #: Names a template variable may not take: they are Jinja or transformers names.
 RESERVED_NAMES = frozenset(
@@ -394,7 +396,7 @@ def _check(m: _PromptFormatModel, base: tuple, index: _LineIndex) -> tuple[dict,
         add_system_tags=m.add_system_tags_even_if_message_is_empty,
         placement=placement, empty_system=m.empty_system,
         # llmforge quirk: the system text is only stripped when it is a message of its own.
-        strip_system=strip.system if strip.system is not None else (m.strip_whitespace and placement == "separate"),
+        strip_system=strip.system if strip.system is not None else (m.strip_whitespace and placement in OWN_SEGMENT_PLACEMENTS),
         strip_user=strip_user,
         strip_assistant=strip.assistant if strip.assistant is not None else m.strip_whitespace,
         require_alternation=m.require_alternation, final_suffix=m.final_suffix,

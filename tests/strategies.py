@@ -25,7 +25,8 @@ def conversations(draw, *, system: str = "maybe", alternate: bool | None = None,
                   max_turns: int = 6):
     """Conversations of the domain the official templates share.
 
-    system: "maybe" (optional message 0), "always", "never", or "anywhere" (at a random index).
+    system: "maybe" (optional message 0), "always", "never", "anywhere" (one, at a random index)
+        or "many" (zero to three, anywhere).
     alternate: True → user/assistant/user…, False → any order, None → either.
     """
     n = draw(st.integers(min_turns, max_turns))
@@ -36,6 +37,10 @@ def conversations(draw, *, system: str = "maybe", alternate: bool | None = None,
     else:
         roles = draw(st.lists(st.sampled_from(["user", "assistant"]), min_size=n, max_size=n))
     msgs = [{"role": r, "content": draw(contents)} for r in roles]
+    if system == "many":
+        for _ in range(draw(st.integers(0, 3))):
+            msgs.insert(draw(st.integers(0, len(msgs))), {"role": "system", "content": draw(contents)})
+        return msgs
     has_system = system in ("always", "anywhere") or (system == "maybe" and draw(st.booleans()))
     if has_system:
         where = draw(st.integers(0, len(msgs))) if system == "anywhere" else 0
@@ -67,7 +72,8 @@ def _role(draw, extra_fields: list[str]) -> str:
 @st.composite
 def spec_dicts(draw):
     """Valid prompt-format mappings covering every field combination."""
-    placement = draw(st.sampled_from([None, "separate", "first_user", "last_user", "final_user", "drop", "reject"]))
+    placement = draw(st.sampled_from([None, "separate", "in_place", "first_user", "last_user", "final_user", "drop",
+                                      "reject"]))
     legacy_in_user = draw(st.booleans()) if placement is None else None
     in_user = placement in ("first_user", "last_user", "final_user") or (placement is None and legacy_in_user)
     variables = draw(st.dictionaries(st.sampled_from(["date_string", "who", "x1"]), lits, max_size=2))

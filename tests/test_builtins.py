@@ -90,6 +90,27 @@ def test_builtin_matches_official_template(conformance, name, messages, gen):
             assert ours(tmpl, messages, gen, compiled=True) == expected, target
 
 
+#: Built-ins whose official template renders every system message where it stands.
+IN_PLACE = ["chatml", "llama3", "phi3", "qwen2.5", "zephyr"]
+
+
+def test_in_place_builtins_are_the_ones_declaring_it():
+    assert IN_PLACE == sorted(n for n in OFFICIAL if load_builtin(n).placement == "in_place")
+
+
+@pytest.mark.parametrize("name", IN_PLACE)
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=conversations(system="many", min_turns=1, max_turns=6), gen=st.booleans())
+def test_in_place_builtin_matches_official_with_system_messages_anywhere(conformance, name, messages, gen):
+    """Zero to three system messages, anywhere: these templates accept them all."""
+    spec = load_builtin(name)
+    template, entry = official(conformance, OFFICIAL[name])
+    expected = official_render(template, entry, messages, gen)
+    assert expected is not None
+    assert ours(spec, messages, gen, compiled=False) == expected
+    assert ours(compile_template(spec, training=True), messages, gen, compiled=True) == expected
+
+
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
 def test_builtin_reproduces_corpus_goldens(conformance, name):
     import json

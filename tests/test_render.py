@@ -126,7 +126,8 @@ def test_segments_tile_the_text_and_name_their_messages():
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(spec_dicts(), conversations(system="anywhere", min_turns=0), st.booleans())
+@given(spec_dicts(), st.one_of(conversations(system="anywhere", min_turns=0), conversations(system="many", min_turns=0)),
+       st.booleans())
 def test_invariants_for_generated_specs(d, messages, gen):
     spec = spec_from_dict(d)
     try:
@@ -187,7 +188,18 @@ def test_prefix_promises_of_builtins():
 ])
 def test_bad_conversations_name_the_message(bad, pattern):
     with pytest.raises(RenderError, match=pattern):
-        render(load_builtin("chatml"), bad)
+        render(load_builtin("llmforge-llama3"), bad)
+
+
+def test_in_place_renders_every_system_message_where_it_stands():
+    spec = load_builtin("chatml")
+    out = render(spec, msgs(("user", "u"), ("system", "s1"), ("assistant", "a"), ("system", "s2")))
+    assert out.text == ("<|im_start|>user\nu<|im_end|>\n<|im_start|>system\ns1<|im_end|>\n"
+                        "<|im_start|>assistant\na<|im_end|>\n<|im_start|>system\ns2<|im_end|>\n")
+    assert [s.message_index for s in out.segments if s.kind == "system"] == [1, 3]
+    qwen = load_builtin("qwen2.5")  # the default stands in unless the conversation opens with a system message
+    assert render(qwen, msgs(("user", "u"), ("system", "s"))).text.startswith("<|im_start|>system\nYou are Qwen")
+    assert render(qwen, msgs(("system", "s"), ("user", "u"))).text.startswith("<|im_start|>system\ns<|im_end|>")
 
 
 def test_alternation_error_names_the_message():

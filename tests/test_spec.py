@@ -105,7 +105,7 @@ def test_role_problems_are_reported_together():
     (dict(system="{instruction}", user="{instruction}", assistant="{instruction}", variables={"messages": "x"}),
      r"`variables.messages`: is not a usable variable name"),
     (dict(system="{instruction}", user="{instruction}", assistant="{instruction}", system_placement="top"),
-     r"`system_placement`: expected 'separate', 'first_user'"),
+     r"`system_placement`: expected 'separate', 'in_place', 'first_user'"),
     (dict(system="{instruction}", user="{instruction}", assistant="{instruction}", strip={"usr": True}),
      r"`strip.usr`: unknown field\. Did you mean `user`\?"),
 ])
