@@ -185,7 +185,7 @@ def _fill(pieces: Iterable[Piece], values: Mapping[str, str]) -> str:
 def _add_user(out: _Builder, spec: Spec, index: int, content: str, system_text: str | None,
               sys_index: int | None, values: Mapping[str, str]) -> None:
     tmpl = spec.user
-    sys_part = _fill(spec.system.pieces, {**values, "instruction": system_text}) if system_text is not None else ""
+    sys_part = _system_block(spec, system_text, values) if system_text is not None else ""
     if spec.strip_user == "with_system":
         # Strip the system block and the user text as one string (Llama 2's `content.strip()`).
         merged = sys_part + content
@@ -204,8 +204,12 @@ def _add_user(out: _Builder, spec: Spec, index: int, content: str, system_text: 
             out.add("user", piece.text if piece.field is None else values[piece.field], index)
 
 
+def _system_block(spec: Spec, text: str, values: Mapping[str, str]) -> str:
+    return _fill(spec.system.pieces, {**values, "instruction": text})
+
+
 def _add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, str]) -> None:
-    out.add("system", _fill(spec.system.pieces, {**values, "instruction": text}), index)
+    out.add("system", _system_block(spec, text, values), index)
 
 
 def _add_assistant(out: _Builder, spec: Spec, index: int, content: str, values: Mapping[str, str]) -> None:
@@ -234,7 +238,8 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     Args:
         spec: the prompt format.
         messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``; other keys
-            are ignored. At most one system message, wherever it is.
+            are ignored. At most one system message, wherever it is (any number with
+            ``system_placement: in_place``).
         add_generation_prompt: append ``trailing_assistant`` (inference); otherwise append
             ``final_suffix``.
         variables: values for the spec's template variables (defaults from the spec).
@@ -280,11 +285,6 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     else:
         out.add("final_suffix", spec.final_suffix)
     return out.build()
-
-
-def render_text(spec: Spec, messages: Sequence[Mapping[str, Any]], **kwargs: Any) -> str:
-    """Just the text of :func:`render`."""
-    return render(spec, messages, **kwargs).text
 
 
 def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:

@@ -1,5 +1,6 @@
 """The built-in formats ship inside the wheel and are found by an installed package."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,8 +11,14 @@ from conftest import ROOT
 
 
 def test_wheel_ships_templates_and_they_load_when_installed(tmp_path):
+    src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info beside the sources
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("template_forge", "templates"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True)
+                            "-w", str(tmp_path), str(src)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     wheel = next(tmp_path.glob("template_forge-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
