@@ -23,9 +23,6 @@ import re
 
 from template_forge.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
 
-FLAVOURS = ("inference", "training")
-
-
 # --------------------------------------------------------------------------- literals and expressions
 def jinja_literal(text: str) -> str:
     """A Jinja string literal whose value is exactly ``text``.
@@ -158,6 +155,11 @@ def _emit_condition(spec: Spec) -> str:
     return "tf_present and tf_raw != ''" if spec.placement in OWN_SEGMENT_PLACEMENTS else "tf_present"
 
 
+def _system_text_assignment(spec: Spec) -> str:
+    """``tf_text``: the system text the template renders, stripped when the spec strips it."""
+    return "{%- set tf_text = tf_raw | trim -%}" if spec.strip_system else "{%- set tf_text = tf_raw -%}"
+
+
 def _generate_system(spec: Spec) -> list[str]:
     """Decide whether and with what text the system template renders (see render.system_decision)."""
     default_present = "true" if (spec.default_system_message or spec.add_system_tags) else "false"
@@ -172,7 +174,7 @@ def _generate_system(spec: Spec) -> list[str]:
         "{%- else -%}",
         f"    {{%- set tf_raw = {jinja_literal(spec.default_system_message)} -%}}{{%- set tf_present = {default_present} -%}}",
         "{%- endif -%}",
-        "{%- set tf_text = tf_raw | trim -%}" if spec.strip_system else "{%- set tf_text = tf_raw -%}",
+        _system_text_assignment(spec),
         f"{{%- set tf_emit = {_emit_condition(spec)} -%}}",
     ]
     target = {
@@ -233,7 +235,7 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
         lines += [
             "    {%- elif message['role'] == 'system' -%}",
             "        {%- set tf_raw = message['content'] -%}{%- set tf_present = true -%}",
-            "        " + ("{%- set tf_text = tf_raw | trim -%}" if spec.strip_system else "{%- set tf_text = tf_raw -%}"),
+            "        " + _system_text_assignment(spec),
             f"        {{%- if {_emit_condition(spec)} -%}}",
             "            {{- " + _system_expression(spec) + " -}}",
             "        {%- endif -%}",
