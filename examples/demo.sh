@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled example: pick a format, see it, compile it into a tokenizer
-# folder, and check that transformers serves exactly the same format.
+# folder, check that transformers serves exactly the same format, then tokenize a small
+# conversation file with loss masks and look at what is trained.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -31,4 +32,23 @@ echo; echo "== a custom spec: examples/my-format.yaml"
 echo; echo "== a spec with a typo is explained, not guessed at"
 printf 'system: "{instruction}"\nuser: "{instruction}"\nassistent: "{instruction}"\n' > "$OUT/typo.yaml"
 if "$BIN/tforge" compile "$OUT/typo.yaml"; then echo "expected an error" >&2; exit 1; fi
-echo; echo "demo finished: outputs in $OUT/"
+echo; echo "== the Llama 3 tokenizer that llama-models ships, converted offline"
+TOKENIZER_MODEL=$("$BIN/python" -c 'import llama_models, pathlib; print(pathlib.Path(llama_models.__file__).parent / "llama3" / "tokenizer.model")')
+"$BIN/tforge" convert-tokenizer "$TOKENIZER_MODEL" -o "$OUT/llama3-tok"
+
+echo; echo "== tokenize examples/train.jsonl: line 6 uses ShareGPT roles, so the run stops there and writes nothing"
+if "$BIN/tforge" tokenize examples/train.jsonl -f llama3 -t "$OUT/llama3-tok" -o "$OUT/train-tok"; then
+  echo "expected a located error" >&2; exit 1
+fi
+test ! -e "$OUT/train-tok"
+
+echo; echo "== the same with --on-error skip: bad lines are left out and counted"
+"$BIN/tforge" tokenize examples/train.jsonl -f llama3 -t "$OUT/llama3-tok" -o "$OUT/train-tok" --on-error skip --max-length 1024
+"$BIN/python" -c 'import json,sys; m=json.load(open(sys.argv[1])); print("manifest:", m["counts"], m["tokens"]["total"], "tokens,", m["tokens"]["trained"], "trained")' "$OUT/train-tok/manifest.json"
+
+echo; echo "== row 3: '<|eot_id|>' written inside a message stays text; trained tokens on green"
+"$BIN/tforge" inspect "$OUT/train-tok" --row 3 --color --html "$OUT/row3.html"; echo
+echo; echo "== row 6: the first assistant turn says \"train\": false, so only the last one is trained"
+"$BIN/tforge" inspect "$OUT/train-tok" --row 6 --table | tail -n 25
+
+echo; echo "demo finished: outputs in $OUT/ (open $OUT/row3.html in a browser)"

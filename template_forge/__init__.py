@@ -3,8 +3,10 @@
 The stages, each a module, data flowing one way::
 
     spec (YAML → Spec) → render (text + segment spans) → compiler (Spec → Jinja chat_template)
+                                   └→ mask (input_ids + loss_mask) → pipeline (JSONL → Arrow shards)
 
-Importing the package loads none of torch, transformers or tokenizers.
+Importing the package loads none of torch, transformers, tokenizers or numpy; ``encode``,
+``Encoder``, ``Encoded`` and ``TokenizedDataset`` load numpy and tokenizers on first use.
 
 Examples:
     >>> import template_forge as tf
@@ -21,8 +23,21 @@ from template_forge.spec import Spec, load_spec, load_spec_text, spec_from_dict
 
 __version__ = "0.1.0"
 
+_LAZY = {"encode": "template_forge.mask", "encode_batch": "template_forge.mask", "Encoder": "template_forge.mask",
+         "Encoded": "template_forge.mask", "Vocab": "template_forge.vocab",
+         "TokenizedDataset": "template_forge.tokenized", "tokenize_file": "template_forge.pipeline"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'template_forge' has no attribute {name!r}")
+
+
 __all__ = [
     "DataError", "RenderError", "Rendered", "Segment", "Spec", "SpecError", "TemplateForgeError",
     "builtin_names", "compile_template", "load_builtin", "load_spec", "load_spec_text", "render",
-    "spec_from_dict",
+    "spec_from_dict", *_LAZY,
 ]

@@ -158,6 +158,148 @@ def check_cmd(ctx: click.Context, spec: str, template: str, samples: int, seed: 
     ctx.exit(1)
 
 
+def _tokenizer_arg(value: str):
+    from template_forge.mask import Vocab
+
+    return Vocab(value)
+
+
+@main.command("tokenize")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--format", "-f", "fmt", required=True, help="Prompt format: a spec YAML file or a built-in name.")
+@click.option("--tokenizer", "-t", required=True, type=click.Path(),
+              help="Tokenizer folder (save_pretrained layout with tokenizer.json) or a tokenizer.json file.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder (created whole, atomically).")
+@click.option("--max-length", type=click.IntRange(min=1), help="Conversations with more tokens are dropped or truncated (--overlong).")
+@click.option("--overlong", type=click.Choice(["drop", "truncate"]), default="drop", show_default=True,
+              help="What happens to conversations over --max-length.")
+@click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="stop: fail on the first bad line, writing nothing. skip: leave bad lines out and report them.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: every core].")
+@click.option("--policy", type=click.Choice(["assistant", "last_assistant", "causal_lm"]), default="assistant",
+              show_default=True, help="Which tokens are trained (per-message train/weight keys override).")
+@click.option("--parse-special", is_flag=True, help="Treat special-token strings inside message text as control tokens.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def tokenize_cmd(data: str, fmt: str, tokenizer: str, output: str, max_length: int | None, overlong: str,
+                 on_error: str, workers: int | None, policy: str, parse_special: bool, overwrite: bool,
+                 quiet: bool) -> None:
+    """Tokenize DATA (JSONL, one {"messages": [...]} per line) into Arrow shards with loss masks.
+
+    Writes OUTPUT/shard-NNNNN.arrow (columns input_ids, loss_mask, num_tokens, num_trained,
+    line) and OUTPUT/manifest.json (counts, token totals, hashes of spec, tokenizer and data).
+    """
+    from template_forge.mask import Encoder
+    from template_forge.pipeline import describe_skips, tokenize_file
+
+    spec = load_spec(fmt)
+    encoder = Encoder(spec, _tokenizer_arg(tokenizer), policy=policy, parse_special=parse_special)
+    size = os.path.getsize(data) if os.path.isfile(data) else 0
+    show = not quiet and sys.stderr.isatty()
+    with click.progressbar(length=size, label=f"tokenizing {os.path.basename(data)}", file=sys.stderr,
+                           show_pos=False, show_percent=True, show_eta=True, hidden=not show) as bar:
+        report = tokenize_file(data, spec, encoder, output, spec_name=fmt, max_length=max_length, overlong=overlong,
+                               on_error=on_error, workers=workers, overwrite=overwrite, progress=bar.update,
+                               tokenizer_path=os.path.abspath(tokenizer))
+    share = f" ({report.trained_tokens / report.tokens:.1%} trained)" if report.tokens else ""
+    click.echo(f"{report.written} conversations, {report.tokens} tokens, {report.trained_tokens} trained{share} "
+               f"→ {output} [{encoder.engine} engine]", err=True)
+    if report.truncated:
+        click.echo(f"{report.truncated} conversations truncated to {max_length} tokens", err=True)
+    if report.skipped:
+        click.echo(f"skipped {sum(report.skipped.values())} of {report.lines} lines:", err=True)
+        for line in describe_skips(report):
+            click.echo(line, err=True)
+
+
+@main.command("inspect")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--row", default=0, show_default=True, help="Row of a tokenize output folder.")
+@click.option("--line", "line_no", type=click.IntRange(min=1), help="Line of a JSONL conversation file.")
+@click.option("--format", "-f", "fmt", help="Prompt format (for a conversation file).")
+@click.option("--tokenizer", "-t", type=click.Path(), help="Tokenizer (default for a folder: the one it was made with).")
+@click.option("--policy", type=click.Choice(["assistant", "last_assistant", "causal_lm"]), default="assistant",
+              show_default=True, help="Loss policy (for a conversation file).")
+@click.option("--table", "as_table", is_flag=True, help="One line per token: position, id, trained, text.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write the view as an HTML page.")
+@click.option("--color", "force_color", is_flag=True, help="Colours even when not writing to a terminal.")
+def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tokenizer: str | None, policy: str,
+                as_table: bool, html_path: str | None, force_color: bool) -> None:
+    """Show the tokens of one conversation, trained ones highlighted.
+
+    SOURCE is a `tforge tokenize` output folder (pick a row with --row) or a conversation
+    file: JSON messages, or JSONL with --line (then --format and --tokenizer are needed).
+    """
+    from template_forge import view
+    from template_forge.mask import Encoder
+
+    if os.path.isdir(source):
+        from template_forge.tokenized import TokenizedDataset
+
+        ds = TokenizedDataset(source)
+        tok_path = tokenizer or ds.manifest.get("tokenizer", {}).get("path")
+        if not tok_path:
+            raise DataError(f"{source}: the manifest does not name its tokenizer; pass --tokenizer.")
+        vocab = _tokenizer_arg(tok_path)
+        encoded = ds[row]
+        title = f"{source} row {row} (line {ds.line(row)})"
+    else:
+        if not fmt or not tokenizer:
+            raise click.UsageError("a conversation file needs --format and --tokenizer")
+        messages = _read_messages(source, line_no)
+        vocab = _tokenizer_arg(tokenizer)
+        encoded = Encoder(load_spec(fmt), vocab, policy=policy).encode(messages)
+        title = f"{source}" + (f":{line_no}" if line_no else "")
+    views = view.token_views(encoded, vocab)
+    summary = f"{encoded.num_tokens} tokens, {encoded.num_trained} trained"
+    if as_table:
+        click.echo(view.table(views))
+    else:
+        click.echo(view.terminal(views), color=True if force_color else None)
+    click.echo(f"{title}: {summary}", err=True)
+    if html_path:
+        write_atomic(html_path, view.page(views, title=title, summary=summary))
+        click.echo(f"wrote {html_path}", err=True)
+
+
+def _read_messages(source: str, line_no: int | None) -> list:
+    if line_no is None:
+        return _read_conversation(source)
+    from template_forge.data import BadLine, parse_line
+
+    with open(source, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if number == line_no:
+                parsed = parse_line(raw.rstrip(b"\r\n"), path=source, line=number, need_assistant=False)
+                if isinstance(parsed, BadLine):
+                    raise parsed.error()
+                return parsed
+    raise DataError(f"{source} has fewer than {line_no} lines.")
+
+
+@main.command("convert-tokenizer")
+@click.argument("vocab_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder to write (save_pretrained layout).")
+@click.option("--kind", type=click.Choice(["auto", "tiktoken", "sentencepiece"]), default="auto", show_default=True)
+def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str) -> None:
+    """Build a Hugging Face fast tokenizer from a vendor VOCAB_FILE, offline.
+
+    tiktoken files (Llama 3's tokenizer.model from llama-models) get Llama 3's 256 special
+    tokens; SentencePiece BPE models (Mistral's, from mistral-common) keep their control
+    tokens and encode exactly like SentencePiece (merges ranked by score, legacy=False).
+    """
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from template_forge import convert
+
+    if kind == "auto":
+        with open(vocab_file, "rb") as fh:
+            head = fh.read(64)
+        kind = "tiktoken" if head[:1].isalnum() and b" " in head.split(b"\n")[0] else "sentencepiece"
+    tok = convert.from_tiktoken(vocab_file) if kind == "tiktoken" else convert.from_sentencepiece(vocab_file)
+    convert.save(tok, output)
+    click.echo(f"wrote {output} ({kind}, {len(tok)} tokens)", err=True)
+
+
 @main.command("formats")
 def formats_cmd() -> None:
     """List the built-in formats, one line each."""

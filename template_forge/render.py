@@ -20,7 +20,7 @@ training template wraps exactly these spans in ``{% generation %}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from template_forge.errors import RenderError
 from template_forge.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
@@ -35,8 +35,10 @@ SEGMENT_KINDS = (
 TRAINED_KINDS = ("assistant_content", "assistant_suffix")
 
 
-@dataclass(frozen=True)
-class Segment:
+_new_segment = tuple.__new__
+
+
+class Segment(NamedTuple):
     """A span ``text[start:end]`` of one kind, from message ``message_index`` (None: from the spec)."""
 
     kind: str
@@ -59,6 +61,13 @@ class Rendered:
 
     text: str
     segments: tuple[Segment, ...]
+    #: Character spans of message text (contents, system text) as opposed to template text.
+    #: Special-token strings are control tokens only outside these spans.
+    content_spans: tuple[tuple[int, int], ...] = ()
+    #: ``(message_index, start, end)`` of each assistant turn's trained text (content +
+    #: suffix), empty ones included: transformers still marks a token that straddles an
+    #: empty ``{% generation %}`` span.
+    assistant_turns: tuple[tuple[int, int, int], ...] = ()
 
     def trained_spans(self) -> list[tuple[int, int]]:
         """Character spans of trained text (assistant content + suffix), adjacent ones merged."""
@@ -83,29 +92,44 @@ class _Builder:
         self.parts: list[str] = []
         self.pos = 0
         self.segments: list[Segment] = []
+        self.content: list[tuple[int, int]] = []
+        self.turns: list[tuple[int, int, int]] = []
 
-    def add(self, kind: str, text: str, index: int | None = None) -> None:
+    def add(self, kind: str, text: str, index: int | None = None, *, content: tuple[int, int] | None = None) -> None:
+        """Append ``text``; ``content`` is the (start, end) of message text inside it, if any."""
         if not text:
             return
-        end = self.pos + len(text)
-        last = self.segments[-1] if self.segments else None
-        if last and last.kind == kind and last.message_index == index and last.end == self.pos:
-            self.segments[-1] = Segment(kind, last.start, end, index)
-        else:
-            self.segments.append(Segment(kind, self.pos, end, index))
+        pos = self.pos
+        end = pos + len(text)
+        if content is not None and content[1] > content[0]:
+            self.content.append((pos + content[0], pos + content[1]))
+        segments = self.segments
+        if segments:
+            last = segments[-1]
+            if last[0] == kind and last[3] == index and last[2] == pos:
+                segments[-1] = _new_segment(Segment, (kind, last[1], end, index))
+                self.parts.append(text)
+                self.pos = end
+                return
+        segments.append(_new_segment(Segment, (kind, pos, end, index)))
         self.parts.append(text)
         self.pos = end
 
     def build(self) -> Rendered:
-        return Rendered("".join(self.parts), tuple(self.segments))
+        return Rendered("".join(self.parts), tuple(self.segments), tuple(self.content), tuple(self.turns))
 
 
 # --------------------------------------------------------------------------- validation
 def _check_messages(messages: Any) -> list[tuple[int, str, str]]:
-    if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)):
+    if type(messages) is not list and (not isinstance(messages, Sequence) or isinstance(messages, (str, bytes))):
         raise RenderError(f"a conversation must be a list of messages, found {type(messages).__name__}.")
     out = []
     for i, msg in enumerate(messages):
+        if type(msg) is dict:
+            role, content = msg.get("role"), msg.get("content")
+            if role in ROLES and type(content) is str:
+                out.append((i, role, content))
+                continue
         if not isinstance(msg, Mapping):
             raise RenderError(f"expected a mapping with `role` and `content`, found {type(msg).__name__}.", message_index=i)
         role = msg.get("role")
@@ -183,40 +207,53 @@ def _fill(pieces: Iterable[Piece], values: Mapping[str, str]) -> str:
 
 
 def _add_user(out: _Builder, spec: Spec, index: int, content: str, system_text: str | None,
-              sys_index: int | None, values: Mapping[str, str]) -> None:
+              sys_index: int | None, values: Mapping[str, str], around: tuple[str, str]) -> None:
+    """Add a user turn; ``around`` is the user template before/after ``{instruction}``,
+    filled, with no system text."""
     tmpl = spec.user
-    sys_part = _system_block(spec, system_text, values) if system_text is not None else ""
+    sys_part, sys_span = _system_block(spec, system_text, values) if system_text is not None else ("", (0, 0))
     if spec.strip_user == "with_system":
         # Strip the system block and the user text as one string (Llama 2's `content.strip()`).
         merged = sys_part + content
         lead = len(merged) - len(merged.lstrip())
         kept = merged.strip()
-        cut = len(sys_part)
-        sys_part, content = kept[: max(cut - lead, 0)], kept[max(cut - lead, 0) :]
+        cut = max(len(sys_part) - lead, 0)
+        sys_part, content = kept[:cut], kept[cut:]
+        sys_span = (max(sys_span[0] - lead, 0), min(max(sys_span[1] - lead, 0), len(sys_part)))
     elif spec.strip_user:
         content = content.strip()
+    if not sys_part:  # the common case: one segment, the content inside it
+        before, after = around
+        out.add("user", before + content + after, index, content=(len(before), len(before) + len(content)))
+        return
     for piece in tmpl.pieces:
         if piece.field == "system":
-            out.add("system", sys_part, sys_index)
+            out.add("system", sys_part, sys_index, content=sys_span)
         elif piece.field == "instruction":
-            out.add("user", content, index)
+            out.add("user", content, index, content=(0, len(content)))
         else:
             out.add("user", piece.text if piece.field is None else values[piece.field], index)
 
 
-def _system_block(spec: Spec, text: str, values: Mapping[str, str]) -> str:
-    return _fill(spec.system.pieces, {**values, "instruction": text})
+def _system_block(spec: Spec, text: str, values: Mapping[str, str]) -> tuple[str, tuple[int, int]]:
+    """The filled system template and the span of the system text inside it."""
+    before, after = spec.system.around("instruction")
+    head = _fill(before, values)
+    return head + text + _fill(after, values), (len(head), len(head) + len(text))
 
 
 def _add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, str]) -> None:
-    out.add("system", _system_block(spec, text, values), index)
+    block, span = _system_block(spec, text, values)
+    out.add("system", block, index, content=span)
 
 
-def _add_assistant(out: _Builder, spec: Spec, index: int, content: str, values: Mapping[str, str]) -> None:
-    before, after = spec.assistant.around("instruction")
-    out.add("assistant_prefix", _fill(before, values), index)
-    out.add("assistant_content", content.strip() if spec.strip_assistant else content, index)
-    out.add("assistant_suffix", _fill(after, values), index)
+def _add_assistant(out: _Builder, spec: Spec, index: int, content: str, around: tuple[str, str]) -> None:
+    out.add("assistant_prefix", around[0], index)
+    start = out.pos
+    content = content.strip() if spec.strip_assistant else content
+    out.add("assistant_content", content, index, content=(0, len(content)))
+    out.add("assistant_suffix", around[1], index)
+    out.turns.append((index, start, out.pos))
 
 
 def _values(spec: Spec, variables: Mapping[str, str] | None) -> dict[str, str]:
@@ -271,11 +308,16 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     if emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
         _add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
+    before, after = spec.assistant.around("instruction")
+    assistant_around = (_fill(before, values), _fill(after, values))
+    before, after = spec.user.around("instruction")
+    no_system = {**values, "system": ""}
+    user_around = (_fill(before, no_system), _fill(after, no_system))
     for i, role, content in msgs:
         if role == "user":
-            _add_user(out, spec, i, content, sys_text if i == target else None, sys_index, values)
+            _add_user(out, spec, i, content, sys_text if i == target else None, sys_index, values, user_around)
         elif role == "assistant":
-            _add_assistant(out, spec, i, content, values)
+            _add_assistant(out, spec, i, content, assistant_around)
         elif in_place:
             emit_here, text = system_decision(spec, i, content)
             if emit_here:

@@ -51,3 +51,48 @@ def make_tokenizer(folder):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>")
     fast.save_pretrained(folder)
     return fast
+
+
+# ---------------------------------------------------------------- real tokenizers, built offline
+def _vendor_file(package: str, relative: str) -> Path:
+    mod = pytest.importorskip(package)
+    path = Path(mod.__file__).parent / relative
+    if not path.is_file():
+        pytest.skip(f"{package} does not ship {relative}")
+    return path
+
+
+REAL_TOKENIZERS = {
+    # name: (package, file inside it, converter)
+    "llama3": ("llama_models", "llama3/tokenizer.model", "tiktoken"),
+    "mistral-v1": ("mistral_common", "data/tokenizer.model.v1", "sentencepiece"),
+    "mistral-v3": ("mistral_common", "data/mistral_instruct_tokenizer_240323.model.v3", "sentencepiece"),
+}
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer(request):
+    """``real_tokenizer(name)`` → folder of a Hugging Face fast tokenizer converted from the
+    vendor's own file, cached under .pytest_cache between runs (keyed by the file's hash)."""
+    import hashlib
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name in built:
+            return built[name]
+        package, relative, kind = REAL_TOKENIZERS[name]
+        source = _vendor_file(package, relative)
+        key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        folder = Path(request.config.cache.mkdir("tforge-tokenizers")) / f"{name}-{key}"
+        if not (folder / "tokenizer.json").is_file():
+            from template_forge import convert
+
+            tok = convert.from_tiktoken(source) if kind == "tiktoken" else convert.from_sentencepiece(source)
+            tmp = folder.with_name(folder.name + ".tmp")
+            convert.save(tok, tmp)
+            tmp.replace(folder)
+        built[name] = folder
+        return folder
+
+    return get

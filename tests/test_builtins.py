@@ -46,10 +46,13 @@ ALSO = {"llama3.1": ["llama-3.3-instruct"], "mistral-v1": ["mistral-7b-instruct-
         "gemma": ["gemma-it"], "qwen2.5": []}
 #: Built-ins that are llmforge's own formats or have no official template.
 NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama3"}
+#: Built-ins that follow a vendor's own encoder where it departs from the official template
+#: (token parity with the encoder is tested in test_mask.py).
+VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
 
 
 def test_every_builtin_is_classified():
-    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR
+    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER)
 
 
 def official_render(template: str, entry: dict, messages, gen: bool) -> str | None:
@@ -128,3 +131,20 @@ def test_gemma_refuses_a_system_message_like_the_official_template(conformance):
     assert official_render(template, entry, msgs, False) is None
     with pytest.raises(RenderError, match="does not support a system message"):
         render(load_builtin("gemma"), msgs)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(messages=conversations(system="maybe", alternate=True), data=st.data())
+def test_vendor_encoder_formats_equal_the_official_template_for_prompts(conformance, messages, data):
+    """mistral-v3-common differs from the official template only for conversations that end
+    with an assistant turn: for a prompt (ending with the user), the two are the same."""
+    for name, official_name in VENDOR_ENCODER.items():
+        template, entry = official(conformance, official_name)
+        while messages and messages[-1]["role"] != "user":
+            messages = messages[:-1]
+        want = official_render(template, entry, messages, True)
+        try:
+            got = render(load_builtin(name), messages, add_generation_prompt=True).text
+        except RenderError:
+            got = None
+        assert got == want

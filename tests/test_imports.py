@@ -1,4 +1,5 @@
-"""`import template_forge` stays light: no torch, transformers or tokenizers."""
+"""`import template_forge` stays light: no torch, transformers or tokenizers; the tokenizing
+modules never pull in torch or transformers."""
 
 import subprocess
 import sys
@@ -9,3 +10,17 @@ def test_import_pulls_in_nothing_heavy():
             "print(sorted(m for m in ('torch', 'transformers', 'tokenizers', 'numpy', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_tokenizing_modules_never_import_torch_or_transformers():
+    code = ("import sys, template_forge.mask, template_forge.pipeline, template_forge.tokenized, template_forge.view; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_lazy_exports():
+    import template_forge as tf
+
+    assert tf.encode is __import__("template_forge.mask", fromlist=["encode"]).encode
+    assert tf.Encoder.__name__ == "Encoder" and tf.TokenizedDataset.__name__ == "TokenizedDataset"

@@ -153,8 +153,27 @@ def test_invariants_for_generated_specs(d, messages, gen):
     for s, e in out.trained_spans():
         kinds = {seg.kind for seg in out.segments if seg.start < e and seg.end > s}
         assert kinds <= {"assistant_content", "assistant_suffix"}
+    # Content spans are sorted, disjoint, inside the text, and cover exactly the message
+    # text: removing them leaves only template text (no content character is outside them).
+    spans = out.content_spans
+    assert all(0 <= s < e <= len(out.text) for s, e in spans)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            seg = [sg for sg in out.segments if sg.kind == "assistant_content" and sg.message_index == i]
+            assert not seg or (seg[0].start, seg[0].end) in spans
+        elif m["role"] == "user" and spec.strip_user != "with_system":
+            content = m["content"].strip() if spec.strip_user else m["content"]
+            assert not content or any(out.text[s:e] == content for s, e in spans)
     # Same input, same output.
     assert render(spec, messages, add_generation_prompt=gen) == out
+
+
+def test_content_spans_mark_message_text_only():
+    out = render(load_builtin("llama2"), [{"role": "system", "content": "Be <s> brief."},
+                                          {"role": "user", "content": " [INST] hi "},
+                                          {"role": "assistant", "content": "</s>ok"}])
+    assert [out.text[s:e] for s, e in out.content_spans] == ["Be <s> brief.", " [INST] hi", "</s>ok"]  # llama2 strips system + user text as one
 
 
 @settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,103 @@
+"""Build Hugging Face fast tokenizers offline from the files that vendors ship.
+
+Two vocabulary formats cover the Llama 3 and Mistral families:
+
+* ``tiktoken`` BPE files (Llama 3's ``tokenizer.model``, shipped by ``llama-models``):
+  :func:`from_tiktoken`. Ranks become ids, merges are derived from the ranks, the
+  pre-tokenizer is the tiktoken regex, and the special tokens follow the base vocabulary.
+* SentencePiece models (Mistral's ``tokenizer.model.v1`` / ``.v3``, shipped by
+  ``mistral-common``): :func:`from_sentencepiece`. Merges are ranked by piece *score*
+  (transformers' generic converter ranks them by piece id, which tokenizes about one in
+  five whitespace-heavy texts differently from SentencePiece), and ``legacy=False`` adds the
+  dummy prefix only at the start of the text, as SentencePiece does, not after every
+  special token.
+
+Both return a ``transformers.PreTrainedTokenizerFast``; :func:`save` writes it in
+``save_pretrained`` layout. Nothing here downloads anything. transformers, tokenizers,
+tiktoken (for :func:`from_tiktoken`) and protobuf (for :func:`from_sentencepiece`) are
+imported when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+#: Llama 3.1+ special tokens in id order after the 128000 base tokens (as ``llama-models``
+#: defines them); 256 in all, the unnamed ones ``<|reserved_special_token_N|>``.
+LLAMA3_NAMED_SPECIALS = (
+    "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
+    "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
+    "<|image|>",
+)
+LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def llama3_special_tokens(num_reserved: int = 256) -> list[str]:
+    """The Llama 3 special-token list, in id order.
+
+    Examples:
+        >>> toks = llama3_special_tokens()
+        >>> len(toks), toks.index("<|eot_id|>"), toks[-1]
+        (256, 9, '<|reserved_special_token_245|>')
+    """
+    named = list(LLAMA3_NAMED_SPECIALS)
+    return named + [f"<|reserved_special_token_{2 + i}|>" for i in range(num_reserved - len(named))]
+
+
+def from_tiktoken(model_file: str | Path, *, special_tokens: Sequence[str] | None = None,
+                  pattern: str = LLAMA3_PATTERN, bos_token: str = "<|begin_of_text|>",
+                  eos_token: str = "<|eot_id|>"):
+    """A fast tokenizer from a tiktoken BPE file (default: Llama 3's specials and regex)."""
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    specials = list(special_tokens) if special_tokens is not None else llama3_special_tokens()
+    converter = TikTokenConverter(vocab_file=str(model_file), pattern=pattern)
+    tok = converter.converted()
+    base = tok.get_vocab_size(with_added_tokens=False)
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
+    got = [tok.token_to_id(t) for t in specials]
+    if got != list(range(base, base + len(specials))):
+        raise ValueError(f"special tokens of {model_file} did not land right after the {base} base tokens")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos_token, eos_token=eos_token,
+                                   clean_up_tokenization_spaces=False)
+
+
+def from_sentencepiece(model_file: str | Path, *, legacy: bool = False):
+    """A fast tokenizer from a SentencePiece BPE model, encoding like SentencePiece itself.
+
+    Control pieces (``<s>``, ``</s>``, ``[INST]``, …) become special added tokens, so they
+    are recognised where a template writes them.
+    """
+    from tokenizers import AddedToken
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+
+    model_pb2 = import_protobuf()
+    proto = model_pb2.ModelProto()
+    proto.ParseFromString(Path(model_file).read_bytes())
+    if proto.trainer_spec.model_type != 2:
+        raise ValueError(f"{model_file}: only SentencePiece BPE models are supported (model_type 2)")
+    vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=legacy)
+    # type 2 = unknown, 3 = control: both are special tokens, never produced from text.
+    control = [(i, p.piece) for i, p in enumerate(proto.pieces) if p.type in (2, 3)]
+    tok.add_special_tokens([AddedToken(piece, normalized=False, special=True) for _, piece in control])
+    trainer = proto.trainer_spec
+    names = {i: p.piece for i, p in enumerate(proto.pieces)}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=names.get(trainer.bos_id), eos_token=names.get(trainer.eos_id),
+        unk_token=names.get(trainer.unk_id), clean_up_tokenization_spaces=False, legacy=legacy)
+
+
+def save(tokenizer, folder: str | Path) -> Path:
+    """Write ``tokenizer`` in ``save_pretrained`` layout (``tokenizer.json`` + config)."""
+    folder = Path(folder)
+    tokenizer.save_pretrained(str(folder))
+    return folder

@@ -1,0 +1,122 @@
+"""Conversation files: JSONL with one ``{"messages": [...]}`` per line (OpenAI chat format,
+as llmforge reads ``train_path``), validated line by line with located errors.
+
+Every problem is a :class:`BadLine` carrying ``file:line``, the message index where there is
+one, a short ``reason`` code (for counting skipped lines) and a message that says what was
+expected and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from template_forge.errors import DataError
+
+ROLES = ("system", "user", "assistant")
+
+#: Reason codes, in the order checks run.
+REASONS = {
+    "invalid_utf8": "not valid UTF-8",
+    "invalid_json": "not valid JSON",
+    "not_an_object": "not a JSON object",
+    "missing_messages": "no `messages` list",
+    "empty_conversation": "empty conversation",
+    "bad_message": "a message is not an object",
+    "unknown_role": "unknown role",
+    "bad_content": "content is not a string",
+    "no_assistant": "no assistant turn",
+    "bad_order": "roles out of order",
+    "unrenderable": "the format cannot render it",
+    "too_long": "longer than --max-length",
+}
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """One rejected line: where, why (a :data:`REASONS` key) and what to do."""
+
+    path: str
+    line: int
+    reason: str
+    message: str
+    message_index: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}"
+        if self.message_index is not None:
+            where += f": message {self.message_index}"
+        return f"{where}: {self.message}"
+
+    def error(self) -> DataError:
+        err = DataError(str(self))
+        err.bad_line = self  # type: ignore[attr-defined]
+        return err
+
+
+def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = False,
+               need_assistant: bool = True) -> list[dict] | BadLine:
+    """Decode and check one JSONL line; return its messages or a :class:`BadLine`.
+
+    Examples:
+        >>> parse_line(b'{"messages": [{"role": "user", "content": "Hi"}, '
+        ...            b'{"role": "assistant", "content": "Yo"}]}', path="d.jsonl", line=1)[1]["content"]
+        'Yo'
+        >>> print(parse_line(b'{"messages": [{"role": "human", "content": "Hi"}]}', path="d.jsonl", line=7))
+        d.jsonl:7: message 0: unknown role 'human'; expected system, user or assistant. Map ShareGPT roles: human → user, gpt → assistant.
+    """
+    def bad(reason: str, message: str, index: int | None = None) -> BadLine:
+        return BadLine(path, line, reason, message, index)
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return bad("invalid_utf8", f"byte {exc.start} is not valid UTF-8 ({exc.reason}). Re-encode the file as UTF-8.")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return bad("invalid_json", f"invalid JSON at column {exc.colno}: {exc.msg}. Each line must be one "
+                   "JSON object; a record split over several lines is not JSONL.")
+    if not isinstance(record, dict):
+        return bad("not_an_object", f"expected a JSON object with `messages`, found a JSON {_kind(record)}.")
+    messages = record.get("messages")
+    if messages is None:
+        keys = ", ".join(f"`{k}`" for k in list(record)[:5]) or "none"
+        hint = " ShareGPT records (`conversations` with `from`/`value`) need converting." if "conversations" in record else ""
+        return bad("missing_messages", f"no `messages` key (keys found: {keys}).{hint}")
+    if not isinstance(messages, list):
+        return bad("missing_messages", f"`messages` must be a list, found a JSON {_kind(messages)}.")
+    if not messages:
+        return bad("empty_conversation", "`messages` is empty; drop the line.")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            return bad("bad_message", f"expected an object with `role` and `content`, found a JSON {_kind(msg)}.", i)
+        role = msg.get("role")
+        if role not in ROLES:
+            hint = " Map ShareGPT roles: human → user, gpt → assistant." if role in ("human", "gpt") else ""
+            return bad("unknown_role", f"unknown role {role!r}; expected system, user or assistant.{hint}", i)
+        content = msg.get("content")
+        if not isinstance(content, str):
+            what = "missing" if content is None else f"a JSON {_kind(content)}"
+            return bad("bad_content", f"`content` must be a string, found {what}. Flatten multi-part content to text.", i)
+    if need_assistant and not any(m["role"] == "assistant" for m in messages):
+        return bad("no_assistant", "no assistant message, so nothing would be trained. Drop the line, or "
+                   "use policy causal_lm.")
+    if require_alternation:
+        turn = 0
+        for i, msg in enumerate(messages):
+            if msg["role"] == "system":
+                continue
+            expected = "user" if turn % 2 == 0 else "assistant"
+            if msg["role"] != expected:
+                return bad("bad_order", f"expected the {expected} turn, found a {msg['role']} message: this format needs "
+                           "user/assistant turns to alternate, starting with user. Merge consecutive "
+                           "messages of the same role.", i)
+            turn += 1
+    return messages
+
+
+def _kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
+            int: "number", float: "number"}.get(type(value), type(value).__name__)

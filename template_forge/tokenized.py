@@ -1,0 +1,170 @@
+"""Tokenized conversations on disk: Arrow IPC shards, one row per conversation, plus
+``manifest.json``.
+
+Columns: ``input_ids`` (``list<int32>``), ``loss_mask`` (``list<uint8>``), ``num_tokens``
+and ``num_trained`` (``int32``), ``line`` (``int64``, the 1-based line of the source file).
+Shards are uncompressed Arrow IPC *files*, so they are memory-mapped and read without
+copying (plain pyarrow, or ``datasets.Dataset.from_file``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from template_forge.errors import DataError
+from template_forge.mask import Encoded
+
+MANIFEST = "manifest.json"
+FORMAT = "tforge.tokenized/1"
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        ("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.uint8())),
+        ("num_tokens", pa.int32()), ("num_trained", pa.int32()), ("line", pa.int64()),
+    ])
+
+
+class ShardWriter:
+    """Writes rows into ``shard-00000.arrow``, ``shard-00001.arrow``… of at most
+    ``shard_bytes`` each (a shard holds at least one row), in record batches of ``batch_rows``."""
+
+    def __init__(self, folder: Path, *, shard_bytes: int = 256 << 20, batch_rows: int = 1024):
+        self.folder = Path(folder)
+        self.shard_bytes = shard_bytes
+        self.batch_rows = batch_rows
+        self.shards: list[dict] = []
+        self._rows: list[tuple[Encoded, int]] = []
+        self._writer = None
+        self._sink = None
+        self._shard_rows = 0
+        self._shard_size = 0
+
+    def add(self, encoded: Encoded, line: int) -> None:
+        size = encoded.num_tokens * 5 + 24
+        if self._shard_size + size > self.shard_bytes and (self._shard_rows or self._rows):
+            self._flush()
+            self._close_shard()
+        self._rows.append((encoded, line))
+        self._shard_size += size
+        if len(self._rows) >= self.batch_rows:
+            self._flush()
+
+    def _open_shard(self) -> None:
+        import pyarrow as pa
+
+        path = self.folder / f"shard-{len(self.shards):05d}.arrow"
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_file(self._sink, _schema())
+        self._shard_rows = 0
+        self.shards.append({"file": path.name})
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        import pyarrow as pa
+
+        if self._writer is None:
+            self._open_shard()
+        counts = np.fromiter((e.num_tokens for e, _ in self._rows), dtype=np.int64, count=len(self._rows))
+        offsets = np.zeros(len(self._rows) + 1, dtype=np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        ids = np.concatenate([e.input_ids for e, _ in self._rows]).astype(np.int32, copy=False)
+        mask = np.concatenate([e.loss_mask for e, _ in self._rows]).astype(np.uint8, copy=False)
+        trained = np.fromiter((e.num_trained for e, _ in self._rows), dtype=np.int32, count=len(self._rows))
+        lines = np.fromiter((line for _, line in self._rows), dtype=np.int64, count=len(self._rows))
+        off = pa.array(offsets, type=pa.int32())
+        batch = pa.record_batch([
+            pa.ListArray.from_arrays(off, pa.array(ids, type=pa.int32())),
+            pa.ListArray.from_arrays(off, pa.array(mask, type=pa.uint8())),
+            pa.array(counts.astype(np.int32)), pa.array(trained), pa.array(lines),
+        ], schema=_schema())
+        self._writer.write_batch(batch)
+        self._shard_rows += len(self._rows)
+        self._rows = []
+
+    def _close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._sink.close()
+        path = self.folder / self.shards[-1]["file"]
+        self.shards[-1].update(rows=self._shard_rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+        self._writer = None
+        self._shard_size = 0
+
+    def close(self) -> list[dict]:
+        self._flush()
+        self._close_shard()
+        return self.shards
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class TokenizedDataset:
+    """Read a ``tforge tokenize`` output folder; rows are memory-mapped, not copied.
+
+    ``ds[k]`` is an :class:`~template_forge.mask.Encoded` whose arrays view the mapped file;
+    ``ds.line(k)`` is the source line of row ``k``.
+    """
+
+    def __init__(self, folder: str | Path):
+        import pyarrow as pa
+
+        self.folder = Path(folder)
+        path = self.folder / MANIFEST
+        if not path.is_file():
+            raise DataError(f"{self.folder}: no {MANIFEST}; is this a `tforge tokenize` output folder?")
+        self.manifest = json.loads(path.read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise DataError(f"{path}: format {self.manifest.get('format')!r} is not {FORMAT!r}.")
+        self._tables = []
+        for shard in self.manifest["shards"]:
+            source = pa.memory_map(str(self.folder / shard["file"]), "r")
+            self._tables.append(pa.ipc.open_file(source).read_all())
+        self._starts = np.cumsum([0] + [t.num_rows for t in self._tables])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _locate(self, k: int):
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"row {k} out of range: this dataset has {len(self)} rows")
+        k %= len(self)
+        s = int(np.searchsorted(self._starts, k, side="right") - 1)
+        return self._tables[s], k - int(self._starts[s])
+
+    def __getitem__(self, k: int) -> Encoded:
+        table, r = self._locate(k)
+        ids = table.column("input_ids").chunk(0) if table.column("input_ids").num_chunks == 1 else None
+        if ids is None:
+            return Encoded(np.asarray(table.column("input_ids")[r].values), np.asarray(table.column("loss_mask")[r].values))
+        return Encoded(_row(table.column("input_ids"), r), _row(table.column("loss_mask"), r))
+
+    def line(self, k: int) -> int:
+        table, r = self._locate(k)
+        return int(table.column("line")[r].as_py())
+
+    def __iter__(self) -> Iterator[Encoded]:
+        for k in range(len(self)):
+            yield self[k]
+
+
+def _row(column, r: int) -> np.ndarray:
+    chunk = column.chunk(0)
+    offsets = chunk.offsets
+    a, b = offsets[r].as_py(), offsets[r + 1].as_py()
+    return chunk.values.to_numpy(zero_copy_only=True)[a:b]

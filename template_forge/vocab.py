@@ -1,0 +1,313 @@
+"""What the encoder needs to know about a tokenizer, computed once: its special tokens, the
+byte length of every token, and the fastest exact engine for it.
+
+Engines (``engine="auto"`` picks):
+
+* ``tiktoken``: byte-level BPE vocabularies whose pre-tokenizer is one regex split (Llama 3,
+  GPT-4-style), encoded with ``tiktoken`` when the merges follow the ranks and an exactness
+  probe agrees with the Hugging Face tokenizer on every probe text.
+* ``hf``: the ``tokenizers`` library.
+
+Token spans come from a per-id byte-length table (:attr:`Vocab.byte_len`); where the table
+cannot reproduce the text (a normalizer that rewrites it, a prefix space the text lacks),
+``lengths_exact`` is false or the encoder's per-conversation check fails, and offsets come
+from the tokenizer itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from array import array
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from template_forge.errors import DataError
+
+ENGINES = ("auto", "hf", "tiktoken")
+#: A private-use string added to the plain tokenizer so that a piece can be encoded as if it
+#: followed a special token (SentencePiece-style pre-tokenizers treat offset 0 differently).
+SENTINEL = "\ue000tforge\ue001"
+
+
+def load_tokenizer(tokenizer: Any):
+    """A ``tokenizers.Tokenizer`` from a folder or ``tokenizer.json`` path, a
+    ``tokenizers.Tokenizer`` or a transformers fast tokenizer."""
+    from tokenizers import Tokenizer
+
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend
+    if isinstance(tokenizer, (str, os.PathLike)):
+        path = Path(tokenizer)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise DataError(
+                f"{path}: no tokenizer.json found. Pass a folder written by `save_pretrained` "
+                "(with tokenizer.json) or the tokenizer.json file itself.")
+        try:
+            return Tokenizer.from_file(str(file))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise DataError(f"{file}: not a Hugging Face tokenizer.json ({exc}).") from exc
+    raise TypeError(
+        f"expected a tokenizer folder, a tokenizer.json path, a tokenizers.Tokenizer or a "
+        f"transformers fast tokenizer; found {type(tokenizer).__name__}")
+
+
+def _bytes_of_byte_level(token: str, decoder: dict[str, int]) -> bytes | None:
+    try:
+        return bytes(decoder[ch] for ch in token)
+    except KeyError:
+        return None
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    # GPT-2's reversible byte ↔ printable-character table.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+class Vocab:
+    """What :class:`Encoder` needs to know about one tokenizer, computed once."""
+
+    def __init__(self, tokenizer: Any, *, engine: str = "auto"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        self.source = tokenizer
+        self.tok = load_tokenizer(tokenizer)
+        if self.tok.encode_special_tokens:
+            self.tok = _clone(self.tok)
+            self.tok.encode_special_tokens = False
+        config = json.loads(self.tok.to_str())
+        self.config = config
+        added = config.get("added_tokens") or []
+        self.control: dict[str, int] = {
+            t["content"]: t["id"] for t in added if t["content"] and not t["content"].isspace()}
+        odd = [t["content"] for t in added if t["content"] in self.control
+               and (t.get("lstrip") or t.get("rstrip") or t.get("single_word"))]
+        if odd:
+            raise DataError(
+                f"added tokens with lstrip/rstrip/single_word are not supported: {', '.join(odd[:5])}. "
+                "Those flags make a special token swallow neighbouring whitespace; clear them in tokenizer.json.")
+        names = sorted(self.control, key=len, reverse=True)
+        self.control_re = re.compile(_trie_pattern(names)) if names else None
+        self.control_firsts = "".join(sorted({n[0] for n in names}))
+        self.byte_len, self.lengths_exact = self._byte_lengths(config)
+        self.tiktoken = None
+        self.engine = "hf"
+        if engine in ("auto", "tiktoken"):
+            self.tiktoken, why = self._tiktoken(config)
+            if self.tiktoken is not None:
+                self.engine = "tiktoken"
+            elif engine == "tiktoken":
+                raise DataError(f"the tiktoken engine cannot encode this tokenizer exactly: {why}")
+        self._plain = None
+
+    # Byte length of every token's text, and whether summing them reproduces the text.
+    def _byte_lengths(self, config: dict) -> tuple[np.ndarray, bool]:
+        size = self.tok.get_vocab_size(with_added_tokens=True)
+        vocab = self.tok.get_vocab(with_added_tokens=True)
+        lengths = np.zeros(max(size, max(vocab.values(), default=-1) + 1), dtype=np.int64)
+        model = config.get("model") or {}
+        pre = json.dumps(config.get("pre_tokenizer"))
+        norm = config.get("normalizer")
+        byte_level = '"ByteLevel"' in pre and '"add_prefix_space": true' not in pre and model.get("type") == "BPE"
+        self._byte_level = byte_level
+        metaspace = '"Metaspace"' in pre and model.get("type") == "BPE"
+        table = _byte_level_decoder() if byte_level else None
+        exact = norm is None if byte_level else (
+            metaspace and _only_space_escape(norm) and '"prepend_scheme": "first"' in pre)
+        added = self._added = {t["content"] for t in config.get("added_tokens") or []}
+        for token, i in vocab.items():
+            if token in added:
+                lengths[i] = len(token.encode("utf-8"))
+            elif byte_level:
+                raw = _bytes_of_byte_level(token, table)
+                if raw is None:
+                    exact = False
+                    lengths[i] = len(token.encode("utf-8"))
+                else:
+                    lengths[i] = len(raw)
+            else:
+                m = _BYTE_PIECE.fullmatch(token)
+                lengths[i] = 1 if m else len(token.replace("▁", " ").encode("utf-8"))
+        return lengths, bool(exact)
+
+    def _tiktoken(self, config: dict):
+        try:
+            import tiktoken
+        except ImportError:
+            return None, "tiktoken is not installed"
+        model = config.get("model") or {}
+        pre = config.get("pre_tokenizer") or {}
+        steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+        if (model.get("type") != "BPE" or model.get("byte_fallback") or config.get("normalizer") is not None
+                or not steps or len(steps) != 2):
+            return None, "not a byte-level BPE with a single regex split"
+        split, byte_level = steps
+        pattern = (split.get("pattern") or {}).get("Regex")
+        if (split.get("type") != "Split" or pattern is None or split.get("behavior") != "Isolated"
+                or split.get("invert") or byte_level.get("type") != "ByteLevel"
+                or byte_level.get("add_prefix_space") or byte_level.get("use_regex")):
+            return None, "the pre-tokenizer is not Split(regex) + ByteLevel"
+        table = _byte_level_decoder()
+        ranks: dict[bytes, int] = {}
+        for token, i in model["vocab"].items():
+            raw = _bytes_of_byte_level(token, table)
+            if raw is None:
+                return None, f"token {token!r} is not byte-level"
+            ranks[raw] = i
+        merges = model.get("merges") or []
+        previous = -1
+        for merge in merges:  # tiktoken merges by rank: the merge order must follow the ranks
+            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+            rank = model["vocab"].get(left + right)
+            if rank is None or rank < previous:
+                return None, "the merges are not ordered by the rank of their result"
+            previous = rank
+        specials = {t: i for t, i in self.control.items() if t.encode() not in ranks}
+        try:
+            enc = tiktoken.Encoding(name="tforge", pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
+        except Exception as exc:  # a regex tiktoken's engine does not take
+            return None, f"tiktoken rejects the vocabulary ({exc})"
+        probe = _PROBE + list(self.control)
+        want = [e.ids for e in self.tok.encode_batch(probe, add_special_tokens=False)]
+        got = [enc.encode(t, allowed_special="all", disallowed_special=()) for t in probe]
+        if want != got:
+            return None, "tiktoken and the tokenizer disagree on the probe texts"
+        return enc, ""
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes a token stands for (for display; partial UTF-8 sequences stay partial)."""
+        piece = self.tok.id_to_token(int(token_id))
+        if piece is None:
+            return b""
+        if piece in self._added:
+            return piece.encode("utf-8")
+        if self._byte_level:
+            raw = _bytes_of_byte_level(piece, _byte_level_decoder())
+            if raw is not None:
+                return raw
+        m = _BYTE_PIECE.fullmatch(piece)
+        return bytes([int(m.group(1), 16)]) if m else piece.replace("▁", " ").encode("utf-8")
+
+    def plain_tokenizer(self):
+        """A copy of the tokenizer that matches no added token, plus a sentinel added token
+        that lets a piece be encoded as if it followed a control token."""
+        if self._plain is None:
+            from tokenizers import AddedToken, Tokenizer
+
+            conf = dict(self.config)
+            conf["added_tokens"] = [dict(t, special=True) for t in conf.get("added_tokens") or []]
+            plain = Tokenizer.from_str(json.dumps(conf))
+            plain.add_tokens([AddedToken(SENTINEL, special=False, normalized=False)])
+            plain.encode_special_tokens = True
+            self._plain = plain
+        return self._plain
+
+    def plain(self, pieces: Sequence[tuple[str, bool]]) -> list[list[int]]:
+        """Plain-text ids of each ``(text, first)`` piece: no added token is matched, and the
+        piece is encoded as if it followed a control token (``first=False``) or started the
+        text (``first=True``)."""
+        if self.tiktoken is not None:
+            return [self.tiktoken.encode_ordinary(p) for p, _ in pieces]
+        plain = self.plain_tokenizer()
+        texts = [p if first else SENTINEL + p for p, first in pieces]
+        return [enc.ids if first else enc.ids[1:]
+                for (_, first), enc in zip(pieces, plain.encode_batch_fast(texts, add_special_tokens=False))]
+
+    def encode_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Whole-string tokenization (special-token strings parsed everywhere), as int32 arrays."""
+        if self.tiktoken is not None:
+            enc = self.tiktoken
+            return [enc.encode_to_numpy(t, allowed_special="all", disallowed_special=()).view(np.int32) for t in texts]
+        return [np.frombuffer(array("i", e.ids), dtype=np.int32)
+                for e in self.tok.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+
+_VOCABS: dict[tuple, Vocab] = {}
+
+
+def cached_vocab(tokenizer: Any, *, engine: str = "auto") -> Vocab:
+    """A :class:`Vocab`, reused for the same tokenizer file (path + size + mtime) or object."""
+    if isinstance(tokenizer, (str, os.PathLike)):
+        path = Path(tokenizer)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        try:
+            st = file.stat()
+        except OSError:
+            return Vocab(tokenizer, engine=engine)  # let Vocab raise the located error
+        key: tuple = ("file", str(file.resolve()), st.st_size, st.st_mtime_ns, engine)
+    else:
+        key = ("object", id(tokenizer), engine)
+    vocab = _VOCABS.get(key)
+    if vocab is None or (key[0] == "object" and vocab.source is not tokenizer):
+        vocab = Vocab(tokenizer, engine=engine)
+        if len(_VOCABS) >= 8:
+            _VOCABS.pop(next(iter(_VOCABS)))
+        _VOCABS[key] = vocab
+    return vocab
+
+
+def _trie_pattern(words: Sequence[str]) -> str:
+    """A regex matching any of ``words``, longest first at each position, built as a trie so
+    that hundreds of special tokens cost one pass rather than one try each.
+
+    Examples:
+        >>> p = re.compile(_trie_pattern(["<s>", "</s>", "[INST]", "[/INST]", "<s"]))
+        >>> [m.group() for m in p.finditer("<s>[INST] a </s> <s [/INST]")]
+        ['<s>', '[INST]', '</s>', '<s', '[/INST]']
+    """
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:
+        ends = "" in node
+        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if ends else body
+
+    return build(trie)
+
+
+def _only_space_escape(norm: dict | None) -> bool:
+    if norm is None:
+        return True
+    steps = norm.get("normalizers") if norm.get("type") == "Sequence" else [norm]
+    return all(s.get("type") == "Replace" and (s.get("pattern") or {}).get("String") == " "
+               and s.get("content") == "▁" for s in steps)
+
+
+def _clone(tok):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(tok.to_str())
+
+
+_PROBE = [
+    "Hello, world!", " leading space", "trailing  ", "  two  spaces\n\n\nnewlines\t\ttabs",
+    "1234567 numbers 3.14159", "I'm we'll they'd YOU'RE", "emoji 🙂🙃 and ÿ é ß 日本語のテキスト",
+    "code:\n    def f(x):\n        return x ** 2\n", "\r\n\r\nwindows", "ab" * 50, "a" * 300,
+    "mixed\u00a0nbsp\u2003em-space", "'s's's 's", "<|not_special|> <s> [INST]", "\n \n  \n",
+]
