@@ -241,6 +241,12 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
         if not tok_path:
             raise DataError(f"{source}: the manifest does not name its tokenizer; pass --tokenizer.")
         vocab = _tokenizer_arg(tok_path)
+        import hashlib
+
+        made_with = ds.manifest.get("tokenizer", {}).get("sha256")
+        if made_with and hashlib.sha256(vocab.tok.to_str().encode()).hexdigest() != made_with:
+            click.echo(f"warning: {tok_path} is not the tokenizer these shards were made with; "
+                       "token texts may be wrong.", err=True)
         encoded = ds[row]
         title = f"{source} row {row} (line {ds.line(row)})"
     else:
@@ -249,7 +255,7 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
         messages = _read_messages(source, line_no)
         vocab = _tokenizer_arg(tokenizer)
         encoded = Encoder(load_spec(fmt), vocab, policy=policy).encode(messages)
-        title = f"{source}" + (f":{line_no}" if line_no else "")
+        title = f"{source}" + (f":{line_no or 1}" if source.endswith(".jsonl") or line_no else "")
     views = view.token_views(encoded, vocab)
     summary = f"{encoded.num_tokens} tokens, {encoded.num_trained} trained"
     if as_table:
@@ -263,6 +269,8 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
 
 
 def _read_messages(source: str, line_no: int | None) -> list:
+    if line_no is None and source.endswith(".jsonl"):
+        line_no = 1  # a JSONL file: its first conversation unless --line says otherwise
     if line_no is None:
         return _read_conversation(source)
     from template_forge.data import BadLine, parse_line

@@ -138,7 +138,8 @@ def tokenize_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | P
         on_error: ``stop`` raises :class:`DataError` at the first bad line (nothing is
             written); ``skip`` leaves bad lines out and counts them by reason.
         max_length: conversations with more tokens are dropped (``overlong="drop"``, counted
-            as ``too_long``) or cut to their first ``max_length`` tokens (``"truncate"``).
+            as ``too_long`` with either ``on_error``) or cut to their first ``max_length``
+            tokens (``"truncate"``, counted as truncated).
         progress: called with the number of bytes read, as the file is read.
     """
     if overlong not in OVERLONG:
@@ -170,7 +171,7 @@ def tokenize_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | P
                     continue
                 report.lines += 1
                 if isinstance(result, BadLine):
-                    if on_error == "stop":
+                    if on_error == "stop" and result.reason != "too_long":  # too long: --overlong decides
                         raise result.error()
                     report.note(result)
                     continue

@@ -154,10 +154,14 @@ def test_max_length(tmp_path, llama3, overlong):
         assert max(e.num_tokens for e in ds) == limit
 
 
-def test_too_long_stops_by_default(tmp_path, llama3):
-    data = _write(tmp_path / "d.jsonl", [_conv(12)])
-    with pytest.raises(DataError, match=r"d\.jsonl:1: \d+ tokens, more than --max-length 5"):
-        tokenize_file(data, llama3.spec, llama3, tmp_path / "out", max_length=5, workers=1)
+def test_too_long_is_dropped_and_reported_even_when_stopping_on_errors(tmp_path, llama3):
+    data = _write(tmp_path / "d.jsonl", [_conv(12), _conv(0)])
+    limit = llama3.encode(_conv(0)["messages"]).num_tokens
+    report = tokenize_file(data, llama3.spec, llama3, tmp_path / "out", max_length=limit, workers=1)
+    assert report.written == 1 and dict(report.skipped) == {"too_long": 1}
+    example = report.examples["too_long"][0]
+    assert example.startswith(f"{data}:1: ") and f"more than --max-length {limit}" in example
+    assert TokenizedDataset(tmp_path / "out").line(0) == 2
 
 
 def test_existing_output_is_kept_unless_overwrite(tmp_path, llama3):
