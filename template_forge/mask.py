@@ -228,7 +228,9 @@ class Encoder:
             except RenderError as exc:
                 if len(conversations) == 1 and base == 0:
                     raise
-                raise RenderError(f"conversation {base + k}: {exc}", message_index=exc.message_index) from None
+                err = RenderError(f"conversation {base + k}: {exc}")
+                err.message_index = exc.message_index
+                raise err from None
         vocab = self.vocab
         whole = [j for j in jobs if not self._needs_split(j.rendered)]
         for job, ids in zip(whole, vocab.encode_texts([j.rendered.text for j in whole])):

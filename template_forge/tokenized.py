@@ -149,9 +149,6 @@ class TokenizedDataset:
 
     def __getitem__(self, k: int) -> Encoded:
         table, r = self._locate(k)
-        ids = table.column("input_ids").chunk(0) if table.column("input_ids").num_chunks == 1 else None
-        if ids is None:
-            return Encoded(np.asarray(table.column("input_ids")[r].values), np.asarray(table.column("loss_mask")[r].values))
         return Encoded(_row(table.column("input_ids"), r), _row(table.column("loss_mask"), r))
 
     def line(self, k: int) -> int:
@@ -164,7 +161,5 @@ class TokenizedDataset:
 
 
 def _row(column, r: int) -> np.ndarray:
-    chunk = column.chunk(0)
-    offsets = chunk.offsets
-    a, b = offsets[r].as_py(), offsets[r + 1].as_py()
-    return chunk.values.to_numpy(zero_copy_only=True)[a:b]
+    """Row ``r`` of a list column as a read-only numpy view of the mapped file."""
+    return column[r].values.to_numpy(zero_copy_only=True)

@@ -16,6 +16,7 @@ from the tokenizer itself.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -66,6 +67,7 @@ def _bytes_of_byte_level(token: str, decoder: dict[str, int]) -> bytes | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def _byte_level_decoder() -> dict[str, int]:
     # GPT-2's reversible byte ↔ printable-character table.
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -129,24 +131,25 @@ class Vocab:
         byte_level = '"ByteLevel"' in pre and '"add_prefix_space": true' not in pre and model.get("type") == "BPE"
         self._byte_level = byte_level
         metaspace = '"Metaspace"' in pre and model.get("type") == "BPE"
-        table = _byte_level_decoder() if byte_level else None
         exact = norm is None if byte_level else (
             metaspace and _only_space_escape(norm) and '"prepend_scheme": "first"' in pre)
         added = self._added = {t["content"] for t in config.get("added_tokens") or []}
+        self._model_bytes: dict[str, bytes] = {}  # model pieces → bytes, kept for the tiktoken ranks
         for token, i in vocab.items():
-            if token in added:
-                lengths[i] = len(token.encode("utf-8"))
-            elif byte_level:
-                raw = _bytes_of_byte_level(token, table)
-                if raw is None:
-                    exact = False
-                    lengths[i] = len(token.encode("utf-8"))
-                else:
-                    lengths[i] = len(raw)
-            else:
-                m = _BYTE_PIECE.fullmatch(token)
-                lengths[i] = 1 if m else len(token.replace("▁", " ").encode("utf-8"))
+            raw = token.encode("utf-8") if token in added else self._piece_bytes(token)
+            if raw is None:  # a byte-level piece outside the byte table: lengths cannot be trusted
+                exact = False
+                raw = token.encode("utf-8")
+            elif token not in added:
+                self._model_bytes[token] = raw
+            lengths[i] = len(raw)
         return lengths, bool(exact)
+
+    def _piece_bytes(self, piece: str) -> bytes | None:
+        if self._byte_level:
+            return _bytes_of_byte_level(piece, _byte_level_decoder())
+        m = _BYTE_PIECE.fullmatch(piece)
+        return bytes([int(m.group(1), 16)]) if m else piece.replace("▁", " ").encode("utf-8")
 
     def _tiktoken(self, config: dict):
         try:
@@ -159,16 +162,17 @@ class Vocab:
         if (model.get("type") != "BPE" or model.get("byte_fallback") or config.get("normalizer") is not None
                 or not steps or len(steps) != 2):
             return None, "not a byte-level BPE with a single regex split"
+        if any(t["content"] not in self.control for t in config.get("added_tokens") or []):
+            return None, "it has whitespace added tokens, which tiktoken cannot match"
         split, byte_level = steps
         pattern = (split.get("pattern") or {}).get("Regex")
         if (split.get("type") != "Split" or pattern is None or split.get("behavior") != "Isolated"
                 or split.get("invert") or byte_level.get("type") != "ByteLevel"
                 or byte_level.get("add_prefix_space") or byte_level.get("use_regex")):
             return None, "the pre-tokenizer is not Split(regex) + ByteLevel"
-        table = _byte_level_decoder()
         ranks: dict[bytes, int] = {}
         for token, i in model["vocab"].items():
-            raw = _bytes_of_byte_level(token, table)
+            raw = self._model_bytes.get(token)
             if raw is None:
                 return None, f"token {token!r} is not byte-level"
             ranks[raw] = i
@@ -197,23 +201,19 @@ class Vocab:
         piece = self.tok.id_to_token(int(token_id))
         if piece is None:
             return b""
-        if piece in self._added:
-            return piece.encode("utf-8")
-        if self._byte_level:
-            raw = _bytes_of_byte_level(piece, _byte_level_decoder())
-            if raw is not None:
-                return raw
-        m = _BYTE_PIECE.fullmatch(piece)
-        return bytes([int(m.group(1), 16)]) if m else piece.replace("▁", " ").encode("utf-8")
+        raw = None if piece in self._added else self._piece_bytes(piece)
+        return piece.encode("utf-8") if raw is None else raw
 
     def plain_tokenizer(self):
-        """A copy of the tokenizer that matches no added token, plus a sentinel added token
+        """A copy of the tokenizer that matches no control token, plus a sentinel added token
         that lets a piece be encoded as if it followed a control token."""
         if self._plain is None:
             from tokenizers import AddedToken, Tokenizer
 
             conf = dict(self.config)
-            conf["added_tokens"] = [dict(t, special=True) for t in conf.get("added_tokens") or []]
+            # Control tokens become special (and encode_special_tokens turns them into text);
+            # whitespace added tokens stay matched, as in a whole-string tokenization.
+            conf["added_tokens"] = [dict(t, special=t["content"] in self.control) for t in conf.get("added_tokens") or []]
             plain = Tokenizer.from_str(json.dumps(conf))
             plain.add_tokens([AddedToken(SENTINEL, special=False, normalized=False)])
             plain.encode_special_tokens = True

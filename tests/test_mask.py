@@ -278,8 +278,9 @@ def test_batch_with_workers_equals_one_by_one(real_tokenizer):
 def test_batch_error_names_conversation_and_message(real_tokenizer):
     enc = Encoder(load_builtin("llama3"), vocab(real_tokenizer("llama3")))
     convs = [CHAT, CHAT, [{"role": "user", "content": "x"}, {"role": "robot", "content": "y"}]]
-    with pytest.raises(RenderError, match=r"conversation 2: message 1: unknown role 'robot'"):
+    with pytest.raises(RenderError, match=r"^conversation 2: message 1: unknown role 'robot'") as info:
         enc.encode_batch(convs, workers=1)
+    assert info.value.message_index == 1
 
 
 def test_accepts_transformers_and_tokenizers_objects(real_tokenizer):
@@ -319,3 +320,24 @@ def test_an_empty_assistant_turn_inside_a_token_is_trained_as_transformers_does(
     ids, mask = reference(hf_tokenizer(folder), spec, messages)
     got = encode(spec, folder, messages)
     assert (got.input_ids.tolist(), got.loss_mask.tolist()) == (ids, mask) == (ids, [1])
+
+
+def test_whitespace_added_tokens_still_match_next_to_control_strings_kept_as_text(tmp_path):
+    """Gemma-style tokenizers add whitespace tokens ("\\n\\n") that are not control tokens: a
+    message holding a control string is cut into pieces, and those still match inside them."""
+    from tokenizers import AddedToken
+
+    from conftest import make_tokenizer
+
+    fast = make_tokenizer(tmp_path)
+    tok = fast.backend_tokenizer
+    tok.add_tokens([AddedToken("\n\n", special=False, normalized=False)])
+    spec = load_builtin("llama3")
+    v = Vocab(tok)
+    assert "\n\n" not in v.control and v.engine == "hf"
+    messages = [{"role": "user", "content": "a\n\nb <|eot_id|> c\n\nd"}, {"role": "assistant", "content": "Hi"}]
+    got = Encoder(spec, v).encode(messages).input_ids.tolist()
+    ws, eot = tok.token_to_id("\n\n"), tok.token_to_id("<|eot_id|>")
+    text = render(spec, messages).text
+    assert got.count(ws) == text.count("\n\n") == 4  # 2 after the headers + 2 in the message
+    assert got.count(eot) == 2  # the template's two, not the one in the message

@@ -97,10 +97,15 @@ def test_round_trip_in_input_order(tmp_path, llama3, workers):
 
 
 def test_rows_are_zero_copy_views_of_the_mapped_file(tmp_path, llama3):
-    data = _write(tmp_path / "d.jsonl", [_conv(i) for i in range(10)])
+    records = [_conv(i) for i in range(1500)]  # more than one record batch in the shard
+    data = _write(tmp_path / "d.jsonl", records)
     tokenize_file(data, llama3.spec, llama3, tmp_path / "out", workers=1)
-    row = TokenizedDataset(tmp_path / "out")[3]
-    assert not row.input_ids.flags.owndata and not row.input_ids.flags.writeable
+    ds = TokenizedDataset(tmp_path / "out")
+    assert len(ds) == 1500 and len(ds.manifest["shards"]) == 1
+    for k in (3, 1400, -1):
+        row = ds[k]
+        assert not row.input_ids.flags.owndata and not row.input_ids.flags.writeable
+        assert row.input_ids.tolist() == llama3.encode(records[k]["messages"]).input_ids.tolist()
 
 
 def test_stop_writes_nothing_and_names_the_line(tmp_path, llama3):
