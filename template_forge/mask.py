@@ -99,18 +99,10 @@ def trained_messages(messages: Sequence[Mapping[str, Any]], policy: str) -> set[
 
 
 def trained_char_spans(rendered: Rendered, messages: Sequence[Mapping[str, Any]], policy: str) -> list[tuple[int, int]]:
+    """Character spans trained under ``policy`` (empty turns kept, as transformers keeps them)."""
     if policy == "causal_lm":
         return [(0, len(rendered.text))] if rendered.text else []
-    chosen = trained_messages(messages, policy)
-    spans: list[tuple[int, int]] = []
-    for index, start, end in rendered.assistant_turns:
-        if index not in chosen:
-            continue
-        if spans and spans[-1][1] == start and start < end and spans[-1][0] < spans[-1][1]:
-            spans[-1] = (spans[-1][0], end)
-        else:
-            spans.append((start, end))
-    return spans
+    return rendered.trained_spans(trained_messages(messages, policy), keep_empty=True)
 
 
 def mask_from_spans(starts: np.ndarray, ends: np.ndarray, spans: Sequence[tuple[int, int]]) -> np.ndarray:

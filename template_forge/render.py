@@ -20,7 +20,7 @@ training template wraps exactly these spans in ``{% generation %}``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Container, Iterable, Mapping, NamedTuple, Sequence
 
 from template_forge.errors import RenderError
 from template_forge.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
@@ -32,7 +32,6 @@ SEGMENT_KINDS = (
     "bos", "system", "user", "assistant_prefix", "assistant_content", "assistant_suffix",
     "generation_prompt", "final_suffix",
 )
-TRAINED_KINDS = ("assistant_content", "assistant_suffix")
 
 
 _new_segment = tuple.__new__
@@ -69,16 +68,22 @@ class Rendered:
     #: empty ``{% generation %}`` span.
     assistant_turns: tuple[tuple[int, int, int], ...] = ()
 
-    def trained_spans(self) -> list[tuple[int, int]]:
-        """Character spans of trained text (assistant content + suffix), adjacent ones merged."""
+    def trained_spans(self, only: Container[int] | None = None, *, keep_empty: bool = False) -> list[tuple[int, int]]:
+        """Character spans of trained text (assistant content + suffix), adjacent ones merged.
+
+        Args:
+            only: the assistant message indices to include (default: all).
+            keep_empty: keep an empty turn as a zero-width span, as transformers records an
+                empty ``{% generation %}`` block (it marks a token that straddles it).
+        """
         spans: list[tuple[int, int]] = []
-        for seg in self.segments:
-            if seg.kind not in TRAINED_KINDS or seg.start == seg.end:
+        for index, start, end in self.assistant_turns:
+            if (only is not None and index not in only) or (start == end and not keep_empty):
                 continue
-            if spans and spans[-1][1] == seg.start:
-                spans[-1] = (spans[-1][0], seg.end)
+            if spans and spans[-1][1] == start and spans[-1][0] < start < end:
+                spans[-1] = (spans[-1][0], end)
             else:
-                spans.append((seg.start, seg.end))
+                spans.append((start, end))
         return spans
 
     def of_kind(self, kind: str) -> list[str]:
@@ -104,14 +109,11 @@ class _Builder:
         if content is not None and content[1] > content[0]:
             self.content.append((pos + content[0], pos + content[1]))
         segments = self.segments
-        if segments:
-            last = segments[-1]
-            if last[0] == kind and last[3] == index and last[2] == pos:
-                segments[-1] = _new_segment(Segment, (kind, last[1], end, index))
-                self.parts.append(text)
-                self.pos = end
-                return
-        segments.append(_new_segment(Segment, (kind, pos, end, index)))
+        last = segments[-1] if segments else None
+        if last is not None and last[0] == kind and last[3] == index and last[2] == pos:
+            segments[-1] = _new_segment(Segment, (kind, last[1], end, index))
+        else:
+            segments.append(_new_segment(Segment, (kind, pos, end, index)))
         self.parts.append(text)
         self.pos = end
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from strategies import TRICKY, conversations
 from template_forge.compiler import compile_template
 from template_forge.errors import RenderError
-from template_forge.mask import Encoder, Vocab, encode, mask_from_spans
+from template_forge.mask import Encoder, Vocab, _mask_monotone, encode, mask_from_spans
 from template_forge.registry import builtin_names, load_builtin
 from template_forge.render import render
 from template_forge.spec import spec_from_dict
@@ -296,12 +296,15 @@ def test_accepts_transformers_and_tokenizers_objects(real_tokenizer):
 
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), max_size=8), st.data())
 def test_mask_rule_matches_transformers_loop(pairs, data):
-    """The vectorised overlap rule equals transformers' token loop, token by token."""
+    """Both vectorised overlap rules equal transformers' token loop, token by token, zero-width
+    spans included."""
     bounds = sorted({0, *[a for a, _ in pairs], *[a + b for a, b in pairs]})
     starts = np.array(bounds[:-1] or [0])
     ends = np.array(bounds[1:] or [0])
     cuts = sorted(data.draw(st.lists(st.integers(0, bounds[-1] + 1), max_size=6, unique=True)))
-    spans = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2) if cuts[i] < cuts[i + 1]]
+    spans = [(cuts[i], cuts[i + 1]) for i in range(0, len(cuts) - 1, 2)]
+    if data.draw(st.booleans()) and spans:  # an empty turn: a zero-width span
+        spans[0] = (spans[0][0], spans[0][0])
     want = []
     k = 0
     for s, e in zip(starts.tolist(), ends.tolist()):  # transformers' loop
@@ -309,6 +312,7 @@ def test_mask_rule_matches_transformers_loop(pairs, data):
             k += 1
         want.append(int(k < len(spans) and e > spans[k][0]))
     assert mask_from_spans(starts, ends, spans).tolist() == want
+    assert _mask_monotone(starts, ends, spans).tolist() == want  # tokens here tile the text
 
 
 def test_an_empty_assistant_turn_inside_a_token_is_trained_as_transformers_does(real_tokenizer):
