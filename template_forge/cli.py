@@ -194,6 +194,8 @@ def tokenize_cmd(data: str, fmt: str, tokenizer: str, output: str, max_length: i
 
     spec = load_spec(fmt)
     encoder = Encoder(spec, _tokenizer_arg(tokenizer), policy=policy, parse_special=parse_special)
+    for warning in encoder.pairing_warnings():
+        click.echo(f"warning: {warning}", err=True)
     size = os.path.getsize(data) if os.path.isfile(data) else 0
     show = not quiet and sys.stderr.isatty()
     with click.progressbar(length=size, label=f"tokenizing {os.path.basename(data)}", file=sys.stderr,
@@ -237,6 +239,8 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
         from template_forge.tokenized import TokenizedDataset
 
         ds = TokenizedDataset(source)
+        if not -len(ds) <= row < len(ds):
+            raise DataError(f"{source} has {len(ds)} rows (0 to {len(ds) - 1}); --row {row} is out of range.")
         tok_path = tokenizer or ds.manifest.get("tokenizer", {}).get("path")
         if not tok_path:
             raise DataError(f"{source}: the manifest does not name its tokenizer; pass --tokenizer.")

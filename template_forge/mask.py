@@ -182,6 +182,32 @@ class Encoder:
     def engine(self) -> str:
         return self.vocab.engine
 
+    def pairing_warnings(self) -> list[str]:
+        """Signs that the tokenizer does not belong to the format: its BOS, or the end-of-turn
+        in the assistant suffix, would be tokenized as text instead of as one special token.
+
+        Examples:
+            >>> from template_forge.registry import load_builtin
+            >>> from tokenizers import Tokenizer, models
+            >>> enc = Encoder(load_builtin("chatml"), Tokenizer(models.BPE()))
+            >>> print(enc.pairing_warnings()[0])  # doctest: +ELLIPSIS
+            the assistant suffix '<|im_end|>\\n' holds no special token of this tokenizer: ...
+        """
+        control = self.vocab.control
+        out = []
+        bos = self.spec.bos
+        if bos and bos not in control:
+            out.append(f"the format's bos {bos!r} is not a special token of this tokenizer, so it is tokenized as "
+                       "text. Is this the tokenizer of the model the format is for?")
+        if self.policy != "causal_lm":
+            _, after = self.spec.assistant.around("instruction")
+            suffix = "".join(p.text if p.field is None else self.spec.variable_defaults()[p.field] for p in after)
+            if self.vocab.control_re is None or not self.vocab.control_re.search(suffix):
+                out.append(f"the assistant suffix {suffix!r} holds no special token of this tokenizer: the model "
+                           "learns to stop with plain text, not an end-of-turn token. Check the tokenizer matches "
+                           "the format.")
+        return out
+
     def render(self, messages: Sequence[Mapping[str, Any]]) -> Rendered:
         return render(self.spec, messages, variables=self.variables)
 

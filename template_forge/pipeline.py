@@ -224,6 +224,7 @@ def _manifest(data: Path, data_sha: str, spec: Spec, spec_name: str | None, enco
         "tokenizer": {"sha256": fingerprint_tokenizer(encoder), "engine": encoder.engine,
                       "vocab_size": encoder.vocab.tok.get_vocab_size(with_added_tokens=True)},
         "policy": encoder.policy,
+        "warnings": encoder.pairing_warnings(),
         "parse_special": encoder.parse_special,
         **settings,
         "counts": {"lines": report.lines, "written": report.written, "truncated": report.truncated,

@@ -66,6 +66,9 @@ def test_tokenize_skip_then_inspect(runner, data, tmp_path, real_tokenizer):
     assert len(re.findall(r'class="t on[^"]*" title=', page)) == want.num_trained
     assert len(re.findall(r'class="t[^"]*" title=', page)) == want.num_tokens
 
+    far = runner.invoke(main, ["inspect", str(out), "--row", "7"])
+    assert far.exit_code == 1 and "has 2 rows (0 to 1); --row 7 is out of range" in far.output
+
     again = runner.invoke(main, ["tokenize", str(data), "-f", "llama3", "-t", tok, "-o", str(out), "--on-error", "skip"])
     assert again.exit_code == 1 and "--overwrite" in again.output
 
@@ -89,3 +92,14 @@ def test_convert_tokenizer(runner, tmp_path, name, real_tokenizer):
     assert result.exit_code == 0, result.output
     assert f"({kind}," in result.output
     assert (out / "tokenizer.json").read_text() == (real_tokenizer(name) / "tokenizer.json").read_text()
+
+
+def test_tokenize_warns_when_the_tokenizer_does_not_fit_the_format(runner, tmp_path, real_tokenizer):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(CONV) + "\n")
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["tokenize", str(data), "-f", "chatml", "-t", str(real_tokenizer("llama3")),
+                                  "-o", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "warning: the assistant suffix '<|im_end|>\\n' holds no special token" in result.output
+    assert json.loads((out / "manifest.json").read_text())["warnings"][0].startswith("the assistant suffix")

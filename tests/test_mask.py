@@ -345,3 +345,19 @@ def test_whitespace_added_tokens_still_match_next_to_control_strings_kept_as_tex
     text = render(spec, messages).text
     assert got.count(ws) == text.count("\n\n") == 4  # 2 after the headers + 2 in the message
     assert got.count(eot) == 2  # the template's two, not the one in the message
+
+
+@pytest.mark.parametrize("fmt,tok_name", [("llama3", "llama3"), ("llama3.1", "llama3"), ("llmforge-llama3", "llama3"),
+                                          ("mistral-v1", "mistral-v1"), ("mistral-v3", "mistral-v3"),
+                                          ("mistral-v3-common", "mistral-v3"), ("llama2", "mistral-v1"),
+                                          ("zephyr", "mistral-v3"), ("alpaca", "mistral-v1")])
+def test_a_format_with_its_own_tokenizer_raises_no_pairing_warning(real_tokenizer, fmt, tok_name):
+    assert Encoder(load_builtin(fmt), vocab(real_tokenizer(tok_name))).pairing_warnings() == []
+
+
+def test_a_format_with_a_foreign_tokenizer_is_flagged(real_tokenizer):
+    chatml = Encoder(load_builtin("chatml"), vocab(real_tokenizer("llama3"))).pairing_warnings()
+    assert len(chatml) == 1 and "assistant suffix '<|im_end|>\\n' holds no special token" in chatml[0]
+    llama3 = Encoder(load_builtin("llama3"), vocab(real_tokenizer("mistral-v3"))).pairing_warnings()
+    assert len(llama3) == 2 and "bos '<|begin_of_text|>' is not a special token" in llama3[0]
+    assert Encoder(load_builtin("chatml"), vocab(real_tokenizer("llama3")), policy="causal_lm").pairing_warnings() == []
