@@ -245,10 +245,8 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
         if not tok_path:
             raise DataError(f"{source}: the manifest does not name its tokenizer; pass --tokenizer.")
         vocab = _tokenizer_arg(tok_path)
-        import hashlib
-
         made_with = ds.manifest.get("tokenizer", {}).get("sha256")
-        if made_with and hashlib.sha256(vocab.tok.to_str().encode()).hexdigest() != made_with:
+        if made_with and vocab.sha256 != made_with:
             click.echo(f"warning: {tok_path} is not the tokenizer these shards were made with; "
                        "token texts may be wrong.", err=True)
         encoded = ds[row]

@@ -59,10 +59,6 @@ def fingerprint_spec(spec: Spec) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def fingerprint_tokenizer(encoder: Encoder) -> str:
-    return hashlib.sha256(encoder.vocab.tok.to_str().encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class _Settings:
     path: str
@@ -221,7 +217,7 @@ def _manifest(data: Path, data_sha: str, spec: Spec, spec_name: str | None, enco
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"path": str(data.resolve()), "sha256": data_sha},
         "spec": {"name": spec_name or spec.name, "sha256": fingerprint_spec(spec)},
-        "tokenizer": {"sha256": fingerprint_tokenizer(encoder), "engine": encoder.engine,
+        "tokenizer": {"sha256": encoder.vocab.sha256, "engine": encoder.engine,
                       "vocab_size": encoder.vocab.tok.get_vocab_size(with_added_tokens=True)},
         "policy": encoder.policy,
         "warnings": encoder.pairing_warnings(),

@@ -17,6 +17,7 @@ from the tokenizer itself.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import re
@@ -95,7 +96,10 @@ class Vocab:
         if self.tok.encode_special_tokens:
             self.tok = _clone(self.tok)
             self.tok.encode_special_tokens = False
-        config = json.loads(self.tok.to_str())
+        serialized = self.tok.to_str()
+        #: sha256 of the tokenizer's canonical JSON: what a manifest records to detect a stale cache.
+        self.sha256 = hashlib.sha256(serialized.encode()).hexdigest()
+        config = json.loads(serialized)
         self.config = config
         added = config.get("added_tokens") or []
         self.control: dict[str, int] = {
