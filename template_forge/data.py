@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from template_forge.errors import DataError
-
-ROLES = ("system", "user", "assistant")
+from template_forge.render import ROLES, alternation_break
 
 #: Reason codes, in the order checks run.
 REASONS = {
@@ -103,17 +102,12 @@ def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = 
     if need_assistant and not any(m["role"] == "assistant" for m in messages):
         return bad("no_assistant", "no assistant message, so nothing would be trained. Drop the line, or "
                    "use policy causal_lm.")
-    if require_alternation:
-        turn = 0
-        for i, msg in enumerate(messages):
-            if msg["role"] == "system":
-                continue
-            expected = "user" if turn % 2 == 0 else "assistant"
-            if msg["role"] != expected:
-                return bad("bad_order", f"expected the {expected} turn, found a {msg['role']} message: this format needs "
-                           "user/assistant turns to alternate, starting with user. Merge consecutive "
-                           "messages of the same role.", i)
-            turn += 1
+    found = alternation_break(m["role"] for m in messages) if require_alternation else None
+    if found:
+        i, expected = found
+        return bad("bad_order", f"expected the {expected} turn, found a {messages[i]['role']} message: this format "
+                   "needs user/assistant turns to alternate, starting with user. Merge consecutive "
+                   "messages of the same role.", i)
     return messages
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from template_forge.errors import RenderError
 from template_forge.render import Rendered, render
 from template_forge.spec import Spec
-from template_forge.vocab import ENGINES, SENTINEL, Vocab, cached_vocab, load_tokenizer
+from template_forge.vocab import ENGINES, Vocab, cached_vocab, load_tokenizer
 
 __all__ = ["ENGINES", "POLICIES", "Encoded", "Encoder", "Vocab", "cached_vocab", "encode", "encode_batch",
            "load_tokenizer", "mask_from_spans", "trained_char_spans", "trained_messages"]
@@ -362,16 +362,12 @@ class Encoder:
             return off[:, 0], off[:, 1]
         starts: list[int] = []
         ends: list[int] = []
-        plain = vocab.plain_tokenizer()
-        skip = len(SENTINEL)
         for a, b, cid in job.pieces:
             if cid is not None:
                 starts.append(a)
                 ends.append(b)
                 continue
-            first = a == 0
-            enc = plain.encode(text[a:b] if first else SENTINEL + text[a:b], add_special_tokens=False)
-            offs = enc.offsets if first else [(s - skip, e - skip) for s, e in enc.offsets[1:]]
+            offs = vocab.plain_offsets(text[a:b], a == 0)
             starts.extend(a + s for s, _ in offs)
             ends.extend(a + e for _, e in offs)
         return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)

@@ -157,18 +157,33 @@ def _find_system(msgs: list[tuple[int, str, str]]) -> tuple[int | None, str | No
     return found[0] if found else (None, None)
 
 
-def _check_alternation(msgs: list[tuple[int, str, str]]) -> None:
+def alternation_break(roles: Iterable[str]) -> tuple[int, str] | None:
+    """The first message that breaks user/assistant/user/… (system messages aside), and the
+    role expected there; None when the roles alternate.
+
+    Examples:
+        >>> alternation_break(["system", "user", "user"])
+        (2, 'assistant')
+    """
     turn = 0
-    for i, role, _ in msgs:
+    for i, role in enumerate(roles):
         if role == "system":
             continue
         expected = "user" if turn % 2 == 0 else "assistant"
         if role != expected:
-            raise RenderError(
-                f"roles must alternate user/assistant/user/… after the optional system message; "
-                f"expected {expected}, found {role}. Merge consecutive messages of the same role.",
-                message_index=i)
+            return i, expected
         turn += 1
+    return None
+
+
+def _check_alternation(msgs: list[tuple[int, str, str]]) -> None:
+    found = alternation_break(role for _, role, _ in msgs)
+    if found:
+        i, expected = found
+        raise RenderError(
+            f"roles must alternate user/assistant/user/… after the optional system message; "
+            f"expected {expected}, found {msgs[i][1]}. Merge consecutive messages of the same role.",
+            message_index=i)
 
 
 # --------------------------------------------------------------------------- system decisions

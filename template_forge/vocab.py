@@ -235,6 +235,14 @@ class Vocab:
         return [enc.ids if first else enc.ids[1:]
                 for (_, first), enc in zip(pieces, plain.encode_batch_fast(texts, add_special_tokens=False))]
 
+    def plain_offsets(self, piece: str, first: bool) -> list[tuple[int, int]]:
+        """Character offsets, within ``piece``, of the tokens :meth:`plain` gives it."""
+        if first:
+            return self.plain_tokenizer().encode(piece, add_special_tokens=False).offsets
+        skip = len(SENTINEL)
+        enc = self.plain_tokenizer().encode(SENTINEL + piece, add_special_tokens=False)
+        return [(s - skip, e - skip) for s, e in enc.offsets[1:]]
+
     def encode_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Whole-string tokenization (special-token strings parsed everywhere), as int32 arrays."""
         if self.tiktoken is not None:
