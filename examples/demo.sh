@@ -51,4 +51,26 @@ echo; echo "== row 3: '<|eot_id|>' written inside a message stays text; trained 
 echo; echo "== row 6: the first assistant turn says \"train\": false, so only the last one is trained"
 "$BIN/tforge" inspect "$OUT/train-tok" --row 6 --table | tail -n 25
 
-echo; echo "demo finished: outputs in $OUT/ (open $OUT/row3.html in a browser)"
+echo; echo "== pack the tokenized rows into sequences of 256 tokens (best-fit decreasing), then the statistics"
+"$BIN/tforge" pack "$OUT/train-tok" --context-length 256 -o "$OUT/train-packed"
+"$BIN/tforge" stats "$OUT/train-packed" --bins 4 --png "$OUT/train-packed.png"
+
+echo; echo "== or both steps at once; a second run finds the folder up to date and reuses it"
+"$BIN/tforge" prepare examples/train.jsonl -f llama3 -t "$OUT/llama3-tok" -n 256 -o "$OUT/prepared" --on-error skip
+"$BIN/tforge" prepare examples/train.jsonl -f llama3 -t "$OUT/llama3-tok" -n 256 -o "$OUT/prepared" --on-error skip
+
+echo; echo "== pack 0, sample by sample; then what a trainer derives from seq_lengths"
+"$BIN/tforge" inspect "$OUT/train-packed" --row 0 --color; echo
+"$BIN/python" - "$OUT/train-packed" <<'PY'
+import sys
+import numpy as np
+from template_forge.shards import PackedDataset
+pack = PackedDataset(sys.argv[1])[0]
+np.set_printoptions(linewidth=110, threshold=40, edgeitems=6)
+print("seq_lengths ", pack.seq_lengths, " cu_seqlens", pack.cu_seqlens)
+starts = pack.cu_seqlens[:-1]
+print("position_ids at each sample start:", pack.position_ids[starts], "(restart at 0)")
+print("labels at each sample start:      ", pack.labels[starts], "(never trained across a boundary)")
+PY
+
+echo; echo "demo finished: outputs in $OUT/ (open $OUT/row3.html in a browser, $OUT/train-packed.png for the histograms)"

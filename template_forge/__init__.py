@@ -4,9 +4,12 @@ The stages, each a module, data flowing one way::
 
     spec (YAML → Spec) → render (text + segment spans) → compiler (Spec → Jinja chat_template)
                                    └→ mask (input_ids + loss_mask) → pipeline (JSONL → Arrow shards)
+                                        → pack (best-fit-decreasing plan, positions, labels)
+                                        → shards (packed Arrow shards + manifest) → prepare (both at once)
 
 Importing the package loads none of torch, transformers, tokenizers or numpy; ``encode``,
-``Encoder``, ``Encoded`` and ``TokenizedDataset`` load numpy and tokenizers on first use.
+``Encoder``, ``Encoded``, ``TokenizedDataset``, ``plan_packs``, ``PackedDataset``… load numpy,
+pyarrow and tokenizers on first use.
 
 Examples:
     >>> import template_forge as tf
@@ -25,7 +28,9 @@ __version__ = "0.1.0"
 
 _LAZY = {"encode": "template_forge.mask", "encode_batch": "template_forge.mask", "Encoder": "template_forge.mask",
          "Encoded": "template_forge.mask", "Vocab": "template_forge.vocab",
-         "TokenizedDataset": "template_forge.tokenized", "tokenize_file": "template_forge.pipeline"}
+         "TokenizedDataset": "template_forge.tokenized", "tokenize_file": "template_forge.pipeline",
+         "plan_packs": "template_forge.pack", "collate": "template_forge.pack", "PackedDataset": "template_forge.shards",
+         "pack_tokenized": "template_forge.shards", "prepare_file": "template_forge.prepare"}
 
 
 def __getattr__(name: str):

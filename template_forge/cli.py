@@ -229,16 +229,18 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
                 as_table: bool, html_path: str | None, force_color: bool) -> None:
     """Show the tokens of one conversation, trained ones highlighted.
 
-    SOURCE is a `tforge tokenize` output folder (pick a row with --row) or a conversation
-    file: JSON messages, or JSONL with --line (then --format and --tokenizer are needed).
+    SOURCE is a `tforge tokenize` or `tforge pack` output folder (pick a row, or a pack,
+    with --row) or a conversation file: JSON messages, or JSONL with --line (then --format and --tokenizer are needed).
     """
     from template_forge import view
     from template_forge.mask import Encoder
 
     if os.path.isdir(source):
+        from template_forge.shards import FORMAT as PACKED, PackedDataset, read_manifest
         from template_forge.tokenized import TokenizedDataset
 
-        ds = TokenizedDataset(source)
+        packed = read_manifest(source).get("format") == PACKED
+        ds = PackedDataset(source) if packed else TokenizedDataset(source)
         if not -len(ds) <= row < len(ds):
             raise DataError(f"{source} has {len(ds)} rows (0 to {len(ds) - 1}); --row {row} is out of range.")
         tok_path = tokenizer or ds.manifest.get("tokenizer", {}).get("path")
@@ -249,6 +251,8 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
         if made_with and vocab.sha256 != made_with:
             click.echo(f"warning: {tok_path} is not the tokenizer these shards were made with; "
                        "token texts may be wrong.", err=True)
+        if packed:
+            return _inspect_pack(ds, row, vocab, as_table, force_color)
         encoded = ds[row]
         title = f"{source} row {row} (line {ds.line(row)})"
     else:
@@ -268,6 +272,24 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
     if html_path:
         write_atomic(html_path, view.page(views, title=title, summary=summary))
         click.echo(f"wrote {html_path}", err=True)
+
+
+def _inspect_pack(ds, row: int, vocab, as_table: bool, force_color: bool) -> None:
+    """Each sample of pack ``row`` on its own, with where it came from."""
+    from template_forge import view
+    from template_forge.mask import Encoded
+
+    pack = ds[row]
+    lines, starts = ds.sources(row)
+    for k, ((ids, mask), line, start) in enumerate(zip(pack.samples(), lines, starts)):
+        piece = f", from token {start}" if start else ""
+        click.echo(click.style(f"── sample {k}: line {line}{piece}, {len(ids)} tokens, {int(mask.sum())} trained ──",
+                               bold=True), color=True if force_color else None)
+        views = view.token_views(Encoded(ids, mask), vocab)
+        click.echo(view.table(views) if as_table else view.terminal(views), color=True if force_color else None)
+    click.echo(f"{ds.folder} pack {row}: {pack.num_tokens} of {ds.context_length} tokens, "
+               f"{len(pack.seq_lengths)} samples, {int(pack.loss_mask.sum())} trained "
+               "(the first token of each sample is never a label)", err=True)
 
 
 def _read_messages(source: str, line_no: int | None) -> list:
@@ -319,6 +341,12 @@ def formats_cmd() -> None:
         spec = load_builtin(name)
         models = spec.models[0] + (f" (+{len(spec.models) - 1})" if len(spec.models) > 1 else "") if spec.models else "-"
         click.echo(f"{name:<{width}}  {models:<45}  {spec.description}")
+
+
+from template_forge.cli_data import pack_cmd, prepare_cmd, stats_cmd  # noqa: E402  (the packing commands)
+
+for _command in (pack_cmd, prepare_cmd, stats_cmd):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

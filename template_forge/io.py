@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -85,3 +86,16 @@ def install_chat_template(tokenizer_dir: str | Path, template: str) -> tuple[Pat
     jinja_path = folder / "chat_template.jinja"
     write_atomic_many({jinja_path: template, config_path: config_text})
     return jinja_path, config_path
+
+
+def replace_dir(new: str | Path, target: str | Path) -> None:
+    """Rename the finished folder ``new`` onto ``target``; an existing target is moved aside
+    first and removed after, so ``target`` is always either the old folder or the new one."""
+    new, target = Path(new), Path(target)
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    else:
+        os.replace(new, target)

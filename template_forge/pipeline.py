@@ -24,6 +24,7 @@ import numpy as np
 
 from template_forge.data import REASONS, BadLine, parse_line
 from template_forge.errors import DataError, RenderError
+from template_forge.io import replace_dir
 from template_forge.mask import Encoded, Encoder
 from template_forge.parallel import default_workers, ordered_map
 from template_forge.spec import Spec
@@ -186,23 +187,12 @@ def tokenize_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | P
             manifest["tokenizer"]["path"] = str(tokenizer_path)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         os.chmod(tmp, 0o755)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
         report.manifest = manifest
         return report
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` onto ``target``; an existing target is moved aside first, then removed."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-    else:
-        os.replace(new, target)
 
 
 def _manifest(data: Path, data_sha: str, spec: Spec, spec_name: str | None, encoder: Encoder, report: Report,

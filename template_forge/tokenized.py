@@ -3,8 +3,8 @@
 
 Columns: ``input_ids`` (``list<int32>``), ``loss_mask`` (``list<uint8>``), ``num_tokens``
 and ``num_trained`` (``int32``), ``line`` (``int64``, the 1-based line of the source file).
-Shards are uncompressed Arrow IPC *files*, so they are memory-mapped and read without
-copying (plain pyarrow, or ``datasets.Dataset.from_file``).
+Shards are uncompressed Arrow IPC streams (:func:`open_arrow`), memory-mapped and read
+without copying by plain pyarrow and by ``datasets.Dataset.from_file``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,24 @@ from template_forge.mask import Encoded
 
 MANIFEST = "manifest.json"
 FORMAT = "tforge.tokenized/1"
+
+
+def open_arrow(path: str | Path):
+    """Memory-map an Arrow IPC file and return its table; buffers are views of the mapping.
+
+    Shards are written in the IPC *stream* format because that is the one
+    ``datasets.Dataset.from_file`` reads (it calls ``pyarrow.ipc.open_stream``); a
+    memory-mapped stream is read just as zero-copy as the IPC file format, which is also
+    accepted here.
+    """
+    import pyarrow as pa
+
+    source = pa.memory_map(str(path), "r")
+    if source.read(6) == b"ARROW1":  # the IPC file format's magic
+        source.seek(0)
+        return pa.ipc.open_file(source).read_all()
+    source.seek(0)
+    return pa.ipc.open_stream(source).read_all()
 
 
 def _schema():
@@ -62,7 +80,7 @@ class ShardWriter:
 
         path = self.folder / f"shard-{len(self.shards):05d}.arrow"
         self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_file(self._sink, _schema())
+        self._writer = pa.ipc.new_stream(self._sink, _schema())
         self._shard_rows = 0
         self.shards.append({"file": path.name})
 
@@ -122,8 +140,6 @@ class TokenizedDataset:
     """
 
     def __init__(self, folder: str | Path):
-        import pyarrow as pa
-
         self.folder = Path(folder)
         path = self.folder / MANIFEST
         if not path.is_file():
@@ -133,8 +149,7 @@ class TokenizedDataset:
             raise DataError(f"{path}: format {self.manifest.get('format')!r} is not {FORMAT!r}.")
         self._tables = []
         for shard in self.manifest["shards"]:
-            source = pa.memory_map(str(self.folder / shard["file"]), "r")
-            self._tables.append(pa.ipc.open_file(source).read_all())
+            self._tables.append(open_arrow(self.folder / shard["file"]))
         self._starts = np.cumsum([0] + [t.num_rows for t in self._tables])
 
     def __len__(self) -> int:

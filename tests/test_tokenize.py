@@ -89,10 +89,13 @@ def test_round_trip_in_input_order(tmp_path, llama3, workers):
     assert m["source"]["sha256"] == sha256_file(data)
     for shard in m["shards"]:
         assert sha256_file(out / shard["file"]) == shard["sha256"]
-        table = pa.ipc.open_file(pa.memory_map(str(out / shard["file"]))).read_all()
+        table = pa.ipc.open_stream(pa.memory_map(str(out / shard["file"]))).read_all()
         assert table.num_rows == shard["rows"]
         assert table.schema.field("input_ids").type == pa.list_(pa.int32())
         assert table.schema.field("loss_mask").type == pa.list_(pa.uint8())
+    datasets = pytest.importorskip("datasets")
+    hf = datasets.Dataset.from_file(str(out / m["shards"][0]["file"]))
+    assert hf[0]["input_ids"] == ds[0].input_ids.tolist() and hf[0]["line"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 

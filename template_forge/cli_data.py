@@ -1,0 +1,245 @@
+"""``tforge pack``, ``tforge prepare`` and ``tforge stats``: the packing half of the CLI.
+
+Registered on the ``tforge`` group by :mod:`template_forge.cli`; errors are turned into
+``Error: …`` there.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from template_forge.io import write_atomic
+
+OVERFLOW_HELP = ("Samples longer than the context: drop them (counted), truncate them to their first "
+                 "N tokens, or split them into pieces of N tokens, each a sample of its own.")
+
+
+def _bar(length: int, label: str, quiet: bool):
+    return click.progressbar(length=max(length, 1), label=label, file=sys.stderr, show_pos=False,
+                             show_percent=True, show_eta=True, hidden=quiet or not sys.stderr.isatty())
+
+
+class _PackBar:
+    """A progress bar over packs, opened at the first report (when the number of packs is known)."""
+
+    def __init__(self, label: str, quiet: bool, before=None):
+        self.label, self.quiet, self.before, self.bar = label, quiet, before, None
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if self.before:
+                self.before()
+            self.bar = _bar(total, self.label, self.quiet).__enter__()
+        self.bar.update(done)
+
+    def __enter__(self) -> "_PackBar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+@click.command("pack")
+@click.argument("tokenized", type=click.Path(exists=True, file_okay=False))
+@click.option("--context-length", "-n", required=True, type=click.IntRange(min=1), help="Tokens per pack.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--overflow", type=click.Choice(["drop", "truncate", "split"]), default="drop", show_default=True,
+              help=OVERFLOW_HELP)
+@click.option("--seed", default=0, show_default=True, help="Orders equal-length samples and shuffles the packs.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, seed: int, overwrite: bool,
+             quiet: bool) -> None:
+    """Pack a `tforge tokenize` folder TOKENIZED into sequences of --context-length tokens.
+
+    Best-fit decreasing over the whole dataset. Writes OUTPUT/shard-NNNNN.arrow (input_ids,
+    loss_mask, seq_lengths, num_tokens, source_lines, source_starts) and OUTPUT/manifest.json. An
+    interrupted run resumes when the same command is run again.
+    """
+    from template_forge.shards import pack_tokenized
+
+    with _PackBar(f"packing {os.path.basename(os.path.normpath(tokenized))}", quiet) as bar:
+        manifest = pack_tokenized(tokenized, output, context_length=context_length, overflow=overflow, seed=seed,
+                                  overwrite=overwrite, progress=bar.update)
+    click.echo(_summary(manifest, output), err=True)
+
+
+@click.command("prepare")
+@click.argument("data", type=click.Path(dir_okay=False))
+@click.option("--format", "-f", "fmt", required=True, help="Prompt format: a spec YAML file or a built-in name.")
+@click.option("--tokenizer", "-t", required=True, type=click.Path(),
+              help="Tokenizer folder (save_pretrained layout with tokenizer.json) or a tokenizer.json file.")
+@click.option("--context-length", "-n", required=True, type=click.IntRange(min=1), help="Tokens per pack.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--overflow", type=click.Choice(["drop", "truncate", "split"]), default="drop", show_default=True,
+              help=OVERFLOW_HELP)
+@click.option("--seed", default=0, show_default=True, help="Orders equal-length samples and shuffles the packs.")
+@click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+              help="stop: fail on the first bad line, writing nothing. skip: leave bad lines out and report them.")
+@click.option("--policy", type=click.Choice(["assistant", "last_assistant", "causal_lm"]), default="assistant",
+              show_default=True, help="Which tokens are trained (per-message train/weight keys override).")
+@click.option("--parse-special", is_flag=True, help="Treat special-token strings inside message text as control tokens.")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: every core].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder made from other inputs.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output: str, overflow: str, seed: int,
+                on_error: str, policy: str, parse_special: bool, workers: int | None, overwrite: bool,
+                quiet: bool) -> None:
+    """Tokenize and pack DATA (JSONL, one {"messages": [...]} per line) in one command.
+
+    If OUTPUT already holds this preparation (same data, format, tokenizer and options, by
+    sha256), it is reused as it is.
+    """
+    from template_forge.mask import Encoder, Vocab
+    from template_forge.prepare import prepare_file
+    from template_forge.spec import load_spec
+
+    spec = load_spec(fmt)
+    encoder = Encoder(spec, Vocab(tokenizer), policy=policy, parse_special=parse_special)
+    for warning in encoder.pairing_warnings():
+        click.echo(f"warning: {warning}", err=True)
+    size = os.path.getsize(data) if os.path.isfile(data) else 0
+    with _bar(size, f"tokenizing {os.path.basename(data)}", quiet) as read_bar, \
+            _PackBar("packing", quiet, before=lambda: read_bar.update(size - read_bar.pos)) as pack_bar:
+        manifest, reused = prepare_file(data, spec, encoder, output, context_length=context_length,
+                                        overflow=overflow, seed=seed, spec_name=fmt, on_error=on_error,
+                                        workers=workers, overwrite=overwrite, tokenizer_path=os.path.abspath(tokenizer),
+                                        on_tokenize=read_bar.update, on_pack=pack_bar.update)
+    if reused:
+        click.echo(f"{output} is up to date (same data, format, tokenizer and options); reusing it.", err=True)
+    counts = manifest.get("tokenize", {}).get("counts", {})
+    if counts.get("skipped_total"):
+        click.echo(f"skipped {counts['skipped_total']} of {counts['lines']} lines: "
+                   + ", ".join(f"{n} {reason}" for reason, n in counts["skipped"].items()), err=True)
+    click.echo(_summary(manifest, output), err=True)
+
+
+def _summary(manifest: dict, output: str) -> str:
+    s, n = manifest["stats"], manifest["packing"]["context_length"]
+    extra = []
+    if s["dropped_samples"]:
+        extra.append(f"dropped {s['dropped_samples']} ({', '.join(f'{v} {k}' for k, v in s['dropped'].items())})")
+    if s["truncated"]:
+        extra.append(f"truncated {s['truncated']} ({s['truncated_tokens']} tokens cut)")
+    if s["split"]:
+        extra.append(f"split {s['split']}")
+    return (f"{s['packed_samples']} samples → {s['packs']} packs of ≤{n} tokens, efficiency {s['efficiency']:.2%}"
+            + (f"; {'; '.join(extra)}" if extra else "") + f" → {output}")
+
+
+@click.command("stats")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--bins", default=16, show_default=True, type=click.IntRange(min=1, max=200), help="Histogram bars.")
+@click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Also draw the histograms as a PNG (needs matplotlib).")
+def stats_cmd(folder: str, bins: int, png_path: str | None) -> None:
+    """Statistics of a `tforge tokenize` or `tforge pack` FOLDER, and length histograms."""
+    import numpy as np
+
+    from template_forge.shards import FORMAT, PackedDataset, read_manifest
+    from template_forge.tokenized import TokenizedDataset
+
+    manifest = read_manifest(folder)
+    if manifest.get("format") == FORMAT:
+        ds = PackedDataset(folder)
+        rows = _packed_rows(manifest)
+        hists = {"sample length (tokens)": (ds.seq_lengths, ds.context_length),
+                 "pack fill (tokens)": (ds.num_tokens, ds.context_length)}
+    else:
+        ds = TokenizedDataset(folder)
+        rows = _tokenized_rows(manifest)
+        lengths = np.concatenate([t.column("num_tokens").to_numpy() for t in ds._tables]) if len(ds) else np.zeros(0)
+        # The longest few would squeeze every other bar into the first one: the last bar holds them.
+        hists = {"conversation length (tokens)": (lengths, int(np.percentile(lengths, 99.5)) if lengths.size else 1)}
+    width = max(len(k) for k, _ in rows)
+    click.echo(f"{folder}  ({manifest.get('format')})")
+    for key, value in rows:
+        click.echo(f"  {key:<{width}}  {value}")
+    for title, (values, hi) in hists.items():
+        click.echo("")
+        click.echo(_text_histogram(title, values, hi, bins))
+    if png_path:
+        from template_forge.plots import histograms_png
+
+        write_atomic(png_path, histograms_png({t: histogram(v, h, bins) for t, (v, h) in hists.items()},
+                                              title=os.path.basename(os.path.normpath(folder))))
+        click.echo(f"wrote {png_path}", err=True)
+
+
+def _packed_rows(m: dict) -> list[tuple[str, str]]:
+    s, p = m["stats"], m["packing"]
+    trained = f"{s['trained_tokens']:,}" + (f"  ({s['trained_tokens'] / s['tokens']:.1%} of tokens)" if s["tokens"] else "")
+    return [
+        ("context length", f"{p['context_length']:,}  (overflow {p['overflow']}, seed {p['seed']}, {p['strategy']})"),
+        ("samples", f"{s['samples']:,}  (packed {s['packed_samples']:,} as {s['pieces']:,} pieces)"),
+        ("dropped", f"{s['dropped_samples']:,}  ({s['dropped_tokens']:,} tokens"
+                    + "".join(f"; {v} {k}" for k, v in s["dropped"].items()) + ")"),
+        ("truncated", f"{s['truncated']:,}  ({s['truncated_tokens']:,} tokens cut)"),
+        ("split", f"{s['split']:,}"),
+        ("packs", f"{s['packs']:,}  ({s['samples_per_pack']} samples per pack)"),
+        ("tokens", f"{s['tokens']:,}  of {s['capacity']:,} capacity"),
+        ("padding", f"{s['padding']:,}"),
+        ("efficiency", f"{s['efficiency']:.3%}"),
+        ("trained tokens", trained),
+        ("shards", _shards(m)),
+        *_provenance(m),
+    ]
+
+
+def _shards(m: dict) -> str:
+    size = sum(x["bytes"] for x in m["shards"])
+    human = f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB"
+    return f"{len(m['shards'])}  ({human})"
+
+
+def _tokenized_rows(m: dict) -> list[tuple[str, str]]:
+    c, t = m["counts"], m["tokens"]
+    per = t.get("per_conversation", {})
+    return [
+        ("conversations", f"{c['written']:,}  of {c['lines']:,} lines ({c['skipped_total']:,} skipped, "
+                          f"{c['truncated']:,} truncated)"),
+        ("tokens", f"{t['total']:,}"),
+        ("trained tokens", f"{t['trained']:,}" + (f"  ({t['trained'] / t['total']:.1%})" if t["total"] else "")),
+        ("length", "  ".join(f"{k} {v:,}" for k, v in per.items())),
+        ("shards", _shards(m)),
+        *_provenance(m),
+    ]
+
+
+def _provenance(m: dict) -> list[tuple[str, str]]:
+    return [
+        ("source", f"{m.get('source', {}).get('path', '?')}  sha256 {m.get('source', {}).get('sha256', '?')[:12]}"),
+        ("format", f"{m.get('spec', {}).get('name', '?')}  sha256 {m.get('spec', {}).get('sha256', '?')[:12]}"),
+        ("tokenizer", f"{m.get('tokenizer', {}).get('path', '?')}  sha256 {m.get('tokenizer', {}).get('sha256', '?')[:12]}"),
+    ]
+
+
+def histogram(values, hi: int, bins: int):
+    """Counts and edges of ``bins`` equal bins of ``[0, hi]``; values above ``hi`` count in the last bin."""
+    import numpy as np
+
+    return np.histogram(np.minimum(values, hi), bins=bins, range=(0, max(hi, 1)))
+
+
+def _text_histogram(title: str, values, hi: int, bins: int, width: int = 40) -> str:
+    """Horizontal bars, one per bin of ``[0, hi]``.
+
+    Examples:
+        >>> import numpy as np
+        >>> print(_text_histogram("x", np.array([1, 1, 3]), 4, 2, width=4))
+        x
+                 0 –       2  ████  2
+                 2 –       4  ██    1
+    """
+    counts, edges = histogram(values, hi, bins)
+    top = max(int(counts.max()) if counts.size else 0, 1)
+    lines = [title]
+    more = bool(values.size) and values.max() > hi
+    for k, (c, lo, up) in enumerate(zip(counts, edges[:-1], edges[1:])):
+        bar = "█" * int(round(width * c / top))
+        upper = "…" if more and k == len(counts) - 1 else f"{up:,.0f}"
+        lines.append(f"  {lo:>8,.0f} – {upper:>7}  {bar:<{width}}  {c:,}")
+    return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""``tforge prepare``: a JSONL conversation file → packed Arrow shards, in one command.
+
+The file is read once: conversations are tokenized (in worker processes) into a hidden
+``.NAME.tokenized/`` folder beside the output, then packed (:mod:`template_forge.shards`),
+then the intermediate folder is removed. Only lengths are held in memory, so the input may
+be larger than memory. An interrupted run is resumed by running the same command again.
+
+The packed manifest records ``inputs``: the sha256 of the data file, of the spec and of the
+tokenizer, and every option that changes the result. An output folder whose ``inputs``
+equal the current ones is up to date and reused as it is; a stale one is never reused.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from template_forge.errors import DataError
+from template_forge.mask import Encoder
+from template_forge.pipeline import fingerprint_spec, tokenize_file
+from template_forge.shards import FORMAT, pack_tokenized, read_manifest
+from template_forge.spec import Spec
+from template_forge.tokenized import FORMAT as TOKENIZED_FORMAT
+from template_forge.tokenized import sha256_file
+
+
+def expected_inputs(data: str | Path, spec: Spec, encoder: Encoder, *, context_length: int, overflow: str = "drop",
+                    seed: int = 0, on_error: str = "stop") -> dict:
+    """The ``inputs`` a packed manifest of this data, spec and tokenizer would record."""
+    return {
+        "source_sha256": sha256_file(Path(data)), "spec_sha256": fingerprint_spec(spec),
+        "tokenizer_sha256": encoder.vocab.sha256, "policy": encoder.policy, "parse_special": encoder.parse_special,
+        "max_length": None, "overlong": "drop", "on_error": on_error,
+        "context_length": int(context_length), "overflow": overflow, "seed": int(seed),
+    }
+
+
+def stale_keys(folder: str | Path, inputs: dict) -> list[str] | None:
+    """Keys of ``inputs`` that differ from the packed folder's; ``None`` if it is not a packed folder."""
+    try:
+        manifest = read_manifest(folder, expect=FORMAT)
+    except DataError:
+        return None
+    recorded = manifest.get("inputs", {})
+    return [k for k in inputs if recorded.get(k, "<absent>") != inputs[k]]
+
+
+def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Path, *, context_length: int,
+                 overflow: str = "drop", seed: int = 0, spec_name: str | None = None, policy: str = "assistant",
+                 parse_special: bool = False, on_error: str = "stop", workers: int | None = None,
+                 overwrite: bool = False, shard_bytes: int = 256 << 20, tokenizer_path: str | None = None,
+                 on_tokenize: Callable[[int], None] | None = None,
+                 on_pack: Callable[[int, int], None] | None = None) -> tuple[dict, bool]:
+    """Tokenize and pack ``data`` into ``out_dir``; returns ``(manifest, reused)``.
+
+    ``reused`` is True when ``out_dir`` already held this exact preparation (same data,
+    spec, tokenizer and options, by hash), which is then returned untouched.
+
+    Args:
+        on_tokenize: progress callback, bytes of input read.
+        on_pack: progress callback, ``(packs just written, total packs)``.
+    """
+    data, out_dir = Path(data), Path(out_dir)
+    if not data.is_file():
+        raise DataError(f"{data}: no such file. Pass a JSONL file with one {{\"messages\": [...]}} per line.")
+    encoder = tokenizer if isinstance(tokenizer, Encoder) else Encoder(spec, tokenizer, policy=policy,
+                                                                        parse_special=parse_special)
+    inputs = expected_inputs(data, spec, encoder, context_length=context_length, overflow=overflow, seed=seed,
+                             on_error=on_error)
+    stale = stale_keys(out_dir, inputs) if out_dir.exists() else None
+    if stale == []:
+        return read_manifest(out_dir, expect=FORMAT), True
+    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        why = f" It was prepared from other inputs ({', '.join(stale)} differ)." if stale else ""
+        raise DataError(f"{out_dir} already exists.{why} Choose another output folder or pass --overwrite.")
+    work = out_dir.parent / f".{out_dir.name}.tokenized"
+    report = None
+    if _tokenized_matches(work, inputs):
+        tokenized = read_manifest(work)
+    else:
+        report = tokenize_file(data, spec, encoder, work, spec_name=spec_name, on_error=on_error, workers=workers,
+                               overwrite=True, progress=on_tokenize, tokenizer_path=tokenizer_path)
+        tokenized = report.manifest
+    manifest = pack_tokenized(work, out_dir, context_length=context_length, overflow=overflow, seed=seed,
+                              shard_bytes=shard_bytes, overwrite=True, progress=on_pack,
+                              extra={"tokenize": {"counts": tokenized["counts"], "tokens": tokenized["tokens"],
+                                                  "warnings": tokenized.get("warnings", [])}})
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest, False
+
+
+def _tokenized_matches(work: Path, inputs: dict) -> bool:
+    """An intermediate folder left by an interrupted ``prepare`` of the same inputs."""
+    try:
+        m = read_manifest(work, expect=TOKENIZED_FORMAT)
+    except DataError:
+        return False
+    have = {"source_sha256": m["source"]["sha256"], "spec_sha256": m["spec"]["sha256"],
+            "tokenizer_sha256": m["tokenizer"]["sha256"], "policy": m["policy"], "parse_special": m["parse_special"],
+            "on_error": m["on_error"]}
+    return all(inputs[k] == v for k, v in have.items())

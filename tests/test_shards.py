@@ -1,0 +1,234 @@
+"""Packed Arrow shards: nothing lost or invented end to end, byte-identical reruns, resume
+after an interruption, zero-copy reads, and shards that other readers open."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from template_forge import shards
+from template_forge.errors import DataError
+from template_forge.mask import Encoded
+from template_forge.shards import FORMAT, PackedDataset, pack_tokenized, read_manifest
+from template_forge.tokenized import FORMAT as TOKENIZED_FORMAT
+from template_forge.tokenized import MANIFEST, ShardWriter
+
+
+def write_tokenized(folder, rows: list[Encoded], *, batch_rows: int = 3, shard_bytes: int = 1 << 20) -> None:
+    """A `tforge tokenize`-shaped folder holding ``rows`` (line k + 1 for row k)."""
+    os.makedirs(folder, exist_ok=True)
+    writer = ShardWriter(folder, batch_rows=batch_rows, shard_bytes=shard_bytes)
+    for k, row in enumerate(rows):
+        writer.add(row, k + 1)
+    manifest = {"format": TOKENIZED_FORMAT, "source": {"path": "x.jsonl", "sha256": "s" * 64},
+                "spec": {"name": "chatml", "sha256": "p" * 64}, "tokenizer": {"sha256": "t" * 64},
+                "policy": "assistant", "parse_special": False, "max_length": None, "overlong": "drop",
+                "on_error": "stop", "counts": {"written": len(rows)}, "shards": writer.close()}
+    with open(os.path.join(folder, MANIFEST), "w") as fh:
+        json.dump(manifest, fh)
+
+
+def random_rows(lengths, seed=0) -> list[Encoded]:
+    rng = np.random.default_rng(seed)
+    return [Encoded(rng.integers(0, 50_000, n).astype(np.int32), rng.integers(0, 2, n).astype(np.uint8))
+            for n in lengths]
+
+
+def read_back(folder) -> dict[int, list[tuple[np.ndarray, np.ndarray]]]:
+    """Every packed piece, by source line; checks each pack's own invariants on the way."""
+    ds = PackedDataset(folder)
+    found: dict[int, list] = {}
+    for k in range(len(ds)):
+        pack = ds[k]
+        assert pack.num_tokens <= ds.context_length
+        assert int(pack.seq_lengths.sum()) == pack.num_tokens == len(pack.loss_mask)
+        lines, starts = ds.sources(k)
+        for line, start, (ids, mask) in zip(lines, starts, pack.samples(), strict=True):
+            found.setdefault(line, []).append((start, ids, mask))
+    return {line: [p[1:] for p in sorted(pieces, key=lambda p: p[0])] for line, pieces in found.items()}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=30), st.integers(4, 32),
+       st.sampled_from(["drop", "truncate", "split"]), st.integers(0, 2))
+def test_tokens_and_masks_survive_packing_unchanged(tmp_path_factory, lengths, capacity, overflow, seed):
+    tmp = tmp_path_factory.mktemp("conserve")
+    rows = random_rows(lengths, seed)
+    write_tokenized(tmp / "tok", rows)
+    manifest = pack_tokenized(tmp / "tok", tmp / "packed", context_length=capacity, overflow=overflow, seed=seed,
+                              shard_bytes=200)
+    found = read_back(tmp / "packed")
+    for k, row in enumerate(rows):
+        pieces = found.pop(k + 1, [])
+        if row.num_tokens > capacity and overflow == "drop":
+            assert pieces == []
+            continue
+        ids = np.concatenate([p[0] for p in pieces])
+        mask = np.concatenate([p[1] for p in pieces])
+        keep = row.num_tokens if overflow == "split" else min(row.num_tokens, capacity)
+        assert ids.tolist() == row.input_ids[:keep].tolist()
+        assert mask.tolist() == row.loss_mask[:keep].tolist()
+    assert not found  # nothing invented
+    s = manifest["stats"]
+    assert s["tokens"] == sum(PackedDataset(tmp / "packed").num_tokens)
+    assert s["padding"] == s["packs"] * capacity - s["tokens"]
+    assert s["trained_tokens"] == sum(int(p.loss_mask.sum()) for p in PackedDataset(tmp / "packed"))
+    assert s["dropped_samples"] == (sum(n > capacity for n in lengths) if overflow == "drop" else 0)
+
+
+def test_same_inputs_and_seed_give_byte_identical_shards(tmp_path):
+    write_tokenized(tmp_path / "tok", random_rows(np.random.default_rng(3).integers(1, 90, 200)))
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        pack_tokenized(tmp_path / "tok", tmp_path / name, context_length=128, seed=seed, shard_bytes=4096)
+    files = sorted(p.name for p in (tmp_path / "a").glob("*.arrow"))
+    assert len(files) > 2
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    assert (tmp_path / "a" / files[0]).read_bytes() != (tmp_path / "c" / files[0]).read_bytes()
+
+
+def test_shards_are_bounded_in_size(tmp_path):
+    write_tokenized(tmp_path / "tok", random_rows([50] * 100))
+    manifest = pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=100, shard_bytes=3000)
+    assert len(manifest["shards"]) > 5
+    # every shard but possibly the last stays within its budget (plus the file's own framing)
+    assert all(s["bytes"] < 3000 + 2000 for s in manifest["shards"])
+    assert sum(s["rows"] for s in manifest["shards"]) == manifest["stats"]["packs"] == 50
+
+
+def test_reads_are_zero_copy_views_of_the_mapped_file(tmp_path):
+    write_tokenized(tmp_path / "tok", random_rows([10, 20, 30]))
+    pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    ds = PackedDataset(tmp_path / "p")
+    first, again = ds[0], ds[0]
+    for arr in (first.input_ids, first.loss_mask, first.seq_lengths):
+        assert not arr.flags.owndata and not arr.flags.writeable
+    assert np.shares_memory(first.input_ids, again.input_ids)  # same mapped bytes, not two copies
+    assert first.input_ids.dtype == np.int32 and first.loss_mask.dtype == np.uint8
+
+
+def test_plain_pyarrow_and_datasets_open_a_shard(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = random_rows([5, 7, 9])
+    write_tokenized(tmp_path / "tok", rows)
+    pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=32)
+    shard = str(tmp_path / "p" / "shard-00000.arrow")
+    table = pa.ipc.open_stream(pa.memory_map(shard)).read_all()
+    assert table.column_names == shards.COLUMNS
+    ds = datasets.Dataset.from_file(shard)
+    assert ds[0]["input_ids"] == table.column("input_ids")[0].as_py()
+    assert sorted(ds[0]["seq_lengths"]) == [5, 7, 9] and ds[0]["num_tokens"] == 21
+
+
+def test_an_interrupted_run_leaves_no_manifest_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
+    write_tokenized(tmp_path / "tok", random_rows(np.random.default_rng(5).integers(1, 60, 120)))
+    pack_tokenized(tmp_path / "tok", tmp_path / "whole", context_length=64, shard_bytes=2048)
+    written: list[str] = []
+    real = shards._write_shard
+
+    def crash_on_third(path, *args):
+        if len(written) == 2:
+            (path.with_name(path.name + ".tmp")).write_bytes(b"half a shard")
+            raise KeyboardInterrupt
+        written.append(path.name)
+        return real(path, *args)
+
+    monkeypatch.setattr(shards, "_write_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=2048)
+    assert not (tmp_path / "out").exists()
+    partial = tmp_path / ".out.partial"
+    assert not (partial / MANIFEST).exists()
+    assert len(json.loads((partial / "progress.json").read_text())["shards"]) == 2
+    with pytest.raises(DataError, match="rerun the same command to resume"):
+        read_manifest(tmp_path / "out")
+
+    written.clear()
+    monkeypatch.setattr(shards, "_write_shard", lambda path, *a: written.append(path.name) or real(path, *a))
+    pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=2048)
+    assert written[0] == "shard-00002.arrow"  # the two finished shards were kept
+    assert not partial.exists()
+    whole = sorted(p.name for p in (tmp_path / "whole").iterdir())
+    assert whole == sorted(p.name for p in (tmp_path / "out").iterdir())
+    for name in whole:
+        if name.endswith(".arrow"):
+            assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
+    assert read_manifest(tmp_path / "whole")["shards"] == read_manifest(tmp_path / "out")["shards"]
+
+
+def test_a_partial_run_of_other_options_is_started_over(tmp_path, monkeypatch):
+    write_tokenized(tmp_path / "tok", random_rows([30] * 40))
+    real = shards._write_shard
+    calls: list[str] = []
+
+    def crash(path, *args):
+        calls.append(path.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(path, *args)
+
+    monkeypatch.setattr(shards, "_write_shard", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=500)
+    monkeypatch.setattr(shards, "_write_shard", lambda path, *a: calls.append(path.name) or real(path, *a))
+    calls.clear()
+    pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=500, seed=1)
+    assert calls[0] == "shard-00000.arrow"
+    assert PackedDataset(tmp_path / "out").manifest["packing"]["seed"] == 1
+
+
+def test_manifest_records_provenance_and_statistics(tmp_path):
+    write_tokenized(tmp_path / "tok", random_rows([10, 200, 30, 0 + 5]))
+    m = pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64, overflow="drop", seed=3)
+    assert m["format"] == FORMAT
+    assert m["source"]["sha256"] == "s" * 64 and m["tokenizer"]["sha256"] == "t" * 64
+    assert m["inputs"]["context_length"] == 64 and m["inputs"]["seed"] == 3 and m["inputs"]["spec_sha256"] == "p" * 64
+    s = m["stats"]
+    assert s["dropped"] == {"too_long": 1} and s["dropped_tokens"] == 200
+    assert s["samples"] == 4 and s["packed_samples"] == 3 and s["tokens"] == 45 and s["packs"] == 1
+    assert s["efficiency"] == pytest.approx(45 / 64, abs=1e-6)
+
+
+def test_verify_detects_a_modified_shard(tmp_path):
+    write_tokenized(tmp_path / "tok", random_rows([10, 20]))
+    pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    ds = PackedDataset(tmp_path / "p")
+    ds.verify()
+    shard = tmp_path / "p" / "shard-00000.arrow"
+    data = bytearray(shard.read_bytes())
+    data[-200] ^= 1
+    shard.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="contents differ from the manifest's sha256"):
+        PackedDataset(tmp_path / "p").verify()
+
+
+def test_errors_name_the_folder_and_the_fix(tmp_path):
+    write_tokenized(tmp_path / "tok", random_rows([10]))
+    pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    with pytest.raises(DataError, match="already exists.*--overwrite"):
+        pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    with pytest.raises(DataError, match="expected 'tforge.tokenized/1'"):
+        pack_tokenized(tmp_path / "p", tmp_path / "q", context_length=64)
+    with pytest.raises(DataError, match="Pack it first with `tforge pack`"):
+        PackedDataset(tmp_path / "tok")
+    with pytest.raises(DataError, match="no manifest.json"):
+        PackedDataset(tmp_path)
+    shutil.copytree(tmp_path / "p", tmp_path / "broken")
+    (tmp_path / "broken" / "shard-00000.arrow").unlink()
+    with pytest.raises(DataError, match="shard shard-00000.arrow listed in the manifest is missing"):
+        PackedDataset(tmp_path / "broken")
+    old = tmp_path / "broken" / "shard-00000.arrow"
+    table = pa.ipc.open_stream(pa.memory_map(str(tmp_path / "p" / "shard-00000.arrow"))).read_all()
+    with pa.OSFile(str(old), "wb") as sink, pa.ipc.new_stream(sink, table.schema.remove(5)) as w:
+        w.write_table(table.drop_columns(["source_starts"]))
+    with pytest.raises(DataError, match="no column source_starts; this folder was packed by another version"):
+        PackedDataset(tmp_path / "broken")
+    with pytest.raises(IndexError, match="has 1 packs"):
+        PackedDataset(tmp_path / "p")[5]
