@@ -242,7 +242,8 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
         packed = read_manifest(source).get("format") == PACKED
         ds = PackedDataset(source) if packed else TokenizedDataset(source)
         if not -len(ds) <= row < len(ds):
-            raise DataError(f"{source} has {len(ds)} rows (0 to {len(ds) - 1}); --row {row} is out of range.")
+            span = f"{len(ds)} rows (0 to {len(ds) - 1})" if len(ds) else "no rows"
+            raise DataError(f"{source} has {span}; --row {row} is out of range.")
         tok_path = tokenizer or ds.manifest.get("tokenizer", {}).get("path")
         if not tok_path:
             raise DataError(f"{source}: the manifest does not name its tokenizer; pass --tokenizer.")

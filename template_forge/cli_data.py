@@ -120,6 +120,10 @@ def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output
 
 def _summary(manifest: dict, output: str) -> str:
     s, n = manifest["stats"], manifest["packing"]["context_length"]
+    if not s["packs"]:
+        click.echo(f"warning: no packs: all {s['samples']} samples were dropped "
+                   f"({', '.join(f'{v} {k}' for k, v in s['dropped'].items()) or 'none given'}). "
+                   "Raise --context-length or use --overflow truncate|split.", err=True)
     extra = []
     if s["dropped_samples"]:
         extra.append(f"dropped {s['dropped_samples']} ({', '.join(f'{v} {k}' for k, v in s['dropped'].items())})")
@@ -182,8 +186,9 @@ def _packed_rows(m: dict) -> list[tuple[str, str]]:
         ("packs", f"{s['packs']:,}  ({s['samples_per_pack']} samples per pack)"),
         ("tokens", f"{s['tokens']:,}  of {s['capacity']:,} capacity"),
         ("padding", f"{s['padding']:,}"),
-        ("efficiency", f"{s['efficiency']:.3%}"),
+        ("efficiency", f"{s['efficiency']:.3%}" if s["packs"] else "-  (no packs)"),
         ("trained tokens", trained),
+        ("label tokens", f"{s.get('label_tokens', 0):,}  (trained, less the first token of each sample)"),
         ("shards", _shards(m)),
         *_provenance(m),
     ]

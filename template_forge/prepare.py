@@ -1,6 +1,7 @@
 """``tforge prepare``: a JSONL conversation file → packed Arrow shards, in one command.
 
-The file is read once: conversations are tokenized (in worker processes) into a hidden
+The file is read once (twice when an earlier output exists: it is hashed first, to decide
+whether that output is up to date): conversations are tokenized (in worker processes) into a hidden
 ``.NAME.tokenized/`` folder beside the output, then packed (:mod:`template_forge.shards`),
 then the intermediate folder is removed. Only lengths are held in memory, so the input may
 be larger than memory. An interrupted run is resumed by running the same command again.
@@ -66,17 +67,20 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
         raise DataError(f"{data}: no such file. Pass a JSONL file with one {{\"messages\": [...]}} per line.")
     encoder = tokenizer if isinstance(tokenizer, Encoder) else Encoder(spec, tokenizer, policy=policy,
                                                                         parse_special=parse_special)
-    inputs = expected_inputs(data, spec, encoder, context_length=context_length, overflow=overflow, seed=seed,
-                             on_error=on_error)
-    stale = stale_keys(out_dir, inputs) if out_dir.exists() else None
+    work = out_dir.parent / f".{out_dir.name}.tokenized"
+    # Hashing the data costs a read of it: only when there is an earlier result to compare with.
+    # Otherwise the file is read once, and tokenize_file hashes it on the way.
+    inputs = None
+    if out_dir.exists() or work.exists():
+        inputs = expected_inputs(data, spec, encoder, context_length=context_length, overflow=overflow, seed=seed,
+                                 on_error=on_error)
+    stale = stale_keys(out_dir, inputs) if inputs and out_dir.exists() else None
     if stale == []:
         return read_manifest(out_dir, expect=FORMAT), True
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
         why = f" It was prepared from other inputs ({', '.join(stale)} differ)." if stale else ""
         raise DataError(f"{out_dir} already exists.{why} Choose another output folder or pass --overwrite.")
-    work = out_dir.parent / f".{out_dir.name}.tokenized"
-    report = None
-    if _tokenized_matches(work, inputs):
+    if inputs and _tokenized_matches(work, inputs):
         tokenized = read_manifest(work)
     else:
         report = tokenize_file(data, spec, encoder, work, spec_name=spec_name, on_error=on_error, workers=workers,

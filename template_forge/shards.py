@@ -247,7 +247,7 @@ def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_to
     import pyarrow as pa
 
     tmp = path.with_name(path.name + ".tmp")
-    trained = 0
+    trained = first_trained = 0
     digest = hashlib.sha256()
     with open(tmp, "wb") as fh, pa.PythonFile(_Hashing(fh, digest), mode="w") as sink, \
             pa.ipc.new_stream(sink, _schema()) as writer:
@@ -258,9 +258,10 @@ def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_to
             p0, p1 = int(plan.pack_offsets[a]), int(plan.pack_offsets[z])
             sample, start, length = plan.sample[p0:p1], plan.start[p0:p1], plan.length[p0:p1]
             ids, mask = rows.gather(sample, start, length)
-            trained += int(mask.sum(dtype=np.int64))
             pieces = (plan.pack_offsets[a:z + 1] - p0).astype(np.int32)
             cum = np.concatenate([[0], np.cumsum(length)])
+            trained += int(mask.sum(dtype=np.int64))
+            first_trained += int(mask[cum[:-1]].sum(dtype=np.int64)) if len(mask) else 0
             tok_off = cum[pieces].astype(np.int32)
             writer.write_batch(pa.record_batch([
                 pa.ListArray.from_arrays(pa.array(tok_off), pa.array(ids)),
@@ -276,7 +277,7 @@ def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_to
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     return {"file": path.name, "rows": hi - lo, "bytes": path.stat().st_size, "sha256": digest.hexdigest(),
-            "trained_tokens": trained}
+            "trained_tokens": trained, "label_tokens": trained - first_trained}
 
 
 class _Hashing:
@@ -390,6 +391,8 @@ def _manifest(tokenized_dir: Path, source: dict, plan: Plan, lengths: np.ndarray
         "padding": capacity - plan.tokens,
         "efficiency": round(plan.efficiency, 6),
         "trained_tokens": sum(s["trained_tokens"] for s in shards),
+        # what the loss is computed on: trained tokens that are not the first of a sample
+        "label_tokens": sum(s["label_tokens"] for s in shards),
         "dropped": dropped,
         "dropped_samples": sum(dropped.values()),
         "dropped_tokens": int(sum(lengths[idx].sum() for idx in plan.dropped.values())),

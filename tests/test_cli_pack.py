@@ -160,3 +160,35 @@ def test_inspect_a_pack_shows_each_sample_and_its_line(runner, data, tok, tmp_pa
     assert f"pack {k}: {ds[k].num_tokens} of 256 tokens, {len(lines)} samples" in result.output
     bad = runner.invoke(main, ["inspect", str(out), "--row", str(len(ds))])
     assert bad.exit_code == 1 and f"has {len(ds)} rows" in bad.output
+
+
+def test_an_interrupted_prepare_resumes_without_tokenizing_again(data, tok, tmp_path, monkeypatch):
+    from template_forge import prepare, shards
+    from template_forge.registry import load_builtin as builtin
+
+    out = tmp_path / "packed"
+    real_write, real_tokenize = shards._write_shard, prepare.tokenize_file
+    tokenized: list[int] = []
+    monkeypatch.setattr(prepare, "tokenize_file", lambda *a, **k: tokenized.append(1) or real_tokenize(*a, **k))
+
+    def crash(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shards, "_write_shard", crash)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare_file(data, builtin("llama3"), tok, out, context_length=64, workers=1, shard_bytes=4096)
+    assert not out.exists() and (tmp_path / ".packed.tokenized" / "manifest.json").is_file()
+    monkeypatch.setattr(shards, "_write_shard", real_write)
+    manifest, reused = prepare.prepare_file(data, builtin("llama3"), tok, out, context_length=64, workers=1,
+                                            shard_bytes=4096)
+    assert not reused and tokenized == [1]  # the tokenized rows of the first run were used
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "packed"]
+    assert manifest["tokenize"]["counts"]["written"] == 60
+
+
+def test_packing_everything_away_warns(runner, data, tok, tmp_path):
+    result = runner.invoke(main, ["prepare", str(data), "-f", "llama3", "-t", tok, "-n", "4", "-o", str(tmp_path / "p"),
+                                  "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "warning: no packs: all 60 samples were dropped (60 too_long). Raise --context-length" in result.output
+    assert "no packs" in runner.invoke(main, ["stats", str(tmp_path / "p")]).output

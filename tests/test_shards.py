@@ -80,6 +80,7 @@ def test_tokens_and_masks_survive_packing_unchanged(tmp_path_factory, lengths, c
     assert s["tokens"] == sum(PackedDataset(tmp / "packed").num_tokens)
     assert s["padding"] == s["packs"] * capacity - s["tokens"]
     assert s["trained_tokens"] == sum(int(p.loss_mask.sum()) for p in PackedDataset(tmp / "packed"))
+    assert s["label_tokens"] == sum(int((p.labels != -100).sum()) for p in PackedDataset(tmp / "packed"))
     assert s["dropped_samples"] == (sum(n > capacity for n in lengths) if overflow == "drop" else 0)
 
 
