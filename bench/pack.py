@@ -108,6 +108,9 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=ROOT / ".bench-cache")
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
+    import datasets
+
+    datasets.disable_progress_bars()
     tokenized = tokenized_sharegpt(args.cache)
     rows = TokenizedDataset(tokenized)
     shard = tokenized / rows.manifest["shards"][0]["file"]
