@@ -139,7 +139,8 @@ def _summary(manifest: dict, output: str) -> str:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--bins", default=16, show_default=True, type=click.IntRange(min=1, max=200), help="Histogram bars.")
 @click.option("--png", "png_path", type=click.Path(dir_okay=False), help="Also draw the histograms as a PNG (needs matplotlib).")
-def stats_cmd(folder: str, bins: int, png_path: str | None) -> None:
+@click.option("--verify", is_flag=True, help="Recompute every shard's sha256 and compare it with the manifest.")
+def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> None:
     """Statistics of a `tforge tokenize` or `tforge pack` FOLDER, and length histograms."""
     import numpy as np
 
@@ -158,6 +159,8 @@ def stats_cmd(folder: str, bins: int, png_path: str | None) -> None:
         lengths = np.concatenate([t.column("num_tokens").to_numpy() for t in ds._tables]) if len(ds) else np.zeros(0)
         # The longest few would squeeze every other bar into the first one: the last bar holds them.
         hists = {"conversation length (tokens)": (lengths, int(np.percentile(lengths, 99.5)) if lengths.size else 1)}
+    if verify:
+        _verify(folder, manifest)
     width = max(len(k) for k, _ in rows)
     click.echo(f"{folder}  ({manifest.get('format')})")
     for key, value in rows:
@@ -171,6 +174,12 @@ def stats_cmd(folder: str, bins: int, png_path: str | None) -> None:
         write_atomic(png_path, histograms_png({t: histogram(v, h, bins) for t, (v, h) in hists.items()},
                                               title=os.path.basename(os.path.normpath(folder))))
         click.echo(f"wrote {png_path}", err=True)
+
+
+def _verify(folder: str, manifest: dict) -> None:
+    from template_forge.tokenized import verify_shards
+
+    click.echo(f"verified: {verify_shards(folder, manifest)} shards match the manifest's sha256", err=True)
 
 
 def _packed_rows(m: dict) -> list[tuple[str, str]]:

@@ -88,7 +88,8 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
         tokenized = report.manifest
     manifest = pack_tokenized(work, out_dir, context_length=context_length, overflow=overflow, seed=seed,
                               shard_bytes=shard_bytes, overwrite=True, progress=on_pack,
-                              extra={"tokenize": {"counts": tokenized["counts"], "tokens": tokenized["tokens"],
+                              extra={"tokenized": None,  # the intermediate folder is removed below
+                                     "tokenize": {"counts": tokenized["counts"], "tokens": tokenized["tokens"],
                                                   "warnings": tokenized.get("warnings", [])}})
     shutil.rmtree(work, ignore_errors=True)
     return manifest, False

@@ -22,7 +22,6 @@ folder is renamed into place: ``NAME/`` exists only when complete.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -37,7 +36,7 @@ from template_forge.errors import DataError
 from template_forge.io import replace_dir, write_atomic
 from template_forge.pack import Plan, cu_seqlens, labels, plan_packs, position_ids
 from template_forge.tokenized import FORMAT as TOKENIZED_FORMAT
-from template_forge.tokenized import MANIFEST, TokenizedDataset, open_arrow, sha256_file
+from template_forge.tokenized import MANIFEST, TokenizedDataset, open_arrow, sha256_file, verify_shards
 
 FORMAT = "tforge.packed/1"
 PROGRESS = "progress.json"
@@ -180,10 +179,7 @@ class PackedDataset:
 
     def verify(self) -> None:
         """Recompute every shard's sha256 and compare with the manifest."""
-        for shard in self.manifest["shards"]:
-            if sha256_file(self.folder / shard["file"]) != shard["sha256"]:
-                raise DataError(f"{self.folder / shard['file']}: contents differ from the manifest's sha256; "
-                                "the folder was modified after packing. Pack again.")
+        verify_shards(self.folder, self.manifest)
 
 
 def _np(array) -> np.ndarray:
@@ -402,8 +398,7 @@ def _manifest(tokenized_dir: Path, source: dict, plan: Plan, lengths: np.ndarray
         "samples_per_pack": round(plan.sample.size / plan.num_packs, 2) if plan.num_packs else 0,
     }
     return {
-        "format": FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "format": FORMAT,  # no timestamp: the same inputs and options give a byte-identical folder
         "tokenized": {"path": str(tokenized_dir.resolve()), "manifest_sha256": sha256_file(tokenized_dir / MANIFEST)},
         **{k: source[k] for k in ("source", "spec", "tokenizer", "policy", "parse_special") if k in source},
         "packing": options,

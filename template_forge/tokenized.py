@@ -124,6 +124,16 @@ class ShardWriter:
         return self.shards
 
 
+def verify_shards(folder: str | Path, manifest: dict) -> int:
+    """Recompute the sha256 of every shard a manifest lists; returns how many were checked."""
+    for shard in manifest["shards"]:
+        path = Path(folder) / shard["file"]
+        if not path.is_file() or sha256_file(path) != shard["sha256"]:
+            raise DataError(f"{path}: {'missing' if not path.is_file() else 'contents differ from'} the manifest's "
+                            "sha256; the folder was modified after it was written. Make it again.")
+    return len(manifest["shards"])
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

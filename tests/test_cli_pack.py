@@ -125,8 +125,13 @@ def test_pack_then_stats(runner, data, tok, tmp_path):
     bars = [line for line in stats.output.splitlines() if " – " in line]
     assert len(bars) == 8
     assert sum(int(line.split()[-1].replace(",", "")) for line in bars[:4]) == m["stats"]["pieces"]
-    tok_stats = runner.invoke(main, ["stats", str(tokenized)])
+    tok_stats = runner.invoke(main, ["stats", str(tokenized), "--verify"])
     assert tok_stats.exit_code == 0 and "conversations   60" in tok_stats.output
+    assert "verified: 1 shards match" in tok_stats.output
+    shard = packed / "shard-00000.arrow"
+    shard.write_bytes(shard.read_bytes()[:-8] + b"tampered")
+    tampered = runner.invoke(main, ["stats", str(packed), "--verify"])
+    assert tampered.exit_code == 1 and "contents differ from the manifest's sha256" in tampered.output
 
 
 def test_stats_png(runner, data, tok, tmp_path):

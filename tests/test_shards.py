@@ -88,11 +88,11 @@ def test_same_inputs_and_seed_give_byte_identical_shards(tmp_path):
     write_tokenized(tmp_path / "tok", random_rows(np.random.default_rng(3).integers(1, 90, 200)))
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
         pack_tokenized(tmp_path / "tok", tmp_path / name, context_length=128, seed=seed, shard_bytes=4096)
-    files = sorted(p.name for p in (tmp_path / "a").glob("*.arrow"))
-    assert len(files) > 2
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert len(files) > 3 and "manifest.json" in files
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
-    assert (tmp_path / "a" / files[0]).read_bytes() != (tmp_path / "c" / files[0]).read_bytes()
+    assert (tmp_path / "a" / "shard-00000.arrow").read_bytes() != (tmp_path / "c" / "shard-00000.arrow").read_bytes()
 
 
 def test_shards_are_bounded_in_size(tmp_path):
@@ -233,3 +233,22 @@ def test_errors_name_the_folder_and_the_fix(tmp_path):
         PackedDataset(tmp_path / "broken")
     with pytest.raises(IndexError, match="has 1 packs"):
         PackedDataset(tmp_path / "p")[5]
+
+
+def test_shards_in_the_ipc_file_format_are_read_too(tmp_path):
+    """Folders written before the switch to the IPC stream format (which datasets needs) still open."""
+    rows = random_rows([4, 9, 6])
+    write_tokenized(tmp_path / "tok", rows, batch_rows=2)
+    pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=16)
+    for folder in (tmp_path / "tok", tmp_path / "p"):
+        for shard in folder.glob("*.arrow"):
+            table = pa.ipc.open_stream(pa.py_buffer(shard.read_bytes())).read_all()  # a copy: the file is rewritten
+            with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            assert shard.read_bytes()[:6] == b"ARROW1"
+    from template_forge.tokenized import TokenizedDataset
+
+    assert [r.input_ids.tolist() for r in TokenizedDataset(tmp_path / "tok")] == [r.input_ids.tolist() for r in rows]
+    packed = PackedDataset(tmp_path / "p")
+    assert sorted(np.concatenate([p.input_ids for p in packed]).tolist()) == sorted(
+        np.concatenate([r.input_ids for r in rows]).tolist())
