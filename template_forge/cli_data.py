@@ -65,6 +65,8 @@ def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, se
     with _PackBar(f"packing {os.path.basename(os.path.normpath(tokenized))}", quiet) as bar:
         manifest = pack_tokenized(tokenized, output, context_length=context_length, overflow=overflow, seed=seed,
                                   overwrite=overwrite, progress=bar.update)
+    if manifest.get("reused"):
+        click.echo(f"{output} is up to date (same tokenized rows and options); reusing it.", err=True)
     click.echo(_summary(manifest, output), err=True)
 
 

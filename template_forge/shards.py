@@ -293,8 +293,17 @@ class _Hashing:
         self.closed = True
 
 
+def _manifest_if_packed(folder: Path) -> dict | None:
+    try:
+        return read_manifest(folder, expect=FORMAT)
+    except DataError:
+        return None
+
+
 def _fingerprint(tokenized: dict, options: dict) -> str:
-    key = {"format": FORMAT, "tokenized_shards": [s["sha256"] for s in tokenized["shards"]], **options}
+    """What the packed bytes depend on: the tokenized rows, their provenance, the options."""
+    key = {"format": FORMAT, "tokenized_shards": [s["sha256"] for s in tokenized["shards"]],
+           "inputs": inputs_of(tokenized, options), **options}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -326,6 +335,9 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
                    progress: Callable[[int, int], None] | None = None, extra: dict | None = None) -> dict:
     """Pack a ``tforge tokenize`` folder into ``out_dir``; returns the manifest.
 
+    An ``out_dir`` already packed from the same rows with the same options is up to date:
+    its manifest is returned, with ``"reused": True``, and nothing is written.
+
     Args:
         overflow: samples longer than ``context_length``: ``drop`` (counted), ``truncate``
             (first ``context_length`` tokens kept) or ``split`` (pieces of ``context_length``).
@@ -336,14 +348,20 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
     """
     tokenized_dir, out_dir = Path(tokenized_dir), Path(out_dir)
     source = read_manifest(tokenized_dir, expect=TOKENIZED_FORMAT)
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DataError(f"{out_dir} already exists. Choose another output folder or pass --overwrite.")
-    rows = _Rows(TokenizedDataset(tokenized_dir))
-    lengths = rows.lengths
-    plan = plan_packs(lengths, context_length, overflow=overflow, seed=seed)
     options = {"context_length": int(context_length), "overflow": overflow, "seed": int(seed),
                "strategy": "bfd", "shard_bytes": int(shard_bytes)}
     fingerprint = _fingerprint(source, options)
+    if out_dir.exists():
+        existing = _manifest_if_packed(out_dir)
+        if existing and existing.get("fingerprint") == fingerprint and not extra:
+            return {**existing, "reused": True}  # up to date: these rows, packed with these options
+        if not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            raise DataError(f"{out_dir} already exists"
+                            + (" and was packed from other rows or options" if existing else "")
+                            + ". Choose another output folder or pass --overwrite.")
+    rows = _Rows(TokenizedDataset(tokenized_dir))
+    lengths = rows.lengths
+    plan = plan_packs(lengths, context_length, overflow=overflow, seed=seed)
     partial = out_dir.parent / f".{out_dir.name}.partial"
     shards = _resume(partial, fingerprint)
     bounds = _shard_bounds(plan, shard_bytes)

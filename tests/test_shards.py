@@ -210,11 +210,28 @@ def test_verify_detects_a_modified_shard(tmp_path):
         PackedDataset(tmp_path / "p").verify()
 
 
+def test_an_up_to_date_folder_is_reused_and_a_stale_one_refused(tmp_path):
+    write_tokenized(tmp_path / "tok", random_rows([10, 30]))
+    first = pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    mtime = (tmp_path / "p" / MANIFEST).stat().st_mtime_ns
+    again = pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    assert again["reused"] and again["fingerprint"] == first["fingerprint"]
+    assert (tmp_path / "p" / MANIFEST).stat().st_mtime_ns == mtime
+    with pytest.raises(DataError, match="already exists and was packed from other rows or options.*--overwrite"):
+        pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=32)
+    write_tokenized(tmp_path / "tok", random_rows([10, 30], seed=9))  # same lengths, other tokens
+    with pytest.raises(DataError, match="packed from other rows or options"):
+        pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    assert not pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64, overwrite=True).get("reused")
+
+
 def test_errors_name_the_folder_and_the_fix(tmp_path):
     write_tokenized(tmp_path / "tok", random_rows([10]))
     pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
-    with pytest.raises(DataError, match="already exists.*--overwrite"):
-        pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x").write_text("x")
+    with pytest.raises(DataError, match="other already exists. Choose another output folder or pass --overwrite"):
+        pack_tokenized(tmp_path / "tok", tmp_path / "other", context_length=64)
     with pytest.raises(DataError, match="expected 'tforge.tokenized/1'"):
         pack_tokenized(tmp_path / "p", tmp_path / "q", context_length=64)
     with pytest.raises(DataError, match="Pack it first with `tforge pack`"):
