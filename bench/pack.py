@@ -116,7 +116,7 @@ def main() -> None:
     shard = tokenized / rows.manifest["shards"][0]["file"]
     if len(rows.manifest["shards"]) != 1:
         raise SystemExit("expected one tokenized shard")
-    lengths = np.concatenate([t.column("num_tokens").to_numpy() for t in rows._tables]).astype(np.int64)
+    lengths = rows.num_tokens
     print(f"ShareGPT V3, Llama 3 tokenizer: {len(lengths):,} conversations, {int(lengths.sum()):,} tokens "
           f"(median {int(np.median(lengths))}, p99 {int(np.percentile(lengths, 99))}, max {int(lengths.max())})")
     work = Path(tempfile.mkdtemp(prefix="tforge-bench-pack-", dir=args.cache))

@@ -158,7 +158,7 @@ def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> Non
     else:
         ds = TokenizedDataset(folder)
         rows = _tokenized_rows(manifest)
-        lengths = np.concatenate([t.column("num_tokens").to_numpy() for t in ds._tables]) if len(ds) else np.zeros(0)
+        lengths = ds.num_tokens
         # The longest few would squeeze every other bar into the first one: the last bar holds them.
         hists = {"conversation length (tokens)": (lengths, int(np.percentile(lengths, 99.5)) if lengths.size else 1)}
     if verify:

@@ -35,8 +35,8 @@ import numpy as np
 from template_forge.errors import DataError
 from template_forge.io import replace_dir, write_atomic
 from template_forge.pack import Plan, cu_seqlens, labels, plan_packs, position_ids
-from template_forge.tokenized import FORMAT as TOKENIZED_FORMAT
-from template_forge.tokenized import MANIFEST, TokenizedDataset, open_arrow, sha256_file, verify_shards
+from template_forge.tokenized import (MANIFEST, TokenizedDataset, open_arrow, read_manifest, sha256_file,
+                                      verify_shards)
 
 FORMAT = "tforge.packed/1"
 PROGRESS = "progress.json"
@@ -90,24 +90,6 @@ class Pack:
 
 
 # --------------------------------------------------------------------------- reading
-def read_manifest(folder: str | Path, *, expect: str | None = None) -> dict:
-    """The manifest of a ``tforge tokenize`` / ``tforge pack`` folder, with a clear error if absent."""
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        hint = " An interrupted run left it unfinished; rerun the same command to resume." if (
-            folder.parent / f".{folder.name}.partial").is_dir() else ""
-        raise DataError(f"{folder}: no {MANIFEST}; not a tforge output folder.{hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc}).") from None
-    if expect and manifest.get("format") != expect:
-        raise DataError(f"{path}: format {manifest.get('format')!r}, expected {expect!r}. "
-                        + ("Pack it first with `tforge pack`." if manifest.get("format") == TOKENIZED_FORMAT else ""))
-    return manifest
-
-
 class PackedDataset:
     """A ``tforge pack`` output folder, memory-mapped; ``ds[k]`` is a :class:`Pack` of views.
 
@@ -347,7 +329,8 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
         extra: more manifest entries (``tforge prepare`` records its tokenize step here).
     """
     tokenized_dir, out_dir = Path(tokenized_dir), Path(out_dir)
-    source = read_manifest(tokenized_dir, expect=TOKENIZED_FORMAT)
+    tokenized = TokenizedDataset(tokenized_dir)
+    source = tokenized.manifest
     options = {"context_length": int(context_length), "overflow": overflow, "seed": int(seed),
                "strategy": "bfd", "shard_bytes": int(shard_bytes)}
     fingerprint = _fingerprint(source, options)
@@ -359,7 +342,7 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
             raise DataError(f"{out_dir} already exists"
                             + (" and was packed from other rows or options" if existing else "")
                             + ". Choose another output folder or pass --overwrite.")
-    rows = _Rows(TokenizedDataset(tokenized_dir))
+    rows = _Rows(tokenized)
     lengths = rows.lengths
     plan = plan_packs(lengths, context_length, overflow=overflow, seed=seed)
     partial = out_dir.parent / f".{out_dir.name}.partial"

@@ -142,6 +142,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_manifest(folder: str | Path, *, expect: str | None = None) -> dict:
+    """The manifest of a ``tforge tokenize`` / ``tforge pack`` folder, with a clear error if absent."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        hint = " An interrupted run left it unfinished; rerun the same command to resume." if (
+            folder.parent / f".{folder.name}.partial").is_dir() else ""
+        raise DataError(f"{folder}: no {MANIFEST}; not a tforge output folder.{hint}")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc}).") from None
+    if expect and manifest.get("format") != expect:
+        raise DataError(f"{path}: format {manifest.get('format')!r}, expected {expect!r}. "
+                        + ("Pack it first with `tforge pack`." if manifest.get("format") == FORMAT else ""))
+    return manifest
+
+
 class TokenizedDataset:
     """Read a ``tforge tokenize`` output folder; rows are memory-mapped, not copied.
 
@@ -151,12 +169,7 @@ class TokenizedDataset:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        path = self.folder / MANIFEST
-        if not path.is_file():
-            raise DataError(f"{self.folder}: no {MANIFEST}; is this a `tforge tokenize` output folder?")
-        self.manifest = json.loads(path.read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise DataError(f"{path}: format {self.manifest.get('format')!r} is not {FORMAT!r}.")
+        self.manifest = read_manifest(self.folder, expect=FORMAT)
         self._tables = []
         for shard in self.manifest["shards"]:
             self._tables.append(open_arrow(self.folder / shard["file"]))
@@ -164,6 +177,12 @@ class TokenizedDataset:
 
     def __len__(self) -> int:
         return int(self._starts[-1])
+
+    @property
+    def num_tokens(self) -> np.ndarray:
+        """Tokens of every row (``int64``)."""
+        cols = [t.column("num_tokens").to_numpy() for t in self._tables]
+        return np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
 
     def _locate(self, k: int):
         if not -len(self) <= k < len(self):
