@@ -35,8 +35,8 @@ import numpy as np
 from template_forge.errors import DataError
 from template_forge.io import replace_dir, write_atomic
 from template_forge.pack import Plan, cu_seqlens, labels, plan_packs, position_ids
-from template_forge.tokenized import (MANIFEST, TokenizedDataset, open_arrow, read_manifest, sha256_file,
-                                      verify_shards)
+from template_forge.tokenized import (MANIFEST, HashingFile, TokenizedDataset, open_arrow, read_manifest,
+                                      sha256_file, verify_shards)
 
 FORMAT = "tforge.packed/1"
 PROGRESS = "progress.json"
@@ -226,8 +226,7 @@ def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_to
 
     tmp = path.with_name(path.name + ".tmp")
     trained = first_trained = 0
-    digest = hashlib.sha256()
-    with open(tmp, "wb") as fh, pa.PythonFile(_Hashing(fh, digest), mode="w") as sink, \
+    with open(tmp, "wb") as fh, pa.PythonFile(hashing := HashingFile(fh), mode="w") as sink, \
             pa.ipc.new_stream(sink, _schema()) as writer:
         a = lo
         while a < hi:  # record batches of about batch_tokens tokens bound the memory used
@@ -254,25 +253,8 @@ def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_to
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    return {"file": path.name, "rows": hi - lo, "bytes": path.stat().st_size, "sha256": digest.hexdigest(),
+    return {"file": path.name, "rows": hi - lo, "bytes": path.stat().st_size, "sha256": hashing.digest.hexdigest(),
             "trained_tokens": trained, "label_tokens": trained - first_trained}
-
-
-class _Hashing:
-    """A write-only file object that hashes what passes through (no second read of the shard)."""
-
-    def __init__(self, fh, digest):
-        self.fh, self.digest, self.closed = fh, digest, False
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return self.fh.write(data)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _manifest_if_packed(folder: Path) -> dict | None:

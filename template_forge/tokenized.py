@@ -79,7 +79,9 @@ class ShardWriter:
         import pyarrow as pa
 
         path = self.folder / f"shard-{len(self.shards):05d}.arrow"
-        self._sink = pa.OSFile(str(path), "wb")
+        self._file = open(path, "wb")
+        self._hashing = HashingFile(self._file)
+        self._sink = pa.PythonFile(self._hashing, mode="w")
         self._writer = pa.ipc.new_stream(self._sink, _schema())
         self._shard_rows = 0
         self.shards.append({"file": path.name})
@@ -113,8 +115,10 @@ class ShardWriter:
             return
         self._writer.close()
         self._sink.close()
+        self._file.close()
         path = self.folder / self.shards[-1]["file"]
-        self.shards[-1].update(rows=self._shard_rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+        self.shards[-1].update(rows=self._shard_rows, bytes=path.stat().st_size,
+                               sha256=self._hashing.digest.hexdigest())
         self._writer = None
         self._shard_size = 0
 
@@ -122,6 +126,24 @@ class ShardWriter:
         self._flush()
         self._close_shard()
         return self.shards
+
+
+class HashingFile:
+    """A write-only file object for ``pyarrow.PythonFile`` that hashes what passes through
+    it, so a shard's sha256 needs no second read of the shard."""
+
+    def __init__(self, fh):
+        self.fh, self.digest, self.closed = fh, hashlib.sha256(), False
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.fh.write(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:  # the caller closes the underlying file
+        self.closed = True
 
 
 def verify_shards(folder: str | Path, manifest: dict) -> int:
