@@ -289,7 +289,7 @@ def _inspect_pack(ds, row: int, vocab, as_table: bool, force_color: bool) -> Non
         views = view.token_views(Encoded(ids, mask), vocab)
         click.echo(view.table(views) if as_table else view.terminal(views), color=True if force_color else None)
     click.echo(f"{ds.folder} pack {row}: {pack.num_tokens} of {ds.context_length} tokens, "
-               f"{len(pack.seq_lengths)} samples, {int(pack.loss_mask.sum())} trained "
+               f"{len(pack.seq_lengths)} samples, {pack.num_trained} trained "
                "(the first token of each sample is never a label)", err=True)
 
 

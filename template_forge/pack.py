@@ -25,6 +25,7 @@ themselves are moved by :mod:`template_forge.shards`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -69,7 +70,7 @@ class Plan:
     def num_packs(self) -> int:
         return len(self.pack_offsets) - 1
 
-    @property
+    @cached_property  # read once per record batch while writing: computed once
     def pack_lengths(self) -> np.ndarray:
         """Real tokens in each pack."""
         cum = np.concatenate([[0], np.cumsum(self.length)])

@@ -34,6 +34,7 @@ import numpy as np
 
 from template_forge.errors import DataError
 from template_forge.io import replace_dir, write_atomic
+from template_forge.mask import Encoded
 from template_forge.pack import Plan, cu_seqlens, labels, plan_packs, position_ids
 from template_forge.tokenized import (MANIFEST, HashingFile, TokenizedDataset, open_arrow, read_manifest,
                                       sha256_file, verify_shards)
@@ -54,8 +55,9 @@ def _schema():
 
 
 @dataclass(frozen=True)
-class Pack:
-    """One pack: arrays are read-only views of the memory-mapped shard.
+class Pack(Encoded):
+    """One pack: an :class:`~template_forge.mask.Encoded` of several samples end to end, and
+    their ``seq_lengths``. Arrays are read-only views of the memory-mapped shard.
 
     Examples:
         >>> p = Pack(np.array([1, 2, 3, 4], np.int32), np.array([0, 1, 0, 1], np.uint8), np.array([2, 2], np.int32))
@@ -63,13 +65,7 @@ class Pack:
         ([0, 1, 0, 1], [0, 2, 4], [-100, 2, -100, 4])
     """
 
-    input_ids: np.ndarray
-    loss_mask: np.ndarray
     seq_lengths: np.ndarray
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.input_ids.shape[0])
 
     @property
     def position_ids(self) -> np.ndarray:
