@@ -20,31 +20,20 @@ from typing import Any, Callable
 from template_forge.errors import DataError
 from template_forge.mask import Encoder
 from template_forge.pipeline import fingerprint_spec, tokenize_file
-from template_forge.shards import FORMAT, pack_tokenized, read_manifest
+from template_forge.shards import inputs_of, pack_tokenized, packed_manifest
 from template_forge.spec import Spec
 from template_forge.tokenized import FORMAT as TOKENIZED_FORMAT
-from template_forge.tokenized import sha256_file
+from template_forge.tokenized import read_manifest, sha256_file
 
 
 def expected_inputs(data: str | Path, spec: Spec, encoder: Encoder, *, context_length: int, overflow: str = "drop",
                     seed: int = 0, on_error: str = "stop") -> dict:
-    """The ``inputs`` a packed manifest of this data, spec and tokenizer would record."""
-    return {
-        "source_sha256": sha256_file(Path(data)), "spec_sha256": fingerprint_spec(spec),
-        "tokenizer_sha256": encoder.vocab.sha256, "policy": encoder.policy, "parse_special": encoder.parse_special,
-        "max_length": None, "overlong": "drop", "on_error": on_error,
-        "context_length": int(context_length), "overflow": overflow, "seed": int(seed),
-    }
-
-
-def stale_keys(folder: str | Path, inputs: dict) -> list[str] | None:
-    """Keys of ``inputs`` that differ from the packed folder's; ``None`` if it is not a packed folder."""
-    try:
-        manifest = read_manifest(folder, expect=FORMAT)
-    except DataError:
-        return None
-    recorded = manifest.get("inputs", {})
-    return [k for k in inputs if recorded.get(k, "<absent>") != inputs[k]]
+    """The ``inputs`` a packed manifest of this data, spec and tokenizer would record
+    (:func:`~template_forge.shards.inputs_of` on the tokenize manifest ``prepare`` writes)."""
+    tokenized = {"source": {"sha256": sha256_file(Path(data))}, "spec": {"sha256": fingerprint_spec(spec)},
+                 "tokenizer": {"sha256": encoder.vocab.sha256}, "policy": encoder.policy,
+                 "parse_special": encoder.parse_special, "max_length": None, "overlong": "drop", "on_error": on_error}
+    return inputs_of(tokenized, {"context_length": int(context_length), "overflow": overflow, "seed": int(seed)})
 
 
 def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Path, *, context_length: int,
@@ -74,9 +63,10 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
     if out_dir.exists() or work.exists():
         inputs = expected_inputs(data, spec, encoder, context_length=context_length, overflow=overflow, seed=seed,
                                  on_error=on_error)
-    stale = stale_keys(out_dir, inputs) if inputs and out_dir.exists() else None
+    existing = packed_manifest(out_dir) if inputs else None
+    stale = [k for k in inputs if existing.get("inputs", {}).get(k, "<absent>") != inputs[k]] if existing else None
     if stale == []:
-        return read_manifest(out_dir, expect=FORMAT), True
+        return existing, True
     if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
         why = f" It was prepared from other inputs ({', '.join(stale)} differ)." if stale else ""
         raise DataError(f"{out_dir} already exists.{why} Choose another output folder or pass --overwrite.")
@@ -98,10 +88,6 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
 def _tokenized_matches(work: Path, inputs: dict) -> bool:
     """An intermediate folder left by an interrupted ``prepare`` of the same inputs."""
     try:
-        m = read_manifest(work, expect=TOKENIZED_FORMAT)
-    except DataError:
+        return inputs_of(read_manifest(work, expect=TOKENIZED_FORMAT), inputs) == inputs
+    except (DataError, KeyError):
         return False
-    have = {"source_sha256": m["source"]["sha256"], "spec_sha256": m["spec"]["sha256"],
-            "tokenizer_sha256": m["tokenizer"]["sha256"], "policy": m["policy"], "parse_special": m["parse_special"],
-            "on_error": m["on_error"]}
-    return all(inputs[k] == v for k, v in have.items())

@@ -253,7 +253,8 @@ def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_to
             "trained_tokens": trained, "label_tokens": trained - first_trained}
 
 
-def _manifest_if_packed(folder: Path) -> dict | None:
+def packed_manifest(folder: str | Path) -> dict | None:
+    """The manifest of a ``tforge pack`` folder; ``None`` if ``folder`` is not one."""
     try:
         return read_manifest(folder, expect=FORMAT)
     except DataError:
@@ -313,7 +314,7 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
                "strategy": "bfd", "shard_bytes": int(shard_bytes)}
     fingerprint = _fingerprint(source, options)
     if out_dir.exists():
-        existing = _manifest_if_packed(out_dir)
+        existing = packed_manifest(out_dir)
         if existing and existing.get("fingerprint") == fingerprint and not extra:
             return {**existing, "reused": True}  # up to date: these rows, packed with these options
         if not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
