@@ -14,6 +14,7 @@ import sys
 import click
 
 from template_forge.check import check_template, load_template
+from template_forge.cli_data import load_encoder, pack_cmd, prepare_cmd, progress_bar, stats_cmd, tokenize_options
 from template_forge.compiler import compile_template
 from template_forge.errors import DataError, TemplateForgeError
 from template_forge.io import install_chat_template, write_atomic
@@ -166,21 +167,12 @@ def _tokenizer_arg(value: str):
 
 @main.command("tokenize")
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--format", "-f", "fmt", required=True, help="Prompt format: a spec YAML file or a built-in name.")
-@click.option("--tokenizer", "-t", required=True, type=click.Path(),
-              help="Tokenizer folder (save_pretrained layout with tokenizer.json) or a tokenizer.json file.")
+@tokenize_options
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder (created whole, atomically).")
 @click.option("--max-length", type=click.IntRange(min=1), help="Conversations with more tokens are dropped or truncated (--overlong).")
 @click.option("--overlong", type=click.Choice(["drop", "truncate"]), default="drop", show_default=True,
               help="What happens to conversations over --max-length.")
-@click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-              help="stop: fail on the first bad line, writing nothing. skip: leave bad lines out and report them.")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: every core].")
-@click.option("--policy", type=click.Choice(["assistant", "last_assistant", "causal_lm"]), default="assistant",
-              show_default=True, help="Which tokens are trained (per-message train/weight keys override).")
-@click.option("--parse-special", is_flag=True, help="Treat special-token strings inside message text as control tokens.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def tokenize_cmd(data: str, fmt: str, tokenizer: str, output: str, max_length: int | None, overlong: str,
                  on_error: str, workers: int | None, policy: str, parse_special: bool, overwrite: bool,
                  quiet: bool) -> None:
@@ -189,17 +181,11 @@ def tokenize_cmd(data: str, fmt: str, tokenizer: str, output: str, max_length: i
     Writes OUTPUT/shard-NNNNN.arrow (columns input_ids, loss_mask, num_tokens, num_trained,
     line) and OUTPUT/manifest.json (counts, token totals, hashes of spec, tokenizer and data).
     """
-    from template_forge.mask import Encoder
     from template_forge.pipeline import describe_skips, tokenize_file
 
-    spec = load_spec(fmt)
-    encoder = Encoder(spec, _tokenizer_arg(tokenizer), policy=policy, parse_special=parse_special)
-    for warning in encoder.pairing_warnings():
-        click.echo(f"warning: {warning}", err=True)
+    spec, encoder = load_encoder(fmt, tokenizer, policy, parse_special)
     size = os.path.getsize(data) if os.path.isfile(data) else 0
-    show = not quiet and sys.stderr.isatty()
-    with click.progressbar(length=size, label=f"tokenizing {os.path.basename(data)}", file=sys.stderr,
-                           show_pos=False, show_percent=True, show_eta=True, hidden=not show) as bar:
+    with progress_bar(size, f"tokenizing {os.path.basename(data)}", quiet) as bar:
         report = tokenize_file(data, spec, encoder, output, spec_name=fmt, max_length=max_length, overlong=overlong,
                                on_error=on_error, workers=workers, overwrite=overwrite, progress=bar.update,
                                tokenizer_path=os.path.abspath(tokenizer))
@@ -343,8 +329,6 @@ def formats_cmd() -> None:
         models = spec.models[0] + (f" (+{len(spec.models) - 1})" if len(spec.models) > 1 else "") if spec.models else "-"
         click.echo(f"{name:<{width}}  {models:<45}  {spec.description}")
 
-
-from template_forge.cli_data import pack_cmd, prepare_cmd, stats_cmd  # noqa: E402  (the packing commands)
 
 for _command in (pack_cmd, prepare_cmd, stats_cmd):
     main.add_command(_command)

@@ -17,7 +17,38 @@ OVERFLOW_HELP = ("Samples longer than the context: drop them (counted), truncate
                  "N tokens, or split them into pieces of N tokens, each a sample of its own.")
 
 
-def _bar(length: int, label: str, quiet: bool):
+def tokenize_options(command):
+    """The options ``tforge tokenize`` and ``tforge prepare`` share, declared once."""
+    for option in reversed([
+        click.option("--format", "-f", "fmt", required=True, help="Prompt format: a spec YAML file or a built-in name."),
+        click.option("--tokenizer", "-t", required=True, type=click.Path(),
+                     help="Tokenizer folder (save_pretrained layout with tokenizer.json) or a tokenizer.json file."),
+        click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
+                     help="stop: fail on the first bad line, writing nothing. skip: leave bad lines out and report them."),
+        click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: every core]."),
+        click.option("--policy", type=click.Choice(["assistant", "last_assistant", "causal_lm"]), default="assistant",
+                     show_default=True, help="Which tokens are trained (per-message train/weight keys override)."),
+        click.option("--parse-special", is_flag=True,
+                     help="Treat special-token strings inside message text as control tokens."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]):
+        command = option(command)
+    return command
+
+
+def load_encoder(fmt: str, tokenizer: str, policy: str, parse_special: bool):
+    """``(spec, encoder)`` for a command, with a warning when the tokenizer does not fit the format."""
+    from template_forge.mask import Encoder, Vocab
+    from template_forge.spec import load_spec
+
+    spec = load_spec(fmt)
+    encoder = Encoder(spec, Vocab(tokenizer), policy=policy, parse_special=parse_special)
+    for warning in encoder.pairing_warnings():
+        click.echo(f"warning: {warning}", err=True)
+    return spec, encoder
+
+
+def progress_bar(length: int, label: str, quiet: bool):
     return click.progressbar(length=max(length, 1), label=label, file=sys.stderr, show_pos=False,
                              show_percent=True, show_eta=True, hidden=quiet or not sys.stderr.isatty())
 
@@ -32,7 +63,7 @@ class _PackBar:
         if self.bar is None:
             if self.before:
                 self.before()
-            self.bar = _bar(total, self.label, self.quiet).__enter__()
+            self.bar = progress_bar(total, self.label, self.quiet).__enter__()
         self.bar.update(done)
 
     def __enter__(self) -> "_PackBar":
@@ -72,22 +103,13 @@ def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, se
 
 @click.command("prepare")
 @click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--format", "-f", "fmt", required=True, help="Prompt format: a spec YAML file or a built-in name.")
-@click.option("--tokenizer", "-t", required=True, type=click.Path(),
-              help="Tokenizer folder (save_pretrained layout with tokenizer.json) or a tokenizer.json file.")
+@tokenize_options
 @click.option("--context-length", "-n", required=True, type=click.IntRange(min=1), help="Tokens per pack.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--overflow", type=click.Choice(["drop", "truncate", "split"]), default="drop", show_default=True,
               help=OVERFLOW_HELP)
 @click.option("--seed", default=0, show_default=True, help="Orders equal-length samples and shuffles the packs.")
-@click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-              help="stop: fail on the first bad line, writing nothing. skip: leave bad lines out and report them.")
-@click.option("--policy", type=click.Choice(["assistant", "last_assistant", "causal_lm"]), default="assistant",
-              show_default=True, help="Which tokens are trained (per-message train/weight keys override).")
-@click.option("--parse-special", is_flag=True, help="Treat special-token strings inside message text as control tokens.")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: every core].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder made from other inputs.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output: str, overflow: str, seed: int,
                 on_error: str, policy: str, parse_special: bool, workers: int | None, overwrite: bool,
                 quiet: bool) -> None:
@@ -96,16 +118,11 @@ def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output
     If OUTPUT already holds this preparation (same data, format, tokenizer and options, by
     sha256), it is reused as it is.
     """
-    from template_forge.mask import Encoder, Vocab
     from template_forge.prepare import prepare_file
-    from template_forge.spec import load_spec
 
-    spec = load_spec(fmt)
-    encoder = Encoder(spec, Vocab(tokenizer), policy=policy, parse_special=parse_special)
-    for warning in encoder.pairing_warnings():
-        click.echo(f"warning: {warning}", err=True)
+    spec, encoder = load_encoder(fmt, tokenizer, policy, parse_special)
     size = os.path.getsize(data) if os.path.isfile(data) else 0
-    with _bar(size, f"tokenizing {os.path.basename(data)}", quiet) as read_bar, \
+    with progress_bar(size, f"tokenizing {os.path.basename(data)}", quiet) as read_bar, \
             _PackBar("packing", quiet, before=lambda: read_bar.update(size - read_bar.pos)) as pack_bar:
         manifest, reused = prepare_file(data, spec, encoder, output, context_length=context_length,
                                         overflow=overflow, seed=seed, spec_name=fmt, on_error=on_error,
