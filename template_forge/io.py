@@ -88,6 +88,13 @@ def install_chat_template(tokenizer_dir: str | Path, template: str) -> tuple[Pat
     return jinja_path, config_path
 
 
+def occupied(path: str | Path) -> bool:
+    """Whether writing an output folder at ``path`` would replace something: a file, or a
+    folder that is not empty."""
+    path = Path(path)
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
 def replace_dir(new: str | Path, target: str | Path) -> None:
     """Rename the finished folder ``new`` onto ``target``; an existing target is moved aside
     first and removed after, so ``target`` is always either the old folder or the new one."""

@@ -24,7 +24,7 @@ import numpy as np
 
 from template_forge.data import REASONS, BadLine, parse_line
 from template_forge.errors import DataError, RenderError
-from template_forge.io import replace_dir
+from template_forge.io import occupied, replace_dir
 from template_forge.mask import Encoded, Encoder
 from template_forge.parallel import default_workers, ordered_map
 from template_forge.spec import Spec
@@ -146,7 +146,7 @@ def tokenize_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | P
     data, out_dir = Path(data), Path(out_dir)
     if not data.is_file():
         raise DataError(f"{data}: no such file. Pass a JSONL file with one {{\"messages\": [...]}} per line.")
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if occupied(out_dir) and not overwrite:
         raise DataError(f"{out_dir} already exists. Choose another output folder or pass --overwrite.")
     if tokenizer_path is None and isinstance(tokenizer, (str, os.PathLike)):
         tokenizer_path = os.path.abspath(tokenizer)

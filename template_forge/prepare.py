@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from template_forge.errors import DataError
+from template_forge.io import occupied
 from template_forge.mask import Encoder
 from template_forge.pipeline import fingerprint_spec, tokenize_file
 from template_forge.shards import inputs_of, pack_tokenized, packed_manifest
@@ -67,7 +68,7 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
     stale = [k for k in inputs if existing.get("inputs", {}).get(k, "<absent>") != inputs[k]] if existing else None
     if stale == []:
         return existing, True
-    if out_dir.exists() and not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if occupied(out_dir) and not overwrite:
         why = f" It was prepared from other inputs ({', '.join(stale)} differ)." if stale else ""
         raise DataError(f"{out_dir} already exists.{why} Choose another output folder or pass --overwrite.")
     if inputs and _tokenized_matches(work, inputs):

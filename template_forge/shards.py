@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from template_forge.errors import DataError
-from template_forge.io import replace_dir, write_atomic
+from template_forge.io import occupied, replace_dir, write_atomic
 from template_forge.mask import Encoded
 from template_forge.pack import Plan, cu_seqlens, labels, plan_packs, position_ids
 from template_forge.tokenized import (MANIFEST, HashingFile, TokenizedDataset, open_arrow, read_manifest,
@@ -317,7 +317,7 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
         existing = packed_manifest(out_dir)
         if existing and existing.get("fingerprint") == fingerprint and not extra:
             return {**existing, "reused": True}  # up to date: these rows, packed with these options
-        if not overwrite and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        if occupied(out_dir) and not overwrite:
             raise DataError(f"{out_dir} already exists"
                             + (" and was packed from other rows or options" if existing else "")
                             + ". Choose another output folder or pass --overwrite.")
