@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine (Python 3.10+ with venv):
-#   make demo   – the main job end to end on the bundled example
+#   make demo   – the main job end to end on the bundled examples (incl. the Llama Guard 2 training walkthrough)
 #   make test   – the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,9 +18,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	bash examples/demo.sh
+	BIN=$(abspath $(BIN)) bash examples/llama-guard-2/run.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .hypothesis
+	rm -rf $(VENV) demo-out examples/llama-guard-2/work .pytest_cache .hypothesis

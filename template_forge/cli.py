@@ -15,6 +15,7 @@ import click
 
 from template_forge.check import check_template, load_template
 from template_forge.cli_data import load_encoder, pack_cmd, prepare_cmd, progress_bar, stats_cmd, tokenize_options
+from template_forge.cli_train import merge_cmd, plot_cmd, train_cmd
 from template_forge.compiler import compile_template
 from template_forge.errors import DataError, TemplateForgeError
 from template_forge.io import install_chat_template, write_atomic
@@ -330,7 +331,7 @@ def formats_cmd() -> None:
         click.echo(f"{name:<{width}}  {models:<45}  {spec.description}")
 
 
-for _command in (pack_cmd, prepare_cmd, stats_cmd):
+for _command in (pack_cmd, prepare_cmd, stats_cmd, train_cmd, plot_cmd, merge_cmd):
     main.add_command(_command)
 
 

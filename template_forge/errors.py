@@ -33,14 +33,11 @@ class Problem:
         return f"{loc}: {self.message}" if loc else self.message
 
 
-class SpecError(TemplateForgeError):
-    """A prompt-format spec is invalid. Carries every problem found, not just the first.
+class _Problems(TemplateForgeError):
+    """An error carrying every problem found in one input, not just the first."""
 
-    Examples:
-        >>> err = SpecError([Problem("f.yaml:3", "user", "must contain {instruction}")])
-        >>> str(err)
-        'f.yaml:3, `user`: must contain {instruction}'
-    """
+    #: what the problems are in, for the header of a multi-problem message
+    subject = "the input"
 
     def __init__(self, problems: list[Problem] | str):
         if isinstance(problems, str):
@@ -49,10 +46,22 @@ class SpecError(TemplateForgeError):
         if len(self.problems) == 1:
             text = str(self.problems[0])
         else:
-            text = f"{len(self.problems)} problems in the prompt format:\n" + "\n".join(
+            text = f"{len(self.problems)} problems in {self.subject}:\n" + "\n".join(
                 f"  - {p}" for p in self.problems
             )
         super().__init__(text)
+
+
+class SpecError(_Problems):
+    """A prompt-format spec is invalid. Carries every problem found, not just the first.
+
+    Examples:
+        >>> err = SpecError([Problem("f.yaml:3", "user", "must contain {instruction}")])
+        >>> str(err)
+        'f.yaml:3, `user`: must contain {instruction}'
+    """
+
+    subject = "the prompt format"
 
 
 class RenderError(TemplateForgeError):
@@ -70,3 +79,14 @@ class RenderError(TemplateForgeError):
 
 class DataError(TemplateForgeError):
     """An input file (conversations, tokenizer config) is malformed."""
+
+
+class ConfigError(_Problems):
+    """A training config is invalid. Carries every problem found, not just the first.
+
+    Examples:
+        >>> str(ConfigError([Problem("train.yaml:4", "num_epochs", "expected an integer ≥ 1, found 0.")]))
+        'train.yaml:4, `num_epochs`: expected an integer ≥ 1, found 0.'
+    """
+
+    subject = "the training config"

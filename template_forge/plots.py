@@ -32,8 +32,40 @@ def histograms_png(hists: dict[str, tuple[np.ndarray, np.ndarray]], *, title: st
         ax.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title)
+    return _png(plt, fig)
+
+
+def _png(plt, fig) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def loss_curves_png(records: list[dict], *, title: str = "") -> bytes:
+    """Training loss (per optimizer step) and evaluation loss against the step, with the
+    learning rate on a second axis, from ``metrics.jsonl`` records."""
+    plt = _pyplot()
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    lrs = [(r["step"], r["lr"]) for r in records if "lr" in r]
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    if train:
+        ax.plot(*zip(*train), color="#3b7dd8", lw=1.4, label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), color="#d8573b", marker="o", lw=1.4, label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean over trained tokens)")
+    ax.grid(alpha=0.3)
+    if lrs:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*lrs), color="#999999", lw=1, ls="--", label="learning rate")
+        ax2.set_ylabel("learning rate")
+        lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(lines, [h.get_label() for h in lines], loc="upper right")
+    else:
+        ax.legend(loc="upper right")
+    if title:
+        ax.set_title(title)
+    return _png(plt, fig)

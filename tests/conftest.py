@@ -96,3 +96,7 @@ def real_tokenizer(request):
         return folder
 
     return get
+
+
+# ---------------------------------------------------------------- S3 on loopback (tests/s3server.py)
+from s3server import s3_bucket, s3_server  # noqa: E402, F401  (registers the fixtures)

@@ -122,3 +122,77 @@ def test_positions_must_restart_for_absolute_position_embeddings():
     running = np.arange(batch["input_ids"].shape[1])[None]
     shifted = summed_loss(model, batch, mask=block_causal_mask(batch["seq_lengths"], 1), positions=running)
     assert abs(shifted.item() - per_sample_total(model, samples).item()) > 1e-3
+
+
+# ------------------------------------------------------------------ the trainer's own forward
+def _tensors(batch: dict) -> dict:
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+
+
+def _with_lora(model):
+    """The model as the trainer trains it: wrapped by PEFT, with a non-zero adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  lora_dropout=0.0, task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)
+    return peft_model.double().eval()
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "flex_attention"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_trainers_packed_forward_equals_per_sample_losses(attn, seed):
+    """``tforge_trainer.model.loss_sum`` — the function the training loop calls — on a
+    PEFT-wrapped model: a packed batch's loss equals the per-sample sum; with its mask
+    replaced by a plain causal one it does not."""
+    pytest.importorskip("peft")
+    from tforge_trainer import model as trainer_model
+
+    if attn == "flex_attention":
+        pytest.importorskip("torch.nn.attention.flex_attention")
+    # FlexAttention on CPU compiles its kernel (inductor) and takes float32 at most
+    dtype, rel = (torch.float32, 1e-5) if attn == "flex_attention" else (torch.float64, 1e-9)
+    model = _with_lora(tiny("llama", attn)).to(dtype)
+    samples = random_samples(seed, 7)
+    packs = [Pack(samples[:3]), Pack(samples[3:5]), Pack(samples[5:])]
+    cpu = torch.device("cpu")
+
+    def total(batch):
+        with torch.no_grad():
+            return trainer_model.loss_sum(model, _tensors(batch), attn=attn, device=cpu, dtype=dtype,
+                                          autocast=False).item()
+
+    packed = total(collate(packs, length=80))
+    one_by_one = sum(total(collate([Pack([s])])) for s in samples)
+    assert packed == pytest.approx(one_by_one, rel=rel)
+    kwargs = trainer_model.forward_kwargs(_tensors(collate(packs, length=80)), attn, cpu, dtype)
+    if attn != "flex_attention":
+        assert kwargs["attention_mask"].shape == (3, 1, 80, 80)
+        assert kwargs["attention_mask"].dtype == (torch.bool if attn == "sdpa" else torch.float64)
+    else:  # a BlockMask: sparse blocks, never a dense [L, L] tensor
+        assert type(kwargs["attention_mask"]).__name__ == "BlockMask"
+
+
+def test_the_trainers_mask_is_what_keeps_samples_apart():
+    pytest.importorskip("peft")
+    from tforge_trainer import model as trainer_model
+
+    model = _with_lora(tiny("llama", "sdpa"))
+    samples = random_samples(6, 4)
+    batch = _tensors(collate([Pack(samples)]))
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        good = trainer_model.loss_sum(model, batch, attn="sdpa", device=cpu, dtype=torch.float64, autocast=False)
+        kwargs = trainer_model.forward_kwargs(batch, "sdpa", cpu, torch.float64)
+        kwargs.pop("attention_mask")  # a plain causal mask
+        logits = model(**kwargs).logits
+    leaked = torch.nn.functional.cross_entropy(logits[0, :-1], batch["labels"][0, 1:], ignore_index=IGNORE_INDEX,
+                                               reduction="sum")
+    one_by_one = sum(trainer_model.loss_sum(model, _tensors(collate([Pack([s])])), attn="sdpa", device=cpu,
+                                            dtype=torch.float64, autocast=False).item() for s in samples)
+    assert good.item() == pytest.approx(one_by_one, rel=1e-9)
+    assert abs(leaked.item() - one_by_one) > 1e-3

@@ -1,0 +1,138 @@
+"""Checkpoints under ``OUTPUT_DIR/checkpoints/step-NNNNNN/``, written atomically.
+
+A checkpoint holds the adapter (``adapter_model.safetensors`` + ``adapter_config.json``),
+``optimizer.pt``, ``scheduler.pt``, one ``rng-rankR.pt`` per rank (torch, CUDA, numpy and
+Python generators) and ``state.json`` (the step, the data position, the config it was made
+with). It is written into ``.step-NNNNNN.partial/`` and renamed into place once complete, so
+a ``kill -9`` at any moment leaves either no checkpoint or a whole one. Only the newest
+``max_num_checkpoints`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_NAME = re.compile(r"^step-(\d{6,})$")
+
+
+def folder(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def partial(output_dir: str | Path, step: int) -> Path:
+    return folder(output_dir) / f".{name(step)}.partial"
+
+
+def listing(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = folder(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()
+             and (p / "state.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest(output_dir: str | Path) -> Path | None:
+    found = listing(output_dir)
+    return found[-1] if found else None
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def begin(output_dir: str | Path, step: int) -> Path:
+    """Start checkpoint ``step``: an empty ``.partial`` folder (rank 0 only)."""
+    tmp = partial(output_dir, step)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_rng(tmp: Path, rank: int) -> None:
+    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+
+
+def write_main(tmp: Path, *, model, optimizer, scheduler, state: dict) -> None:
+    """The adapter, optimizer, scheduler and ``state.json`` (rank 0 only)."""
+    model.save_pretrained(tmp, safe_serialization=True)
+    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def commit(output_dir: str | Path, step: int, *, keep: int) -> Path:
+    """Rename the finished ``.partial`` folder into place, then drop all but the newest ``keep``."""
+    tmp = partial(output_dir, step)
+    _fsync_tree(tmp)
+    final = folder(output_dir) / name(step)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in listing(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def clean_partials(output_dir: str | Path) -> None:
+    """Remove ``.partial`` folders a killed run left behind."""
+    root = folder(output_dir)
+    if root.is_dir():
+        for p in root.glob(".step-*.partial"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def read_state(ckpt: Path) -> dict:
+    return json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+
+
+def restore(ckpt: Path, *, model, optimizer, scheduler, rank: int, device: torch.device) -> dict:
+    """Load a checkpoint into the run's objects; returns its ``state.json``."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = load_file(str(ckpt / "adapter_model.safetensors"), device=str(device))
+    result = set_peft_model_state_dict(_unwrap(model), weights)
+    unexpected = getattr(result, "unexpected_keys", None)
+    if unexpected:
+        raise RuntimeError(f"{ckpt}: adapter weights do not fit the model: {unexpected[:3]}")
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
+    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng_file = ckpt / f"rng-rank{rank}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return read_state(ckpt)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model

@@ -1,0 +1,53 @@
+"""``tforge merge OUTPUT_DIR -o MERGED_DIR``: base weights + the trained adapter → full weights.
+
+The base weights are the run's own (``initial_base_model_ckpt_path`` from the resolved config
+``tforge_config.yaml``, fetched from the cache when it is an ``s3://`` URL). The tokenizer,
+with the compiled chat template, is copied from ``OUTPUT_DIR``. The merged folder appears
+whole or not at all.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from template_forge.errors import DataError
+from template_forge.io import occupied, replace_dir
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+def merge(output_dir: str | Path, merged_dir: str | Path, *, dtype: str = "auto", overwrite: bool = False,
+          progress: bool = True) -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tforge_trainer.loop import RESOLVED_CONFIG, cache_dir
+    from tforge_trainer.remote import fetch
+
+    out, merged = Path(output_dir), Path(merged_dir)
+    for need in ("adapter_config.json", "adapter_model.safetensors", RESOLVED_CONFIG):
+        if not (out / need).is_file():
+            raise DataError(f"{out}: no {need}. Pass the output_dir of a finished `tforge train` run "
+                            "(the final adapter is written when training ends).")
+    if occupied(merged) and not overwrite:
+        raise DataError(f"{merged} already exists. Choose another folder or pass --overwrite.")
+    config = yaml.safe_load((out / RESOLVED_CONFIG).read_text(encoding="utf-8"))
+    base_path = config.get("initial_base_model_ckpt_path") or config["model_id"]
+    base = fetch(base_path, cache_dir=cache_dir(), what="initial_base_model_ckpt_path", progress=progress,
+                 storage_options=config.get("storage_options") or None)
+    torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
+                   "float16": torch.float16}[dtype]
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    model = PeftModel.from_pretrained(model, out).merge_and_unload()
+    tmp = merged.parent / f".{merged.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (out / name).is_file():
+            shutil.copy2(out / name, tmp / name)
+    replace_dir(tmp, merged)
+    return merged
