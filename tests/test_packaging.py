@@ -15,7 +15,7 @@ def test_wheel_ships_templates_and_they_load_when_installed(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for name in ("template_forge", "templates"):
+    for name in ("template_forge", "templates", "trainer"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                             "-w", str(tmp_path), str(src)], capture_output=True, text=True)
@@ -24,6 +24,9 @@ def test_wheel_ships_templates_and_they_load_when_installed(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     shipped = {Path(n).name for n in names if n.startswith("template_forge/templates/")}
     assert {p.name for p in (ROOT / "templates").glob("*.yaml")} | {"README.md"} <= shipped
+    # the trainer ships as the tforge_trainer package
+    trainer = {Path(n).name for n in names if n.startswith("tforge_trainer/")}
+    assert {p.name for p in (ROOT / "trainer").glob("*.py")} <= trainer
     # Install into a bare target folder and load a built-in from there, away from the source tree.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)

@@ -327,3 +327,17 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_task_causal_lm_trains_every_token_instruction_tuning_only_the_assistant(tmp_path, model_dir):
+    assistant = run(make_run(tmp_path / "a", model=model_dir, num_epochs=1))
+    every = run(make_run(tmp_path / "c", model=model_dir, num_epochs=1, task="causal_lm"))
+    sa = json.loads((assistant / "data" / "train" / "manifest.json").read_text())
+    sc = json.loads((every / "data" / "train" / "manifest.json").read_text())
+    assert sa["inputs"]["policy"] == "assistant" and sc["inputs"]["policy"] == "causal_lm"
+    assert sc["stats"]["trained_tokens"] == sc["stats"]["tokens"]
+    assert sa["stats"]["trained_tokens"] < sa["stats"]["tokens"]
+    # what the loss counts: every token but each sample's first (nothing predicts it)
+    trained = sum(r["trained_tokens"] for r in read_metrics(every)[0])
+    steps = len(read_metrics(every)[0])
+    assert steps and trained > sum(r["trained_tokens"] for r in read_metrics(assistant)[0])
