@@ -68,8 +68,11 @@ def test_a_run_writes_adapter_tokenizer_metrics_and_bounded_checkpoints(tmp_path
     assert resolved["lr_scheduler_type"] == "cosine" and resolved["train_path"] == str(tmp_path / "train.jsonl")
     # the tokenizer serves the trained format
     tok = AutoTokenizer.from_pretrained(out)
-    assert (out / "chat_template.jinja").read_text() == json.loads((out / "tokenizer_config.json").read_text()).get(
-        "chat_template", (out / "chat_template.jinja").read_text())
+    from template_forge import compile_template
+
+    served = compile_template(load_spec("llama3"))  # the inference flavour, in both places transformers reads
+    assert (out / "chat_template.jinja").read_text() == served
+    assert json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == served
     spec = load_spec("llama3")
     for conv in conversations(5, seed=9):
         msgs = conv["messages"]

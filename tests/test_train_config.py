@@ -157,3 +157,24 @@ def test_base_weights_must_be_of_the_family_model_id_names(tmp_path, weights, ok
         assert str(tmp_path / "config.json") in text
         assert f"model_type `{weights['model_type']}` with vocab_size {weights['vocab_size']}" in text
         assert "names the Llama 3 family (model_type `llama`, vocab_size 128256)" in text
+
+
+def test_a_continued_adapter_is_checked_against_the_run(tmp_path):
+    pytest.importorskip("torch")
+    from tforge_trainer.model import check_adapter
+
+    (tmp_path / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "r": 16, "target_modules": ["v_proj", "q_proj"],
+        "base_model_name_or_path": "meta-llama/Meta-Llama-3-8B-Instruct"}))
+    warnings: list[str] = []
+    cfg, _ = config_from_dict({**BASE, "lora_config": {"r": 16, "target_modules": ["q_proj", "v_proj"]}})
+    assert check_adapter(cfg, tmp_path, "adapter", warnings.append)["r"] == 16
+    assert len(warnings) == 1 and "trained on `meta-llama/Meta-Llama-3-8B-Instruct`" in warnings[0]
+    cfg, _ = config_from_dict({**BASE, "model_id": "meta-llama/Meta-Llama-3-8B-Instruct"})  # r 8, q/k/v/o
+    with pytest.raises(ConfigError) as exc:
+        check_adapter(cfg, tmp_path, "adapter", warnings.append)
+    text = str(exc.value)
+    assert "2 problems in the training config" in text
+    assert "the adapter has rank 16, lora_config.r is 8" in text and "set lora_config.r=16" in text
+    assert "the adapter targets ['q_proj', 'v_proj'], lora_config.target_modules is ['k_proj', 'o_proj', 'q_proj', " \
+           "'v_proj']" in text
