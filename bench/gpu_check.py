@@ -303,8 +303,9 @@ def build_model(shape: Shape, *, attn: str, device, dtype, seed: int):
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
     model.config.use_cache = False
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model.enable_input_require_grads()
+    from tforge_trainer.model import enable_checkpointing
+
+    enable_checkpointing(model)  # as the trainer does
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=TARGETS,
                                              task_type="CAUSAL_LM"))
     model.train()

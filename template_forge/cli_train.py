@@ -101,7 +101,14 @@ def plot_cmd(output_dir: str, output: str | None) -> None:
     if not train:
         raise DataError(f"{folder / 'metrics.jsonl'}: no training steps recorded yet.")
     png = Path(output) if output else folder / "loss.png"
-    write_atomic(png, loss_curves_png(records, title=folder.name))
+    title = str(folder)
+    resolved = folder / "tforge_config.yaml"
+    if resolved.is_file():
+        import yaml
+
+        model_id = (yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}).get("model_id")
+        title = f"{model_id} — {folder.resolve().name}" if model_id else title
+    write_atomic(png, loss_curves_png(records, title=title))
     click.echo(f"train loss  {sparkline([r['loss'] for r in train])}  "
                f"{train[0]['loss']:.4f} → {train[-1]['loss']:.4f} over {train[-1]['step']} steps")
     if evals:

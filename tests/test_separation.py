@@ -196,3 +196,46 @@ def test_the_trainers_mask_is_what_keeps_samples_apart():
                                             dtype=torch.float64, autocast=False).item() for s in samples)
     assert good.item() == pytest.approx(one_by_one, rel=1e-9)
     assert abs(leaked.item() - one_by_one) > 1e-3
+
+
+def _varlen_reference(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """What flash-attention's varlen kernel computes, in plain torch: causal attention within
+    each ``cu_seq_lens_q`` segment of the one flat row, nothing across."""
+    cu = kwargs["cu_seq_lens_q"].tolist()
+    assert query.shape[0] == 1 and kwargs["cu_seq_lens_k"].tolist() == cu and cu[-1] == query.shape[2]
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    out = torch.cat([torch.nn.functional.scaled_dot_product_attention(
+        query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling)
+        for a, b in zip(cu[:-1], cu[1:])], dim=2)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def test_the_trainers_varlen_inputs_keep_samples_apart():
+    """The flash-attention path (rows flattened into one sequence, ``cu_seqlens`` over all of
+    them, padding segments included) cannot run without a GPU; a reference varlen attention
+    registered in its place checks the inputs the trainer builds for it."""
+    pytest.importorskip("peft")
+    from transformers import AttentionInterface
+
+    from tforge_trainer import model as trainer_model
+
+    AttentionInterface.register("tforge_varlen_reference", _varlen_reference)
+    model = _with_lora(tiny("llama", "sdpa"))
+    model.base_model.model.config._attn_implementation = "tforge_varlen_reference"
+    samples = random_samples(7, 7)
+    packs = [Pack(samples[:3]), Pack(samples[3:5]), Pack(samples[5:])]
+    cpu = torch.device("cpu")
+
+    def total(batch, attn):
+        with torch.no_grad():
+            return trainer_model.loss_sum(model, _tensors(batch), attn=attn, device=cpu, dtype=torch.float64,
+                                          autocast=False).item()
+
+    packed = total(collate(packs, length=80), "flash_attention_2")
+    kwargs = trainer_model.forward_kwargs(_tensors(collate(packs, length=80)), "flash_attention_2", cpu, torch.float64)
+    assert kwargs["input_ids"].shape == (1, 240) and "attention_mask" not in kwargs
+    assert kwargs["cu_seq_lens_q"].dtype == torch.int32 and kwargs["cu_seq_lens_q"][-1] == 240
+    model.base_model.model.config._attn_implementation = "sdpa"
+    one_by_one = sum(total(collate([Pack([s])]), "sdpa") for s in samples)
+    assert packed == pytest.approx(one_by_one, rel=1e-9)

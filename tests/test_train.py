@@ -344,3 +344,13 @@ def test_task_causal_lm_trains_every_token_instruction_tuning_only_the_assistant
     trained = sum(r["trained_tokens"] for r in read_metrics(every)[0])
     steps = len(read_metrics(every)[0])
     assert steps and trained > sum(r["trained_tokens"] for r in read_metrics(assistant)[0])
+
+
+def test_gradient_checkpointing_changes_memory_not_the_steps(tmp_path, model_dir):
+    common = dict(model=model_dir, num_epochs=1, lora_config={"r": 4, "lora_alpha": 8, "lora_dropout": 0.0,
+                                                              "target_modules": ["q_proj", "v_proj"]})
+    plain = read_metrics(run(make_run(tmp_path / "a", gradient_checkpointing=False, **common)))[0]
+    recomputed = read_metrics(run(make_run(tmp_path / "b", gradient_checkpointing=True, **common)))[0]
+    assert [r["loss"] for r in plain] == pytest.approx([r["loss"] for r in recomputed], rel=1e-6)
+    assert [r["grad_norm"] for r in plain] == pytest.approx([r["grad_norm"] for r in recomputed], rel=1e-5)
+    assert all(r["grad_norm"] > 0 for r in recomputed)  # the LoRA weights did get gradients through the recompute

@@ -332,7 +332,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     if dist.enabled:  # which packs each rank trained on: ranks must never share one
         truncate_jsonl(out / f"data-rank{dist.rank}.jsonl", step)
         rank_log = open(out / f"data-rank{dist.rank}.jsonl", "a" if step else "w", encoding="utf-8")
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not show, dynamic_ncols=True)
+    width = shutil.get_terminal_size((100, 20)).columns or 100  # 0 in some pseudo-terminals
+    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not show, ncols=min(width, 140))
     while step < end:
         t0 = time.perf_counter()
         micro = [_collate(train_ds, idx, pad_id, multiple) for idx in schedule.micro_batches(step, dist.rank)]

@@ -119,6 +119,17 @@ def attention_backend(device: torch.device) -> str:
     return "sdpa"
 
 
+def enable_checkpointing(model) -> None:
+    """Recompute each layer's activations in the backward pass (non-reentrant, so inputs of a
+    frozen base still carry gradients to the LoRA weights). transformers ≥ 5.x names it
+    ``activation_checkpointing_enable``; older versions ``gradient_checkpointing_enable``."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()
+
+
 def load_model(config: TrainConfig, weights: Weights, *, device: torch.device, dtype: torch.dtype,
                attn: str, warn=print):
     """The PEFT model: base weights + a new or continued LoRA adapter, trainable parameters only."""
@@ -133,8 +144,7 @@ def load_model(config: TrainConfig, weights: Weights, *, device: torch.device, d
     model.to(device)
     model.config.use_cache = False
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        enable_checkpointing(model)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if weights.adapter is not None:
         try:
