@@ -12,6 +12,7 @@ data-parallel (DDP; NCCL on CUDA, gloo on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -55,6 +56,15 @@ class Dist:
         if self.enabled:
             torch.distributed.barrier()
 
+    def first(self, fn, *, per_node: bool = False):
+        """``fn(True)`` on rank 0 (local rank 0 of each node with ``per_node``), then, once it is
+        done, ``fn(False)`` on the others: for work whose result the others reuse (downloads,
+        data preparation)."""
+        leader = (self.local_rank if per_node else self.rank) == 0
+        result = fn(True) if leader else None
+        self.barrier()
+        return result if leader else fn(False)
+
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over ranks (float64)."""
         if not self.enabled:
@@ -97,12 +107,8 @@ def fetch_path(path: str, what: str, config: TrainConfig, dist: Dist, *, progres
     from tforge_trainer.remote import fetch
 
     options = config.storage_options or None
-    if dist.local_rank == 0:
-        local = fetch(path, cache_dir=cache_dir(), what=what, progress=progress and dist.main, storage_options=options)
-    dist.barrier()
-    if dist.local_rank != 0:
-        local = fetch(path, cache_dir=cache_dir(), what=what, progress=False, storage_options=options)
-    return local
+    return dist.first(lambda first: fetch(path, cache_dir=cache_dir(), what=what, progress=progress and first,
+                                          storage_options=options), per_node=True)
 
 
 def fetch_weights(config: TrainConfig, dist: Dist, *, progress: bool) -> Weights:
@@ -164,8 +170,13 @@ def truncate_jsonl(path: Path, step: int) -> None:
     """Drop the lines a killed run wrote after the checkpoint (``step``) it resumes from."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
     os.replace(tmp, path)
@@ -261,15 +272,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
             continue
         if is_remote(path):  # s3:// data: fetched into the cache like the weights
             path = str(fetch_path(path, f"{name}_path", config, dist, progress=show))
-        if dist.main:
-            datasets[name] = prepare(path, name=name, spec=spec, tokenizer=tokenizer_path,
-                                     tokenizer_sha256=vocab.sha256, out_root=data_dir, context_length=context_length,
-                                     policy=config.policy, seed=config.seed, log=say, progress=show)
-        dist.barrier()
-        if not dist.main:
-            datasets[name] = prepare(path, name=name, spec=spec, tokenizer=tokenizer_path,
-                                     tokenizer_sha256=vocab.sha256, out_root=data_dir, context_length=context_length,
-                                     policy=config.policy, seed=config.seed, log=say, progress=False)
+        datasets[name] = dist.first(lambda first, name=name, path=path: prepare(
+            path, name=name, spec=spec, tokenizer=tokenizer_path, tokenizer_sha256=vocab.sha256, out_root=data_dir,
+            context_length=context_length, policy=config.policy, seed=config.seed, log=say, progress=show and first))
     train_ds, valid_ds = datasets["train"], datasets.get("valid")
     if len(train_ds) == 0:
         raise ConfigError([Problem(config.source, "train_path", (
@@ -331,7 +336,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     rank_log = None
     if dist.enabled:  # which packs each rank trained on: ranks must never share one
         truncate_jsonl(out / f"data-rank{dist.rank}.jsonl", step)
-        rank_log = open(out / f"data-rank{dist.rank}.jsonl", "a" if step else "w", encoding="utf-8")
+        rank_log = open(out / f"data-rank{dist.rank}.jsonl", "a" if step else "w", encoding="utf-8", buffering=1)
     width = shutil.get_terminal_size((100, 20)).columns or 100  # 0 in some pseudo-terminals
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not show, ncols=min(width, 140))
     while step < end:
@@ -346,7 +351,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
         step_loss = 0.0
         for k, batch in enumerate(micro):
             sync = (k == len(micro) - 1) or not dist.enabled
-            with (ddp.no_sync() if not sync else _null()):
+            with ddp.no_sync() if not sync else contextlib.nullcontext():
                 loss = loss_sum(ddp, batch, attn=attn, device=device, dtype=dtype, autocast=autocast)
                 # DDP averages gradients over ranks; × world makes that a sum, ÷ all trained tokens the mean.
                 (loss * dist.world / max(global_trained, 1)).backward()
@@ -402,14 +407,6 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     _record_adapter_digest(out, model, dist)
     _finish(dist)
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _save(out: Path, step: int, *, dist: Dist, model, optimizer, scheduler, keep: int, state: dict) -> Path:
