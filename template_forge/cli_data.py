@@ -19,7 +19,7 @@ OVERFLOW_HELP = ("Samples longer than the context: drop them (counted), truncate
 
 def tokenize_options(command):
     """The options ``tforge tokenize`` and ``tforge prepare`` share, declared once."""
-    for option in reversed([
+    return _options([
         click.option("--format", "-f", "fmt", required=True, help="Prompt format: a spec YAML file or a built-in name."),
         click.option("--tokenizer", "-t", required=True, type=click.Path(),
                      help="Tokenizer folder (save_pretrained layout with tokenizer.json) or a tokenizer.json file."),
@@ -31,9 +31,26 @@ def tokenize_options(command):
         click.option("--parse-special", is_flag=True,
                      help="Treat special-token strings inside message text as control tokens."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-    ]):
-        command = option(command)
-    return command
+    ])(command)
+
+
+def _options(options):
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+def pack_options(command):
+    """The options ``tforge pack`` and ``tforge prepare`` share, declared once."""
+    return _options([
+        click.option("--context-length", "-n", required=True, type=click.IntRange(min=1), help="Tokens per pack."),
+        click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder."),
+        click.option("--overflow", type=click.Choice(["drop", "truncate", "split"]), default="drop",
+                     show_default=True, help=OVERFLOW_HELP),
+        click.option("--seed", default=0, show_default=True, help="Orders equal-length samples and shuffles the packs."),
+    ])(command)
 
 
 def load_encoder(fmt: str, tokenizer: str, policy: str, parse_special: bool):
@@ -76,11 +93,7 @@ class _PackBar:
 
 @click.command("pack")
 @click.argument("tokenized", type=click.Path(exists=True, file_okay=False))
-@click.option("--context-length", "-n", required=True, type=click.IntRange(min=1), help="Tokens per pack.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--overflow", type=click.Choice(["drop", "truncate", "split"]), default="drop", show_default=True,
-              help=OVERFLOW_HELP)
-@click.option("--seed", default=0, show_default=True, help="Orders equal-length samples and shuffles the packs.")
+@pack_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, seed: int, overwrite: bool,
@@ -104,11 +117,7 @@ def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, se
 @click.command("prepare")
 @click.argument("data", type=click.Path(dir_okay=False))
 @tokenize_options
-@click.option("--context-length", "-n", required=True, type=click.IntRange(min=1), help="Tokens per pack.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--overflow", type=click.Choice(["drop", "truncate", "split"]), default="drop", show_default=True,
-              help=OVERFLOW_HELP)
-@click.option("--seed", default=0, show_default=True, help="Orders equal-length samples and shuffles the packs.")
+@pack_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder made from other inputs.")
 def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output: str, overflow: str, seed: int,
                 on_error: str, policy: str, parse_special: bool, workers: int | None, overwrite: bool,

@@ -182,7 +182,7 @@ def parse_role_template(text: str, role: str) -> RoleTemplate:
 
 
 # --------------------------------------------------------------------------- YAML with lines
-class _LineIndex:
+class LineIndex:
     """Maps a field path (tuple of keys) to the ``file:line`` where it is written."""
 
     def __init__(self, label: str):
@@ -214,8 +214,10 @@ class _LineIndex:
         return self.label
 
 
-def _parse_yaml(text: str, label: str) -> tuple[Any, _LineIndex]:
-    index = _LineIndex(label)
+def parse_yaml(text: str, label: str, *, error: type[Exception] = SpecError) -> tuple[Any, LineIndex]:
+    """YAML text → ``(data, index)``, ``index.where(path)`` giving the ``file:line`` of a key;
+    a syntax error raises ``error`` (a :class:`SpecError`, or a ``ConfigError`` for configs)."""
+    index = LineIndex(label)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -223,15 +225,15 @@ def _parse_yaml(text: str, label: str) -> tuple[Any, _LineIndex]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([Problem(where, "", f"is not valid YAML: {problem}. Fix the syntax.")]) from None
+        raise error([Problem(where, "", f"is not valid YAML: {problem}. Fix the syntax.")]) from None
     except (RecursionError, ValueError, TypeError) as exc:  # pathological inputs
-        raise SpecError([Problem(label, "", f"cannot be read as YAML ({type(exc).__name__}).")]) from None
+        raise error([Problem(label, "", f"cannot be read as YAML ({type(exc).__name__}).")]) from None
     index.walk(node)
     return data, index
 
 
 # --------------------------------------------------------------------------- locating the format
-def _did_you_mean(word: str, candidates: tuple[str, ...] | list[str]) -> str:
+def did_you_mean(word: str, candidates: tuple[str, ...] | list[str]) -> str:
     close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
     return f" Did you mean `{close[0]}`?" if close else ""
 
@@ -243,7 +245,7 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _locate_format(data: Any, index: _LineIndex) -> tuple[Any, tuple, dict]:
+def _locate_format(data: Any, index: LineIndex) -> tuple[Any, tuple, dict]:
     """Find the prompt format inside a bare mapping, a format file or an llmforge config.
 
     Returns (format mapping or built-in name, its path, metadata).
@@ -264,7 +266,7 @@ def _locate_format(data: Any, index: _LineIndex) -> tuple[Any, tuple, dict]:
         return data["prompt_format"], ("prompt_format",), {}
     if "prompt_format" in data:
         problems = [
-            Problem(index.where((k,)), str(k), f"unknown top-level key.{_did_you_mean(k, ('prompt_format',) + _META_KEYS)} "
+            Problem(index.where((k,)), str(k), f"unknown top-level key.{did_you_mean(k, ('prompt_format',) + _META_KEYS)} "
                     f"A format file holds `prompt_format:` and optionally {', '.join(_META_KEYS)}.")
             for k in data if k != "prompt_format" and k not in _META_KEYS
         ]
@@ -276,7 +278,7 @@ def _locate_format(data: Any, index: _LineIndex) -> tuple[Any, tuple, dict]:
 
 
 # --------------------------------------------------------------------------- validation
-def _pydantic_problems(exc: ValidationError, base: tuple, index: _LineIndex) -> list[Problem]:
+def _pydantic_problems(exc: ValidationError, base: tuple, index: LineIndex) -> list[Problem]:
     problems = []
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -285,7 +287,7 @@ def _pydantic_problems(exc: ValidationError, base: tuple, index: _LineIndex) -> 
         kind = err["type"]
         if kind == "extra_forbidden":
             options = FIELD_NAMES if len(loc) == 1 else tuple(_StripModel.model_fields)
-            msg = f"unknown field.{_did_you_mean(loc[-1], options)} Known fields: {', '.join(options)}."
+            msg = f"unknown field.{did_you_mean(loc[-1], options)} Known fields: {', '.join(options)}."
         elif kind == "missing":
             msg = "is required but missing. Add it (it must contain `{instruction}`)."
         elif kind in ("string_type", "bool_type", "literal_error", "dict_type", "model_type", "model_attributes_type"):
@@ -348,12 +350,12 @@ def _check_role(name: str, text: str | None, allowed: set[str], required: set[st
                 "or remove `{system}`.")))
         else:
             problems.append(at(name, (
-                f"has the unknown field `{{{f}}}`.{_did_you_mean(f, sorted(allowed))} Declare it under "
+                f"has the unknown field `{{{f}}}`.{did_you_mean(f, sorted(allowed))} Declare it under "
                 f"`variables:` with a default value, or write literal braces as `{{{{{f}}}}}`.")))
     return tmpl
 
 
-def _check(m: _PromptFormatModel, base: tuple, index: _LineIndex) -> tuple[dict, list[Problem]]:
+def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, list[Problem]]:
     problems: list[Problem] = []
 
     def at(fld: str, msg: str) -> Problem:
@@ -406,7 +408,7 @@ def _check(m: _PromptFormatModel, base: tuple, index: _LineIndex) -> tuple[dict,
 
 
 # --------------------------------------------------------------------------- public API
-def spec_from_dict(data: Any, *, label: str = "<dict>", _index: _LineIndex | None = None) -> Spec:
+def spec_from_dict(data: Any, *, label: str = "<dict>", _index: LineIndex | None = None) -> Spec:
     """Validate a parsed YAML document (bare fields, ``prompt_format:``, or llmforge config).
 
     Examples:
@@ -415,7 +417,7 @@ def spec_from_dict(data: Any, *, label: str = "<dict>", _index: _LineIndex | Non
         >>> s.placement, s.strip_user
         ('separate', True)
     """
-    index = _index or _LineIndex(label)
+    index = _index or LineIndex(label)
     fmt, base, meta = _locate_format(data, index)
     if isinstance(fmt, str):
         from template_forge.registry import load_builtin  # a built-in named from a config
@@ -438,7 +440,7 @@ def spec_from_dict(data: Any, *, label: str = "<dict>", _index: _LineIndex | Non
                 models=tuple(meta.get("models", ())), source=label)
 
 
-def _partial_checks(fmt: dict, base: tuple, index: _LineIndex) -> list[Problem]:
+def _partial_checks(fmt: dict, base: tuple, index: LineIndex) -> list[Problem]:
     """Role-string checks that still make sense when other fields failed type checks."""
     problems: list[Problem] = []
     for role in ("system", "user", "assistant"):
@@ -451,7 +453,7 @@ def _partial_checks(fmt: dict, base: tuple, index: _LineIndex) -> list[Problem]:
     return problems
 
 
-def _check_meta(meta: dict, index: _LineIndex) -> list[Problem]:
+def _check_meta(meta: dict, index: LineIndex) -> list[Problem]:
     problems = []
     models = meta.get("models", [])
     if not isinstance(models, list) or not all(isinstance(x, str) for x in models):
@@ -474,7 +476,7 @@ def load_spec_text(text: str | bytes, *, label: str = "<string>") -> Spec:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise SpecError([Problem(label, "", f"is not UTF-8 text (byte {exc.start}). Save it as UTF-8.")]) from None
-    data, index = _parse_yaml(text, label)
+    data, index = parse_yaml(text, label)
     if index.duplicates:
         raise SpecError([
             Problem(f"{label}:{line}", ".".join(map(str, path)), "is written twice; YAML would silently keep the "

@@ -23,7 +23,6 @@ Examples:
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from template_forge.errors import ConfigError, Problem
+from template_forge.spec import LineIndex, did_you_mean, parse_yaml
 
 # llmforge keys that this trainer reads but does not act on. Listed in one warning.
 LLMFORGE_IGNORED = {
@@ -157,29 +157,7 @@ class TrainConfig(_Strict):
         return self.model_dump(mode="json")
 
 
-# --------------------------------------------------------------------------- reading YAML with lines
-def _lines(node: yaml.Node | None, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    out = {} if out is None else out
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
-            out.setdefault(path + (k,), key.start_mark.line + 1)
-            _lines(value, path + (k,), out)
-    return out
-
-
-def _where(lines: dict, label: str, path: tuple) -> str:
-    for n in range(len(path), 0, -1):
-        if path[:n] in lines:
-            return f"{label}:{lines[path[:n]]}"
-    return label
-
-
-def _did_you_mean(word: str, candidates) -> str:
-    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
-    return f" Did you mean `{close[0]}`?" if close else ""
-
-
+# --------------------------------------------------------------------------- reading the YAML
 def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     """``key=value`` (``a.b=value`` for nested keys); the value is read as YAML.
 
@@ -206,15 +184,7 @@ def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -
     label = str(path)
     if not path.is_file():
         raise ConfigError([Problem(label, "", "no such file. Pass the path of a training YAML.")])
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        lines = _lines(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        raise ConfigError([Problem(where, "", f"is not valid YAML: {getattr(exc, 'problem', exc)}. Fix the syntax.")]
-                          ) from None
+    data, index = parse_yaml(path.read_text(encoding="utf-8"), label, error=ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -230,7 +200,7 @@ def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -
             node = node.setdefault(k, {})
         node[keys[-1]] = value
     data = _merge(data, from_cli)
-    return config_from_dict(data, label=label, lines=lines, overridden=set(_flat_keys(from_cli)))
+    return config_from_dict(data, label=label, index=index, overridden=set(_flat_keys(from_cli)))
 
 
 def _flat_keys(d: dict, prefix: tuple = ()):
@@ -260,13 +230,13 @@ def _resolve_paths(data: dict, folder: Path) -> None:
             data[key] = _absolute(data[key], folder)
 
 
-def config_from_dict(data: dict, *, label: str = "<config>", lines: dict | None = None,
+def config_from_dict(data: dict, *, label: str = "<config>", index: LineIndex | None = None,
                      overridden: set | None = None) -> tuple[TrainConfig, list[str]]:
     """Validate a parsed config; returns ``(config, warnings)``. Every problem is reported at once."""
-    lines, overridden = lines or {}, overridden or set()
+    index, overridden = index or LineIndex(label), overridden or set()
 
     def where(p: tuple) -> str:
-        return "command line" if p in overridden else _where(lines, label, p)
+        return "command line" if p in overridden else index.where(p)
 
     data = dict(data)
     fields = set(TrainConfig.model_fields) - {"source"}
@@ -298,7 +268,7 @@ def config_from_dict(data: dict, *, label: str = "<config>", lines: dict | None 
             ignored.append(f"{key} ({why})" if why else key)
         else:
             problems.append(Problem(where((key,)), str(key), (
-                f"unknown key.{_did_you_mean(key, fields | set(LLMFORGE_IGNORED))} "
+                f"unknown key.{did_you_mean(key, fields | set(LLMFORGE_IGNORED))} "
                 f"The trainer reads: {', '.join(sorted(fields))}.")))
         del data[key]
     lora = data.get("lora_config")
@@ -359,7 +329,7 @@ def _lora_problems(lora: dict, where) -> list[Problem]:
     except ImportError:
         return []
     return [Problem(where(("lora_config", k)), f"lora_config.{k}", (
-        f"not a PEFT LoraConfig key.{_did_you_mean(k, known)}")) for k in lora if k not in known]
+        f"not a PEFT LoraConfig key.{did_you_mean(k, known)}")) for k in lora if k not in known]
 
 
 def _prompt_format_problem(value: Any, where) -> Problem | None:
