@@ -367,14 +367,11 @@ def optimizer_step(params, optimizer) -> None:
 
 def tforge_step(model, params, optimizer, micro: list[dict], *, attn, device, dtype, autocast) -> float:
     """The trainer's step: summed token losses of all micro-batches ÷ their trained tokens."""
-    from tforge_trainer.model import loss_sum
+    from tforge_trainer.loop import Dist, accumulate
 
     trained = max(1, sum(int(b["num_trained"]) for b in micro))
-    total = 0.0
-    for b in micro:
-        loss = loss_sum(model, b, attn=attn, device=device, dtype=dtype, autocast=autocast)
-        (loss / trained).backward()
-        total += float(loss.detach())
+    total = accumulate(model, micro, dist=Dist(), global_trained=trained, attn=attn, device=device, dtype=dtype,
+                       autocast=autocast)
     optimizer_step(params, optimizer)
     return total / trained
 
@@ -583,7 +580,7 @@ def main(argv=None) -> int:
         if not torch.cuda.is_bf16_supported():
             raise SystemExit("gpu_check: this GPU has no bf16; the check is for Ampere or newer.")
         device, dtype = torch.device("cuda"), torch.bfloat16
-    from tforge_trainer.loop import _collate
+    from tforge_trainer.loop import collate_packs
     from tforge_trainer.model import attention_backend
 
     attn = attention_backend(device) if args.attn == "auto" or args.smoke else args.attn
@@ -601,7 +598,7 @@ def main(argv=None) -> int:
             say(f"warning: {len(ds)} packs, fewer than the {needed_packs} the steps need: packs repeat.")
         plan = step_packs(len(ds), steps=total_steps, accumulation=args.accumulation, micro=args.micro_batch)
         multiple = 64 if device.type == "cuda" else 1  # the trainer's padding of a micro-batch
-        packed = [[_collate(ds, idx, 0, multiple) for idx in micro] for micro in plan]
+        packed = [[collate_packs(ds, idx, 0, multiple) for idx in micro] for micro in plan]
         padded = baseline_steps(ds, plan, budget=args.pad_budget or shape.context, seed=args.seed)
         lengths = [np.concatenate([ds[int(k)].seq_lengths for k in np.concatenate(m)]).astype(np.int64)
                    for m in plan]

@@ -63,7 +63,8 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _fsync_tree(path: Path) -> None:
+def fsync_tree(path: Path) -> None:
+    """Flush every file under ``path`` to disk (before a rename makes it visible)."""
     for p in sorted(path.rglob("*")):
         if p.is_file():
             with open(p, "rb") as fh:
@@ -82,10 +83,21 @@ def write_rng(tmp: Path, rank: int) -> None:
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
 
 
+def save_adapter(model, folder: Path, *, base_name: str | None = None) -> None:
+    """``adapter_model.safetensors`` + ``adapter_config.json`` (not PEFT's empty model-card
+    template); ``base_name`` replaces the recorded ``base_model_name_or_path``."""
+    model.save_pretrained(folder, safe_serialization=True)
+    (folder / "README.md").unlink(missing_ok=True)
+    if base_name is not None:
+        config_path = folder / "adapter_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = base_name
+        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
 def write_main(tmp: Path, *, model, optimizer, scheduler, state: dict) -> None:
     """The adapter, optimizer, scheduler and ``state.json`` (rank 0 only)."""
-    model.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
+    save_adapter(model, tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
@@ -94,7 +106,7 @@ def write_main(tmp: Path, *, model, optimizer, scheduler, state: dict) -> None:
 def commit(output_dir: str | Path, step: int, *, keep: int) -> Path:
     """Rename the finished ``.partial`` folder into place, then drop all but the newest ``keep``."""
     tmp = partial(output_dir, step)
-    _fsync_tree(tmp)
+    fsync_tree(tmp)
     final = folder(output_dir) / name(step)
     if final.exists():
         shutil.rmtree(final)

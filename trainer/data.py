@@ -12,6 +12,7 @@ the optimizer step: a resumed run sees exactly the packs an uninterrupted one wo
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from template_forge.errors import DataError
 from template_forge.shards import FORMAT as PACKED_FORMAT
-from template_forge.shards import PackedDataset
+from template_forge.shards import PackedDataset, packed_manifest
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,7 @@ class Schedule:
         return max(self.num_epochs * self.steps_per_epoch, self.min_update_steps)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_packs)
-        return np.resize(perm, self.steps_per_epoch * self.global_batch)  # wraps around
+        return _epoch_order(self, epoch)
 
     def micro_batches(self, step: int, rank: int) -> list[np.ndarray]:
         """Pack indices of rank ``rank``'s micro-batches at optimizer step ``step`` (0-based).
@@ -76,17 +76,18 @@ class Schedule:
         return step / self.steps_per_epoch
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_order(schedule: Schedule, epoch: int) -> np.ndarray:
+    """Drawn once per epoch, not at every step (a permutation of every pack)."""
+    perm = np.random.default_rng([schedule.seed, epoch]).permutation(schedule.num_packs)
+    out = np.resize(perm, schedule.steps_per_epoch * schedule.global_batch)  # wraps around
+    out.flags.writeable = False
+    return out
+
+
 def is_prepared(path: str | Path) -> bool:
     """A folder holding packed shards (``tforge prepare`` / ``tforge pack`` output)."""
-    manifest = Path(path) / "manifest.json"
-    if not manifest.is_file():
-        return False
-    import json
-
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("format") == PACKED_FORMAT
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
+    return packed_manifest(path) is not None
 
 
 def prepare(path: str, *, name: str, spec, tokenizer: Path, tokenizer_sha256: str, out_root: Path,

@@ -153,7 +153,8 @@ def _fingerprint(resolved: dict) -> dict:
     return {k: v for k, v in resolved.items() if k not in RESUMABLE_CHANGES}
 
 
-def _collate(ds, indices: np.ndarray, pad_id: int, multiple: int) -> dict:
+def collate_packs(ds, indices: np.ndarray, pad_id: int, multiple: int) -> dict:
+    """Packs ``indices`` of ``ds`` as a torch batch, padded to a multiple of ``multiple``."""
     from template_forge.pack import collate
 
     packs = [ds[int(i)] for i in indices]
@@ -198,6 +199,25 @@ class Metrics:
                 fh.write(json.dumps(record) + "\n")
 
 
+def accumulate(ddp, micro: list[dict], *, dist: Dist, global_trained: float, attn: str, device, dtype,
+               autocast: bool) -> float:
+    """Backward over a step's micro-batches; returns this rank's summed token loss.
+
+    Each micro-batch's summed loss is scaled by ``world / global_trained`` (the trained tokens
+    of the whole step on every rank): DDP averages gradients over ranks, so × world makes that
+    a sum, and ÷ all trained tokens makes the step's loss their mean. Gradients are synced
+    across ranks once, on the last micro-batch.
+    """
+    step_loss = 0.0
+    for k, batch in enumerate(micro):
+        sync = (k == len(micro) - 1) or not dist.enabled
+        with ddp.no_sync() if not sync else contextlib.nullcontext():
+            loss = loss_sum(ddp, batch, attn=attn, device=device, dtype=dtype, autocast=autocast)
+            (loss * dist.world / max(global_trained, 1)).backward()
+        step_loss += float(loss.detach())
+    return step_loss
+
+
 def evaluate(model, ds, *, batch_size: int, dist: Dist, pad_id: int, attn: str, device, dtype, autocast,
              multiple: int) -> tuple[float, int]:
     """Mean token loss over the whole validation set (each rank takes every world-th batch)."""
@@ -207,7 +227,7 @@ def evaluate(model, ds, *, batch_size: int, dist: Dist, pad_id: int, attn: str, 
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     with torch.no_grad():
         for b in batches[dist.rank::dist.world]:
-            batch = _collate(ds, b, pad_id, multiple)
+            batch = collate_packs(ds, b, pad_id, multiple)
             total += float(loss_sum(model, batch, attn=attn, device=device, dtype=dtype, autocast=autocast))
             tokens += int(batch["num_trained"])
     model.train()
@@ -259,9 +279,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     from template_forge.vocab import cached_vocab
 
     vocab = cached_vocab(str(tokenizer_path))
-    if vocab.tok.get_vocab_size(with_added_tokens=True) > model_config.get("vocab_size", math.inf):
+    tokens = vocab.tok.get_vocab_size(with_added_tokens=True)
+    if tokens > model_config.get("vocab_size", math.inf):
         raise ConfigError([Problem(str(tokenizer_path), "tokenizer", (
-            f"has {vocab.tok.get_vocab_size(with_added_tokens=True)} tokens, the model's vocab_size is "
+            f"has {tokens} tokens, the model's vocab_size is "
             f"{model_config.get('vocab_size')}: ids past the embedding would crash training. Use the model's own "
             "tokenizer."))])
     context_length = config.context_length or int(model_config.get("max_position_embeddings", 2048))
@@ -341,21 +362,14 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not show, ncols=min(width, 140))
     while step < end:
         t0 = time.perf_counter()
-        micro = [_collate(train_ds, idx, pad_id, multiple) for idx in schedule.micro_batches(step, dist.rank)]
-        local_trained = sum(int(b["num_trained"]) for b in micro)
-        local_tokens = sum(b["num_tokens"] for b in micro)
+        indices = schedule.micro_batches(step, dist.rank)
+        micro = [collate_packs(train_ds, idx, pad_id, multiple) for idx in indices]
         if rank_log is not None:
-            rank_log.write(json.dumps({"step": step + 1, "packs": [i.tolist() for i in
-                                                                     schedule.micro_batches(step, dist.rank)]}) + "\n")
-        global_trained, global_tokens = dist.sum([local_trained, local_tokens])
-        step_loss = 0.0
-        for k, batch in enumerate(micro):
-            sync = (k == len(micro) - 1) or not dist.enabled
-            with ddp.no_sync() if not sync else contextlib.nullcontext():
-                loss = loss_sum(ddp, batch, attn=attn, device=device, dtype=dtype, autocast=autocast)
-                # DDP averages gradients over ranks; × world makes that a sum, ÷ all trained tokens the mean.
-                (loss * dist.world / max(global_trained, 1)).backward()
-            step_loss += float(loss.detach())
+            rank_log.write(json.dumps({"step": step + 1, "packs": [i.tolist() for i in indices]}) + "\n")
+        global_trained, global_tokens = dist.sum([sum(int(b["num_trained"]) for b in micro),
+                                                  sum(b["num_tokens"] for b in micro)])
+        step_loss = accumulate(ddp, micro, dist=dist, global_trained=global_trained, attn=attn, device=device,
+                               dtype=dtype, autocast=autocast)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -387,8 +401,9 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
                           keep=config.max_num_checkpoints,
                           state={"step": step, "epoch": schedule.epoch_of(step), "total_steps": total,
                                  "trained_tokens": trained_so_far, "config": resolved,
+                                 # where the data order stands: the next step's epoch and place in it
                                  "data": {"num_packs": len(train_ds), "steps_per_epoch": schedule.steps_per_epoch,
-                                          "next_step": step, "epoch": step // schedule.steps_per_epoch,
+                                          "epoch": step // schedule.steps_per_epoch,
                                           "step_in_epoch": step % schedule.steps_per_epoch}})
             msg = f"step {step}/{total}: loss {record['loss']:.4f}"
             if eval_record:
@@ -443,19 +458,13 @@ def _final_output(out: Path, *, model, config: TrainConfig, spec, base: Path) ->
     tmp = out / ".final.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    model.save_pretrained(tmp, safe_serialization=True)
-    (tmp / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
     # name the base as the user did (an s3:// URL, a path), not the local cache folder
-    adapter_config = json.loads((tmp / "adapter_config.json").read_text(encoding="utf-8"))
-    adapter_config["base_model_name_or_path"] = config.initial_base_model_ckpt_path or config.model_id
-    (tmp / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n", encoding="utf-8")
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.save_pretrained(tmp)
+    ckpt.save_adapter(model, tmp, base_name=config.initial_base_model_ckpt_path or config.model_id)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
     install_chat_template(tmp, compile_template(spec))
+    ckpt.fsync_tree(tmp)
     for f in sorted(tmp.iterdir()):
         if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
             os.replace(f, out / f.name)
     shutil.rmtree(tmp, ignore_errors=True)
 

@@ -10,7 +10,6 @@ it is O(L²) memory).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from template_forge.errors import ConfigError, DataError, Problem
+from template_forge.io import read_json_object
 from tforge_trainer.config import TrainConfig, family_of
 
 IGNORE_INDEX = -100
@@ -34,12 +34,9 @@ class Weights:
 
 
 def _read_json(path: Path, what: str) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing. {what}") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}).") from None
+    if not path.is_file():
+        raise DataError(f"{path}: missing. {what}")
+    return read_json_object(path)
 
 
 def check_family(config: TrainConfig, base: Path, label: str) -> dict:
