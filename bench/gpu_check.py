@@ -134,9 +134,9 @@ def sample_lengths(rng: np.random.Generator, n: int, context: int) -> np.ndarray
 
 def synthetic_packed(work: Path, *, shape: Shape, tokens: int, seed: int):
     """Random token ids in a ``tforge tokenize``-layout folder, packed by ``pack_tokenized``."""
-    from template_forge.mask import Encoded
-    from template_forge.shards import PackedDataset, pack_tokenized
-    from template_forge.tokenized import FORMAT, MANIFEST, ShardWriter
+    from template_forge.data.packed import PackedDataset, pack_tokenized
+    from template_forge.data.tokenized import FORMAT, MANIFEST, ShardWriter
+    from template_forge.tokens.encoder import Encoded
 
     rng = np.random.default_rng(seed)
     lens = sample_lengths(rng, max(8, int(tokens / (0.3 * shape.context))), shape.context)
@@ -173,12 +173,12 @@ def sharegpt_packed(work: Path, *, shape: Shape, tokens: int, seed: int):
     import llama_models
 
     sys.path.insert(0, str(ROOT / "bench"))
-    import sharegpt
+    from template_forge.data.packed import PackedDataset
+    from template_forge.data.prepare import prepare_file
+    from template_forge.format.formats import load_builtin
+    from template_forge.tokens import convert
 
-    from template_forge import convert
-    from template_forge.prepare import prepare_file
-    from template_forge.registry import load_builtin
-    from template_forge.shards import PackedDataset
+    import sharegpt
 
     tok = convert.save(convert.from_tiktoken(Path(llama_models.__file__).parent / "llama3/tokenizer.model"),
                        work / "tokenizer")

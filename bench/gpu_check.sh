@@ -8,7 +8,7 @@
 #
 # Needs torch, transformers, peft, numpy, pyarrow, pydantic, PyYAML, tqdm (flash-attn optional)
 # in that Python; no network. The
-# working tree's template_forge and trainer/ (as tforge_trainer) are put first on PYTHONPATH.
+# working tree's template_forge and trainer/tforge_trainer are put first on PYTHONPATH.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,12 +29,8 @@ elif [[ $smoke == 0 ]]; then
     echo "gpu_check: nvidia-smi not found; is this the GPU machine?" >&2
 fi
 
-# The trainer ships as the folder trainer/ mapped to the package tforge_trainer: a link in an
-# ignored folder makes the working tree's copy importable whatever is installed.
-shim="$REPO/.bench-cache/gpu_check_path"
-mkdir -p "$shim"
-ln -sfn "$REPO/trainer" "$shim/tforge_trainer"
-export PYTHONPATH="$shim:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# The working tree's packages first, whatever is installed: template_forge/ and trainer/tforge_trainer/.
+export PYTHONPATH="$REPO:$REPO/trainer${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false TRANSFORMERS_VERBOSITY=error
 
 "$PY" - "$smoke" <<'EOF'

@@ -35,9 +35,9 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
-from template_forge.pack import collate, plan_packs  # noqa: E402
-from template_forge.shards import PackedDataset, pack_tokenized  # noqa: E402
-from template_forge.tokenized import TokenizedDataset  # noqa: E402
+from template_forge.data.packed import PackedDataset, pack_tokenized  # noqa: E402
+from template_forge.data.packing import collate, plan_packs  # noqa: E402
+from template_forge.data.tokenized import TokenizedDataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tokens per second one GPU consumes when LoRA-training an 8B model on packed 4096-token
@@ -49,11 +49,11 @@ def tokenized_sharegpt(cache: Path) -> Path:
     """ShareGPT V3 → JSONL → `tforge tokenize` with Llama 3, once."""
     import json
 
+    from template_forge.data.prepare import tokenize_file
+    from template_forge.format.formats import load_builtin
+
     import sharegpt
     from preprocess import tokenizer_dir
-
-    from template_forge.pipeline import tokenize_file
-    from template_forge.registry import load_builtin
 
     out = cache / "sharegpt-llama3-tokenized"
     if (out / "manifest.json").is_file():

@@ -30,14 +30,14 @@ from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sharegpt  # noqa: E402
-
-from template_forge import convert  # noqa: E402
-from template_forge.compiler import compile_template  # noqa: E402
-from template_forge.mask import Encoder, Vocab  # noqa: E402
+from template_forge.format.compiler import compile_template  # noqa: E402
+from template_forge.format.formats import load_builtin  # noqa: E402
+from template_forge.format.render import render  # noqa: E402
 from template_forge.parallel import default_workers  # noqa: E402
-from template_forge.registry import load_builtin  # noqa: E402
-from template_forge.render import render  # noqa: E402
+from template_forge.tokens import convert  # noqa: E402
+from template_forge.tokens.encoder import Encoder, Vocab  # noqa: E402
+
+import sharegpt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUPS = {

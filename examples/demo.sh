@@ -64,7 +64,7 @@ echo; echo "== pack 0, sample by sample; then what a trainer derives from seq_le
 "$BIN/python" - "$OUT/train-packed" <<'PY'
 import sys
 import numpy as np
-from template_forge.shards import PackedDataset
+from template_forge.data.packed import PackedDataset
 pack = PackedDataset(sys.argv[1])[0]
 np.set_printoptions(linewidth=110, threshold=40, edgeitems=6)
 print("seq_lengths ", pack.seq_lengths, " cu_seqlens", pack.cu_seqlens)

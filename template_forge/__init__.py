@@ -18,19 +18,19 @@ Examples:
     '<|begin_of_text|><|start_header_id|>user<|end_header_id|>\\n\\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n'
 """
 
-from template_forge.compiler import compile_template
 from template_forge.errors import DataError, RenderError, SpecError, TemplateForgeError
-from template_forge.registry import builtin_names, load_builtin
-from template_forge.render import Rendered, Segment, render
-from template_forge.spec import Spec, load_spec, load_spec_text, spec_from_dict
+from template_forge.format.compiler import compile_template
+from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.render import Rendered, Segment, render
+from template_forge.format.spec import Spec, load_spec, load_spec_text, spec_from_dict
 
 __version__ = "0.1.0"
 
-_LAZY = {"encode": "template_forge.mask", "encode_batch": "template_forge.mask", "Encoder": "template_forge.mask",
-         "Encoded": "template_forge.mask", "Vocab": "template_forge.vocab",
-         "TokenizedDataset": "template_forge.tokenized", "tokenize_file": "template_forge.pipeline",
-         "plan_packs": "template_forge.pack", "collate": "template_forge.pack", "PackedDataset": "template_forge.shards",
-         "pack_tokenized": "template_forge.shards", "prepare_file": "template_forge.prepare"}
+_LAZY = {"encode": "template_forge.tokens.encoder", "encode_batch": "template_forge.tokens.encoder", "Encoder": "template_forge.tokens.encoder",
+         "Encoded": "template_forge.tokens.encoder", "Vocab": "template_forge.tokens.vocab",
+         "TokenizedDataset": "template_forge.data.tokenized", "tokenize_file": "template_forge.data.prepare",
+         "plan_packs": "template_forge.data.packing", "collate": "template_forge.data.packing", "PackedDataset": "template_forge.data.packed",
+         "pack_tokenized": "template_forge.data.packed", "prepare_file": "template_forge.data.prepare"}
 
 
 def __getattr__(name: str):

@@ -86,7 +86,7 @@ def real_tokenizer(request):
         key = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
         folder = Path(request.config.cache.mkdir("tforge-tokenizers")) / f"{name}-{key}"
         if not (folder / "tokenizer.json").is_file():
-            from template_forge import convert
+            from template_forge.tokens import convert
 
             tok = convert.from_tiktoken(source) if kind == "tiktoken" else convert.from_sentencepiece(source)
             tmp = folder.with_name(folder.name + ".tmp")

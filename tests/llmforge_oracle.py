@@ -1,7 +1,7 @@
 """An independent statement of llmforge's renderer, for differential tests of render().
 
 Written step by step from the behaviour of llmforge / Ray Serve's ``PromptFormat``
-(see docs/spec.md), deliberately in the opposite style to template_forge.render: it
+(see docs/spec.md), deliberately in the opposite style to template_forge.format.render: it
 mutates a list of messages, pops the system message, re-inserts it, strips inside the
 main loop and formats with ``str.format``. It knows only the ten llmforge fields.
 """

@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from template_forge.errors import RenderError
+from template_forge.format.compiler import compile_template
+from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.render import render
+
 from conftest import official
 from strategies import conversations
-from template_forge.compiler import compile_template
-from template_forge.errors import RenderError
-from template_forge.registry import builtin_names, load_builtin
-from template_forge.render import render
 
 hf = pytest.importorskip("transformers.utils.chat_template_utils")
 

@@ -7,11 +7,12 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_tokenizer, official
-from template_forge.check import check_template, load_template, sample_conversations
 from template_forge.cli import main
 from template_forge.errors import DataError
-from template_forge.registry import load_builtin
+from template_forge.format.check import check_template, load_template, sample_conversations
+from template_forge.format.formats import load_builtin
+
+from conftest import make_tokenizer, official
 
 pytest.importorskip("transformers")
 

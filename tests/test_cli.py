@@ -8,11 +8,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_tokenizer
 from template_forge.cli import main
-from template_forge.compiler import compile_template
-from template_forge.registry import builtin_names, load_builtin
-from template_forge.render import render
+from template_forge.format.compiler import compile_template
+from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.render import render
+
+from conftest import make_tokenizer
 
 CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi {{ there }}"},
         {"role": "assistant", "content": "Hello!"}]

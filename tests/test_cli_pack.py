@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import ROOT
 from template_forge.cli import main
-from template_forge.mask import Encoder
-from template_forge.registry import load_builtin
-from template_forge.shards import PackedDataset, read_manifest
+from template_forge.data.packed import PackedDataset, read_manifest
+from template_forge.format.formats import load_builtin
+from template_forge.tokens.encoder import Encoder
+
+from conftest import ROOT
 
 EXAMPLE = ROOT / "examples" / "train.jsonl"
 
@@ -168,8 +169,9 @@ def test_inspect_a_pack_shows_each_sample_and_its_line(runner, data, tok, tmp_pa
 
 
 def test_an_interrupted_prepare_resumes_without_tokenizing_again(data, tok, tmp_path, monkeypatch):
-    from template_forge import prepare, shards
-    from template_forge.registry import load_builtin as builtin
+    from template_forge.data import packed as shards
+    from template_forge.data import prepare
+    from template_forge.format.formats import load_builtin as builtin
 
     out = tmp_path / "packed"
     real_write, real_tokenize = shards._write_shard, prepare.tokenize_file

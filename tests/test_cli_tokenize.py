@@ -9,11 +9,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import REAL_TOKENIZERS, _vendor_file
 from template_forge.cli import main
-from template_forge.mask import encode
-from template_forge.registry import load_builtin
-from template_forge.tokenized import TokenizedDataset
+from template_forge.data.tokenized import TokenizedDataset
+from template_forge.format.formats import load_builtin
+from template_forge.tokens.encoder import encode
+
+from conftest import REAL_TOKENIZERS, _vendor_file
 
 CONV = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
                      {"role": "assistant", "content": "Hello!"}]}

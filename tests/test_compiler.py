@@ -8,12 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from strategies import conversations, spec_dicts, TRICKY
-from template_forge.compiler import compile_template, jinja_literal
 from template_forge.errors import RenderError
-from template_forge.registry import builtin_names, load_builtin
-from template_forge.render import render
-from template_forge.spec import spec_from_dict
+from template_forge.format.compiler import compile_template, jinja_literal
+from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.render import render
+from template_forge.format.spec import spec_from_dict
+
+from strategies import TRICKY, conversations, spec_dicts
 
 transformers_utils = pytest.importorskip("transformers.utils.chat_template_utils")
 

@@ -1,7 +1,7 @@
 """Corpus conformance: our specs in ``fixtures/corpus/`` against the official chat templates.
 
 For every spec in ``fixtures/corpus/<template>.yaml`` we render generated conversations with
-(a) :func:`template_forge.render.render` and (b) the official Jinja template from the shared
+(a) :func:`template_forge.format.render.render` and (b) the official Jinja template from the shared
 conformance corpus through transformers' own renderer (``render_jinja_template``), and require
 the same text, or an error on both sides (jinja2 ``TemplateError`` / our ``RenderError``).
 
@@ -33,10 +33,11 @@ from functools import lru_cache
 import pytest
 
 from template_forge.errors import RenderError
-from template_forge.render import render
-from template_forge.spec import load_spec
+from template_forge.format.render import render
+from template_forge.format.spec import load_spec
 
-from conftest import CONFORMANCE as CORPUS, FIXTURES
+from conftest import CONFORMANCE as CORPUS
+from conftest import FIXTURES
 
 SPECS = FIXTURES / "corpus"
 

@@ -13,8 +13,8 @@ def test_import_pulls_in_nothing_heavy():
 
 
 def test_tokenizing_modules_never_import_torch_or_transformers():
-    code = ("import sys, template_forge.mask, template_forge.pipeline, template_forge.tokenized, template_forge.view, "
-            "template_forge.pack, template_forge.shards, template_forge.prepare, template_forge.cli_data; "
+    code = ("import sys, template_forge.tokens.encoder, template_forge.data.prepare, template_forge.data.tokenized, template_forge.tokens.view, "
+            "template_forge.data.packing, template_forge.data.packed, template_forge.data.prepare, template_forge.cli.packs; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -23,7 +23,7 @@ def test_tokenizing_modules_never_import_torch_or_transformers():
 def test_lazy_exports():
     import template_forge as tf
 
-    assert tf.encode is __import__("template_forge.mask", fromlist=["encode"]).encode
+    assert tf.encode is __import__("template_forge.tokens.encoder", fromlist=["encode"]).encode
     assert tf.Encoder.__name__ == "Encoder" and tf.TokenizedDataset.__name__ == "TokenizedDataset"
-    assert tf.plan_packs is __import__("template_forge.pack", fromlist=["plan_packs"]).plan_packs
+    assert tf.plan_packs is __import__("template_forge.data.packing", fromlist=["plan_packs"]).plan_packs
     assert tf.PackedDataset.__name__ == "PackedDataset" and callable(tf.prepare_file) and callable(tf.collate)

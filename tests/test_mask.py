@@ -10,13 +10,14 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from strategies import TRICKY, conversations
-from template_forge.compiler import compile_template
 from template_forge.errors import RenderError
-from template_forge.mask import Encoder, Vocab, _mask_monotone, encode, mask_from_spans
-from template_forge.registry import builtin_names, load_builtin
-from template_forge.render import render
-from template_forge.spec import spec_from_dict
+from template_forge.format.compiler import compile_template
+from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.render import render
+from template_forge.format.spec import spec_from_dict
+from template_forge.tokens.encoder import Encoder, Vocab, _mask_monotone, encode, mask_from_spans
+
+from strategies import TRICKY, conversations
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 TOKENIZERS = ["llama3", "mistral-v1", "mistral-v3"]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from template_forge.pack import IGNORE_INDEX, collate, cu_seqlens, labels, plan_packs, position_ids
+from template_forge.data.packing import IGNORE_INDEX, collate, cu_seqlens, labels, plan_packs, position_ids
 
 
 def reference_bfd(sizes: list[int], capacity: int) -> list[int]:
@@ -41,7 +41,7 @@ lengths_st = st.lists(st.integers(0, 70), max_size=80)
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 50), st.lists(st.integers(1, 50), max_size=80))
 def test_vectorised_bfd_equals_item_by_item_best_fit(capacity, sizes):
-    from template_forge.pack import _best_fit_decreasing
+    from template_forge.data.packing import _best_fit_decreasing
 
     sizes = sorted((min(s, capacity) for s in sizes), reverse=True)
     got = _best_fit_decreasing(np.array(sizes, dtype=np.int64), capacity).tolist()

@@ -6,7 +6,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-
 from conftest import ROOT
 
 
@@ -26,11 +25,11 @@ def test_wheel_ships_templates_and_they_load_when_installed(tmp_path):
     assert {p.name for p in (ROOT / "templates").glob("*.yaml")} | {"README.md"} <= shipped
     # the trainer ships as the tforge_trainer package
     trainer = {Path(n).name for n in names if n.startswith("tforge_trainer/")}
-    assert {p.name for p in (ROOT / "trainer").glob("*.py")} <= trainer
+    assert {p.name for p in (ROOT / "trainer" / "tforge_trainer").glob("*.py")} <= trainer
     # Install into a bare target folder and load a built-in from there, away from the source tree.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    code = ("import template_forge.registry as r; p = r._templates_dir(); "
+    code = ("import template_forge.format.formats as r; p = r._templates_dir(); "
             "print(p); print(r.load_builtin('llama3').name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})

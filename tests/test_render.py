@@ -6,11 +6,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strategies import conversations, spec_dicts
 from template_forge.errors import RenderError
-from template_forge.registry import builtin_names, load_builtin
-from template_forge.render import promises_prefix, render, SEGMENT_KINDS
-from template_forge.spec import spec_from_dict
+from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.render import SEGMENT_KINDS, promises_prefix, render
+from template_forge.format.spec import spec_from_dict
+
+from strategies import conversations, spec_dicts
 
 # llmforge's expected training strings, as ray-project/ray copies them into
 # python/ray/llm/tests/serve/cpu/common/test_prompt_format_consistency.py

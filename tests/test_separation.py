@@ -2,7 +2,7 @@
 
 On tiny random causal LMs (built from a config, CPU, float64), the summed loss of a packed
 batch — per-sample ``position_ids``, a block-diagonal causal mask, ``labels`` from
-:func:`template_forge.pack.labels` — equals the sum of the losses of the same samples run
+:func:`template_forge.data.packing.labels` — equals the sum of the losses of the same samples run
 one by one. The negative controls show what each ingredient prevents: a plain causal mask
 lets samples attend across the boundary, labels without the first-token −100 train one
 sample's start on its neighbour's end, and (for absolute position embeddings) positions
@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from template_forge.pack import IGNORE_INDEX, collate
+from template_forge.data.packing import IGNORE_INDEX, collate
 
 VOCAB = 101
 

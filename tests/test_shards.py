@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from template_forge import shards
+from template_forge.data import packed as shards
+from template_forge.data.packed import FORMAT, PackedDataset, pack_tokenized, read_manifest
+from template_forge.data.tokenized import FORMAT as TOKENIZED_FORMAT
+from template_forge.data.tokenized import MANIFEST, ShardWriter
 from template_forge.errors import DataError
-from template_forge.mask import Encoded
-from template_forge.shards import FORMAT, PackedDataset, pack_tokenized, read_manifest
-from template_forge.tokenized import FORMAT as TOKENIZED_FORMAT
-from template_forge.tokenized import MANIFEST, ShardWriter
+from template_forge.tokens.encoder import Encoded
 
 
 def write_tokenized(folder, rows: list[Encoded], *, batch_rows: int = 3, shard_bytes: int = 1 << 20) -> None:
@@ -263,7 +263,7 @@ def test_shards_in_the_ipc_file_format_are_read_too(tmp_path):
             with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
             assert shard.read_bytes()[:6] == b"ARROW1"
-    from template_forge.tokenized import TokenizedDataset
+    from template_forge.data.tokenized import TokenizedDataset
 
     assert [r.input_ids.tolist() for r in TokenizedDataset(tmp_path / "tok")] == [r.input_ids.tolist() for r in rows]
     packed = PackedDataset(tmp_path / "p")

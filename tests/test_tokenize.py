@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from template_forge.data import parse_line
+from template_forge.data.conversations import parse_line
+from template_forge.data.prepare import tokenize_file
+from template_forge.data.tokenized import TokenizedDataset, sha256_file
 from template_forge.errors import DataError
-from template_forge.mask import Encoder
-from template_forge.pipeline import tokenize_file
-from template_forge.registry import load_builtin
-from template_forge.tokenized import TokenizedDataset, sha256_file
+from template_forge.format.formats import load_builtin
+from template_forge.tokens.encoder import Encoder
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]}
 
@@ -187,7 +187,7 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, llama3):
 
 def test_an_interrupted_run_leaves_nothing(tmp_path, llama3, monkeypatch):
     data = _write(tmp_path / "d.jsonl", [_conv(i) for i in range(50)])
-    import template_forge.tokenized as tokenized
+    import template_forge.data.tokenized as tokenized
 
     def boom(self):
         raise KeyboardInterrupt

@@ -79,7 +79,7 @@ def ensure_tokenizer(tokenizer_dir: Path | None, staging: Path) -> Path:
         check_llama3_tokenizer(tokenizer_dir / "tokenizer.json")
         print(f"tokenizer: reusing {tokenizer_dir}")
         return tokenizer_dir
-    from template_forge import convert
+    from template_forge.tokens import convert
 
     source = llama3_tokenizer_model()
     print(f"tokenizer: converting {source} (offline)")

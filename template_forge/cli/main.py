@@ -13,15 +13,15 @@ import sys
 
 import click
 
-from template_forge.check import check_template, load_template
-from template_forge.cli_data import load_encoder, pack_cmd, prepare_cmd, progress_bar, stats_cmd, tokenize_options
-from template_forge.cli_train import merge_cmd, plot_cmd, train_cmd
-from template_forge.compiler import compile_template
+from template_forge.cli.packs import load_encoder, pack_cmd, prepare_cmd, progress_bar, stats_cmd, tokenize_options
+from template_forge.cli.train import merge_cmd, plot_cmd, train_cmd
 from template_forge.errors import DataError, TemplateForgeError
+from template_forge.format.check import check_template, load_template
+from template_forge.format.compiler import compile_template
+from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.render import Rendered, render
+from template_forge.format.spec import load_spec
 from template_forge.io import install_chat_template, write_atomic
-from template_forge.registry import builtin_names, load_builtin
-from template_forge.render import Rendered, render
-from template_forge.spec import load_spec
 
 # Colours of `tforge render`: what is trained stands out, the rest is muted by role.
 STYLES = {
@@ -161,7 +161,7 @@ def check_cmd(ctx: click.Context, spec: str, template: str, samples: int, seed: 
 
 
 def _tokenizer_arg(value: str):
-    from template_forge.mask import Vocab
+    from template_forge.tokens.encoder import Vocab
 
     return Vocab(value)
 
@@ -182,7 +182,7 @@ def tokenize_cmd(data: str, fmt: str, tokenizer: str, output: str, max_length: i
     Writes OUTPUT/shard-NNNNN.arrow (columns input_ids, loss_mask, num_tokens, num_trained,
     line) and OUTPUT/manifest.json (counts, token totals, hashes of spec, tokenizer and data).
     """
-    from template_forge.pipeline import describe_skips, tokenize_file
+    from template_forge.data.prepare import describe_skips, tokenize_file
 
     spec, encoder = load_encoder(fmt, tokenizer, policy, parse_special)
     size = os.path.getsize(data) if os.path.isfile(data) else 0
@@ -219,12 +219,13 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
     SOURCE is a `tforge tokenize` or `tforge pack` output folder (pick a row, or a pack,
     with --row) or a conversation file: JSON messages, or JSONL with --line (then --format and --tokenizer are needed).
     """
-    from template_forge import view
-    from template_forge.mask import Encoder
+    from template_forge.tokens import view
+    from template_forge.tokens.encoder import Encoder
 
     if os.path.isdir(source):
-        from template_forge.shards import FORMAT as PACKED, PackedDataset, read_manifest
-        from template_forge.tokenized import TokenizedDataset
+        from template_forge.data.packed import FORMAT as PACKED
+        from template_forge.data.packed import PackedDataset, read_manifest
+        from template_forge.data.tokenized import TokenizedDataset
 
         packed = read_manifest(source).get("format") == PACKED
         ds = PackedDataset(source) if packed else TokenizedDataset(source)
@@ -264,8 +265,8 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
 
 def _inspect_pack(ds, row: int, vocab, as_table: bool, force_color: bool) -> None:
     """Each sample of pack ``row`` on its own, with where it came from."""
-    from template_forge import view
-    from template_forge.mask import Encoded
+    from template_forge.tokens import view
+    from template_forge.tokens.encoder import Encoded
 
     pack = ds[row]
     lines, starts = ds.sources(row)
@@ -285,7 +286,7 @@ def _read_messages(source: str, line_no: int | None) -> list:
         line_no = 1  # a JSONL file: its first conversation unless --line says otherwise
     if line_no is None:
         return _read_conversation(source)
-    from template_forge.data import BadLine, parse_line
+    from template_forge.data.conversations import BadLine, parse_line
 
     with open(source, "rb") as fh:
         for number, raw in enumerate(fh, 1):
@@ -309,7 +310,7 @@ def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str) -> None:
     tokens and encode exactly like SentencePiece (merges ranked by score, legacy=False).
     """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from template_forge import convert
+    from template_forge.tokens import convert
 
     if kind == "auto":
         with open(vocab_file, "rb") as fh:
@@ -334,6 +335,3 @@ def formats_cmd() -> None:
 for _command in (pack_cmd, prepare_cmd, stats_cmd, train_cmd, plot_cmd, merge_cmd):
     main.add_command(_command)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

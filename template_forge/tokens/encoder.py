@@ -1,6 +1,6 @@
 """Conversations → ``input_ids`` + token-level ``loss_mask``, exact and fast.
 
-The rendered text comes from :func:`template_forge.render.render` (no Jinja at run time), is
+The rendered text comes from :func:`template_forge.format.render.render` (no Jinja at run time), is
 tokenized once, and tokens are aligned to the renderer's segments by their byte spans. The
 result is, by construction and by test:
 
@@ -20,7 +20,7 @@ does not end the turn. ``parse_special=True`` parses them as control tokens ever
 which is what a whole-string tokenization of the rendered text does.
 
 The tokenizer side (special tokens, byte lengths, the tiktoken fast path for byte-level
-vocabularies) lives in :mod:`template_forge.vocab`.
+vocabularies) lives in :mod:`template_forge.tokens.vocab`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from template_forge.errors import RenderError
-from template_forge.render import Rendered, render
-from template_forge.spec import Spec
-from template_forge.vocab import ENGINES, Vocab, cached_vocab, load_tokenizer
+from template_forge.format.render import Rendered, render
+from template_forge.format.spec import Spec
+from template_forge.tokens.vocab import ENGINES, Vocab, cached_vocab, load_tokenizer
 
 __all__ = ["ENGINES", "POLICIES", "Encoded", "Encoder", "Vocab", "cached_vocab", "encode", "encode_batch",
            "load_tokenizer", "mask_from_spans", "trained_char_spans", "trained_messages"]
@@ -187,7 +187,7 @@ class Encoder:
         in the assistant suffix, would be tokenized as text instead of as one special token.
 
         Examples:
-            >>> from template_forge.registry import load_builtin
+            >>> from template_forge.format.formats import load_builtin
             >>> from tokenizers import Tokenizer, models
             >>> enc = Encoder(load_builtin("chatml"), Tokenizer(models.BPE()))
             >>> print(enc.pairing_warnings()[0])  # doctest: +ELLIPSIS
@@ -394,7 +394,7 @@ def encode(spec: Spec, tokenizer: Any, messages: Sequence[Mapping[str, Any]], *,
     """Encode one conversation; see :class:`Encoder` (build one to encode many).
 
     Examples:
-        >>> from template_forge.registry import load_builtin
+        >>> from template_forge.format.formats import load_builtin
         >>> from tokenizers import Tokenizer, models, pre_tokenizers
         >>> tok = Tokenizer(models.BPE({c: i for i, c in enumerate("<>|abcdefghijklmnopqrstuvwxyz_ \\n")}, []))
         >>> tok.pre_tokenizer = pre_tokenizers.Split(" ", "isolated")

@@ -19,7 +19,7 @@ from position ``i - 1``. The first token of sample 1 would be "predicted" from t
 token of sample 0, which is why it is always −100 here; do not shift labels yourself.
 
 Planning is pure numpy on lengths, so millions of samples plan in seconds; the tokens
-themselves are moved by :mod:`template_forge.shards`.
+themselves are moved by :mod:`template_forge.data.packed`.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def collate(packs: Sequence, *, length: int | None = None, pad_id: int = 0) -> d
     """Stack packs into a batch of numpy arrays, padded on the right to ``length``.
 
     ``packs`` are objects with ``input_ids``, ``loss_mask`` and ``seq_lengths`` (such as
-    :class:`template_forge.shards.Pack`). Padding is a segment of its own: labels −100,
+    :class:`template_forge.data.packed.Pack`). Padding is a segment of its own: labels −100,
     positions from 0, and its own entry in ``seq_lengths`` and ``cu_seqlens``, so a
     block-diagonal or varlen attention keeps it apart from the samples.
 

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from template_forge.errors import ConfigError, Problem
-from template_forge.spec import LineIndex, did_you_mean, parse_yaml
+from template_forge.format.spec import LineIndex, did_you_mean, parse_yaml
 
 # llmforge keys that this trainer reads but does not act on. Listed in one warning.
 LLMFORGE_IGNORED = {
@@ -322,8 +322,9 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 def _lora_problems(lora: dict, where) -> list[Problem]:
     """Unknown ``lora_config`` keys, named with a did-you-mean (PEFT's LoraConfig fields)."""
     try:
-        from peft import LoraConfig
         import dataclasses
+
+        from peft import LoraConfig
 
         known = {f.name for f in dataclasses.fields(LoraConfig)}
     except ImportError:
@@ -334,7 +335,7 @@ def _lora_problems(lora: dict, where) -> list[Problem]:
 
 def _prompt_format_problem(value: Any, where) -> Problem | None:
     from template_forge.errors import SpecError
-    from template_forge.spec import spec_from_dict
+    from template_forge.format.spec import spec_from_dict
 
     if value is None:
         return None
@@ -346,8 +347,8 @@ def _prompt_format_problem(value: Any, where) -> Problem | None:
 
 
 def load_format(config: TrainConfig):
-    """The :class:`~template_forge.spec.Spec` the run trains on."""
-    from template_forge.spec import spec_from_dict
+    """The :class:`~template_forge.format.spec.Spec` the run trains on."""
+    from template_forge.format.spec import spec_from_dict
 
     name = config.format_name()
     return spec_from_dict({"prompt_format": name if name is not None else config.prompt_format},

@@ -7,10 +7,10 @@ Arrow booleans are bit-packed and cannot be viewed from numpy), ``seq_lengths``
 (``list<int32>``, where each piece starts in its sample: 0 unless a long sample was split).
 ``position_ids``,
 ``cu_seqlens`` and ``labels`` are derived from ``seq_lengths`` when a batch is made
-(:mod:`template_forge.pack`), so they are never stored. Shards are uncompressed Arrow IPC
+(:mod:`template_forge.data.packing`), so they are never stored. Shards are uncompressed Arrow IPC
 streams of bounded size, memory-mapped zero-copy by plain pyarrow and by
 ``datasets.Dataset.from_file`` (which reads only the stream format; see
-:func:`template_forge.tokenized.open_arrow`).
+:func:`template_forge.data.tokenized.open_arrow`).
 
 Writing is resumable and never leaves a manifest that lies: shards are written into
 ``.NAME.partial/`` beside the output, each through a temporary file and a rename, with a
@@ -32,12 +32,19 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from template_forge.data.packing import Plan, cu_seqlens, labels, plan_packs, position_ids
+from template_forge.data.tokenized import (
+    MANIFEST,
+    HashingFile,
+    TokenizedDataset,
+    open_arrow,
+    read_manifest,
+    sha256_file,
+    verify_shards,
+)
 from template_forge.errors import DataError
 from template_forge.io import occupied, replace_dir, write_atomic
-from template_forge.mask import Encoded
-from template_forge.pack import Plan, cu_seqlens, labels, plan_packs, position_ids
-from template_forge.tokenized import (MANIFEST, HashingFile, TokenizedDataset, open_arrow, read_manifest,
-                                      sha256_file, verify_shards)
+from template_forge.tokens.encoder import Encoded
 
 FORMAT = "tforge.packed/1"
 PROGRESS = "progress.json"
@@ -56,7 +63,7 @@ def _schema():
 
 @dataclass(frozen=True)
 class Pack(Encoded):
-    """One pack: an :class:`~template_forge.mask.Encoded` of several samples end to end, and
+    """One pack: an :class:`~template_forge.tokens.encoder.Encoded` of several samples end to end, and
     their ``seq_lengths``. Arrays are read-only views of the memory-mapped shard.
 
     Examples:

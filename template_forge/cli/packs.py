@@ -55,8 +55,8 @@ def pack_options(command):
 
 def load_encoder(fmt: str, tokenizer: str, policy: str, parse_special: bool):
     """``(spec, encoder)`` for a command, with a warning when the tokenizer does not fit the format."""
-    from template_forge.mask import Encoder, Vocab
-    from template_forge.spec import load_spec
+    from template_forge.format.spec import load_spec
+    from template_forge.tokens.encoder import Encoder, Vocab
 
     spec = load_spec(fmt)
     encoder = Encoder(spec, Vocab(tokenizer), policy=policy, parse_special=parse_special)
@@ -104,7 +104,7 @@ def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, se
     loss_mask, seq_lengths, num_tokens, source_lines, source_starts) and OUTPUT/manifest.json. An
     interrupted run resumes when the same command is run again.
     """
-    from template_forge.shards import pack_tokenized
+    from template_forge.data.packed import pack_tokenized
 
     with _PackBar(f"packing {os.path.basename(os.path.normpath(tokenized))}", quiet) as bar:
         manifest = pack_tokenized(tokenized, output, context_length=context_length, overflow=overflow, seed=seed,
@@ -127,7 +127,7 @@ def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output
     If OUTPUT already holds this preparation (same data, format, tokenizer and options, by
     sha256), it is reused as it is.
     """
-    from template_forge.prepare import prepare_file
+    from template_forge.data.prepare import prepare_file
 
     spec, encoder = load_encoder(fmt, tokenizer, policy, parse_special)
     size = os.path.getsize(data) if os.path.isfile(data) else 0
@@ -172,8 +172,8 @@ def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> Non
     """Statistics of a `tforge tokenize` or `tforge pack` FOLDER, and length histograms."""
     import numpy as np
 
-    from template_forge.shards import FORMAT, PackedDataset, read_manifest
-    from template_forge.tokenized import TokenizedDataset
+    from template_forge.data.packed import FORMAT, PackedDataset, read_manifest
+    from template_forge.data.tokenized import TokenizedDataset
 
     manifest = read_manifest(folder)
     if manifest.get("format") == FORMAT:
@@ -205,7 +205,7 @@ def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> Non
 
 
 def _verify(folder: str, manifest: dict) -> None:
-    from template_forge.tokenized import verify_shards
+    from template_forge.data.tokenized import verify_shards
 
     click.echo(f"verified: {verify_shards(folder, manifest)} shards match the manifest's sha256", err=True)
 

@@ -11,9 +11,9 @@ from template_forge.errors import Problem, SpecError
 
 def _templates_dir() -> Path:
     """Where the built-in YAML files are: package data in a wheel, else the source tree."""
-    here = Path(__file__).resolve().parent
-    installed = here / "templates"  # wheel: templates/ is mapped to template_forge/templates/
-    return installed if installed.is_dir() else here.parent / "templates"  # checkout, editable install
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "templates"  # wheel: templates/ is mapped to template_forge/templates/
+    return installed if installed.is_dir() else package.parent / "templates"  # checkout, editable install
 
 
 def builtin_names() -> list[str]:
@@ -29,7 +29,7 @@ def builtin_names() -> list[str]:
 @lru_cache(maxsize=None)
 def load_builtin(name: str):
     """Load a built-in format by name (``llama3``, ``chatml``, …)."""
-    from template_forge.spec import load_spec_text
+    from template_forge.format.spec import load_spec_text
 
     path = _templates_dir() / f"{name}.yaml"
     if not path.is_file():

@@ -1,6 +1,6 @@
 """Spec → Hugging Face Jinja ``chat_template``.
 
-The compiled template renders byte-identically to :func:`template_forge.render.render`
+The compiled template renders byte-identically to :func:`template_forge.format.render.render`
 under ``transformers.apply_chat_template``. Two flavours:
 
 * ``inference`` (default): portable Jinja, no custom tags; honours ``add_generation_prompt``.
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import re
 
-from template_forge.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
+from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
+
 
 # --------------------------------------------------------------------------- literals and expressions
 def jinja_literal(text: str) -> str:
@@ -265,7 +266,7 @@ def compile_template(spec: Spec, *, training: bool = False) -> str:
         training: add ``{% generation %}`` spans (for ``return_assistant_tokens_mask``).
 
     Examples:
-        >>> from template_forge.registry import load_builtin
+        >>> from template_forge.format.formats import load_builtin
         >>> tmpl = compile_template(load_builtin("chatml"))
         >>> from jinja2.sandbox import ImmutableSandboxedEnvironment
         >>> env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from template_forge.errors import DataError
-from template_forge.render import ROLES, alternation_break
+from template_forge.format.render import ROLES, alternation_break
 
 #: Reason codes, in the order checks run.
 REASONS = {

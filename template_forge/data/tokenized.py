@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from template_forge.errors import DataError
-from template_forge.mask import Encoded
+from template_forge.tokens.encoder import Encoded
 
 MANIFEST = "manifest.json"
 FORMAT = "tforge.tokenized/1"
@@ -185,7 +185,7 @@ def read_manifest(folder: str | Path, *, expect: str | None = None) -> dict:
 class TokenizedDataset:
     """Read a ``tforge tokenize`` output folder; rows are memory-mapped, not copied.
 
-    ``ds[k]`` is an :class:`~template_forge.mask.Encoded` whose arrays view the mapped file;
+    ``ds[k]`` is an :class:`~template_forge.tokens.encoder.Encoded` whose arrays view the mapped file;
     ``ds.line(k)`` is the source line of row ``k``.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from template_forge.mask import Encoded, Vocab
+from template_forge.tokens.encoder import Encoded, Vocab
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from template_forge.data.packed import FORMAT as PACKED_FORMAT
+from template_forge.data.packed import PackedDataset, packed_manifest
 from template_forge.errors import DataError
-from template_forge.shards import FORMAT as PACKED_FORMAT
-from template_forge.shards import PackedDataset, packed_manifest
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def prepare(path: str, *, name: str, spec, tokenizer: Path, tokenizer_sha256: st
             context_length: int, policy: str, seed: int, log, progress: bool) -> PackedDataset:
     """``path`` as packed shards: a prepared folder as it is (checked), or a JSONL file
     prepared into ``out_root/name`` (reused when its manifest's input hashes match)."""
-    from template_forge.prepare import prepare_file
+    from template_forge.data.prepare import prepare_file
 
     source = Path(path)
     if source.is_dir():

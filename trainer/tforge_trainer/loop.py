@@ -30,8 +30,15 @@ from template_forge.errors import ConfigError, Problem
 from tforge_trainer import checkpoint as ckpt
 from tforge_trainer.config import TrainConfig, load_format
 from tforge_trainer.data import Schedule, prepare
-from tforge_trainer.model import Weights, attention_backend, check_adapter, check_family
-from tforge_trainer.model import load_model, load_tokenizer, loss_sum
+from tforge_trainer.model import (
+    Weights,
+    attention_backend,
+    check_adapter,
+    check_family,
+    load_model,
+    load_tokenizer,
+    loss_sum,
+)
 from tforge_trainer.remote import is_remote
 
 RESOLVED_CONFIG = "tforge_config.yaml"
@@ -155,7 +162,7 @@ def _fingerprint(resolved: dict) -> dict:
 
 def collate_packs(ds, indices: np.ndarray, pad_id: int, multiple: int) -> dict:
     """Packs ``indices`` of ``ds`` as a torch batch, padded to a multiple of ``multiple``."""
-    from template_forge.pack import collate
+    from template_forge.data.packing import collate
 
     packs = [ds[int(i)] for i in indices]
     length = max(len(p.input_ids) for p in packs)
@@ -276,7 +283,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     if weights.adapter is not None:
         check_adapter(config, weights.adapter, weights.adapter_label, say)
     spec = load_format(config)
-    from template_forge.vocab import cached_vocab
+    from template_forge.tokens.vocab import cached_vocab
 
     vocab = cached_vocab(str(tokenizer_path))
     tokens = vocab.tok.get_vocab_size(with_added_tokens=True)
@@ -452,7 +459,7 @@ def _final_output(out: Path, *, model, config: TrainConfig, spec, base: Path) ->
     once all of them are written."""
     from transformers import AutoTokenizer
 
-    from template_forge.compiler import compile_template
+    from template_forge.format.compiler import compile_template
     from template_forge.io import install_chat_template
 
     tmp = out / ".final.partial"

@@ -420,7 +420,7 @@ def spec_from_dict(data: Any, *, label: str = "<dict>", _index: LineIndex | None
     index = _index or LineIndex(label)
     fmt, base, meta = _locate_format(data, index)
     if isinstance(fmt, str):
-        from template_forge.registry import load_builtin  # a built-in named from a config
+        from template_forge.format.formats import load_builtin  # a built-in named from a config
 
         return load_builtin(fmt)
     if not isinstance(fmt, dict):
@@ -497,6 +497,6 @@ def load_spec(source: str | Path) -> Spec:
         if not path.is_file():
             raise SpecError([Problem(str(path), "", "no such file. Give a YAML spec path or a built-in name (`tforge formats`).")])
         return load_spec_text(path.read_bytes(), label=str(path))
-    from template_forge.registry import load_builtin
+    from template_forge.format.formats import load_builtin
 
     return load_builtin(str(source))

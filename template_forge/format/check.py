@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from template_forge.errors import DataError, RenderError, TemplateForgeError
+from template_forge.format.render import render
+from template_forge.format.spec import Spec
 from template_forge.io import read_json_object
-from template_forge.render import render
-from template_forge.spec import Spec
 
 SAMPLE_TEXTS = (
     "Hello!", "What is 2+2?", "2+2 is 4.", "  padded both sides  ", "\nleading newline", "trailing newline\n",

@@ -192,7 +192,7 @@ def _doc_block_mask(seq_lengths: list[torch.Tensor], length: int, device):
 
 
 def forward_kwargs(batch: dict, attn: str, device: torch.device, dtype: torch.dtype) -> dict:
-    """Model inputs for one packed batch (tensors from :func:`template_forge.pack.collate`)."""
+    """Model inputs for one packed batch (tensors from :func:`template_forge.data.packing.collate`)."""
     ids = batch["input_ids"].to(device, non_blocking=True)
     pos = batch["position_ids"].to(device, non_blocking=True)
     length = ids.shape[1]

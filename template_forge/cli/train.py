@@ -17,9 +17,10 @@ from template_forge.errors import DataError, TemplateForgeError
 
 def _trainer():
     try:
-        import tforge_trainer  # noqa: F401
-        import torch  # noqa: F401
         import peft  # noqa: F401
+        import torch  # noqa: F401
+
+        import tforge_trainer  # noqa: F401
     except ImportError as exc:
         raise TemplateForgeError(f"training needs the [train] extra ({exc.name} is missing): "
                                  "pip install torch first (the build for your GPU), then "

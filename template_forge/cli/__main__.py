@@ -1,0 +1,3 @@
+from template_forge.cli import main
+
+main()
