@@ -175,7 +175,7 @@ def sharegpt_packed(work: Path, *, shape: Shape, tokens: int, seed: int):
     sys.path.insert(0, str(ROOT / "bench"))
     from template_forge.data.packed import PackedDataset
     from template_forge.data.prepare import prepare_file
-    from template_forge.format.formats import load_builtin
+    from template_forge.format.spec import load_builtin
     from template_forge.tokens import convert
 
     import sharegpt

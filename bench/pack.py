@@ -50,7 +50,7 @@ def tokenized_sharegpt(cache: Path) -> Path:
     import json
 
     from template_forge.data.prepare import tokenize_file
-    from template_forge.format.formats import load_builtin
+    from template_forge.format.spec import load_builtin
 
     import sharegpt
     from preprocess import tokenizer_dir

@@ -31,8 +31,8 @@ from pathlib import Path
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from template_forge.format.compiler import compile_template  # noqa: E402
-from template_forge.format.formats import load_builtin  # noqa: E402
 from template_forge.format.render import render  # noqa: E402
+from template_forge.format.spec import load_builtin  # noqa: E402
 from template_forge.parallel import default_workers  # noqa: E402
 from template_forge.tokens import convert  # noqa: E402
 from template_forge.tokens.encoder import Encoder, Vocab  # noqa: E402

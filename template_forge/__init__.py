@@ -20,9 +20,9 @@ Examples:
 
 from template_forge.errors import DataError, RenderError, SpecError, TemplateForgeError
 from template_forge.format.compiler import compile_template
-from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.formats import builtin_names
 from template_forge.format.render import Rendered, Segment, render
-from template_forge.format.spec import Spec, load_spec, load_spec_text, spec_from_dict
+from template_forge.format.spec import Spec, load_builtin, load_spec, load_spec_text, spec_from_dict
 
 __version__ = "0.1.0"
 

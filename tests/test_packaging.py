@@ -29,8 +29,8 @@ def test_wheel_ships_templates_and_they_load_when_installed(tmp_path):
     # Install into a bare target folder and load a built-in from there, away from the source tree.
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    code = ("import template_forge.format.formats as r; p = r._templates_dir(); "
-            "print(p); print(r.load_builtin('llama3').name)")
+    code = ("import template_forge.format.formats as r, template_forge.format.spec as s; p = r.templates_dir(); "
+            "print(p); print(s.load_builtin('llama3').name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr

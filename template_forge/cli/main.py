@@ -18,9 +18,9 @@ from template_forge.cli.train import merge_cmd, plot_cmd, train_cmd
 from template_forge.errors import DataError, TemplateForgeError
 from template_forge.format.check import check_template, load_template
 from template_forge.format.compiler import compile_template
-from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.formats import builtin_names
 from template_forge.format.render import Rendered, render
-from template_forge.format.spec import load_spec
+from template_forge.format.spec import load_builtin, load_spec
 from template_forge.io import install_chat_template, write_atomic
 
 # Colours of `tforge render`: what is trained stands out, the rest is muted by role.

@@ -266,7 +266,7 @@ def compile_template(spec: Spec, *, training: bool = False) -> str:
         training: add ``{% generation %}`` spans (for ``return_assistant_tokens_mask``).
 
     Examples:
-        >>> from template_forge.format.formats import load_builtin
+        >>> from template_forge.format.spec import load_builtin
         >>> tmpl = compile_template(load_builtin("chatml"))
         >>> from jinja2.sandbox import ImmutableSandboxedEnvironment
         >>> env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)

@@ -1,19 +1,27 @@
-"""The built-in formats shipped in ``templates/*.yaml`` (package data of the wheel)."""
+"""The built-in formats: ``templates/*.yaml``, shipped in the wheel as package data.
+
+Only the lookup lives here (names, files, a did-you-mean for a misspelt name); reading a
+file into a :class:`~template_forge.format.spec.Spec` is :func:`~template_forge.format.spec.load_builtin`.
+"""
 
 from __future__ import annotations
 
 import difflib
-from functools import lru_cache
 from pathlib import Path
 
 from template_forge.errors import Problem, SpecError
 
 
-def _templates_dir() -> Path:
-    """Where the built-in YAML files are: package data in a wheel, else the source tree."""
+def templates_dir() -> Path:
+    """Where the built-in YAML files are.
+
+    The wheel ships the top-level ``templates/`` folder as ``template_forge/templates/``
+    (the mapping is in ``pyproject.toml``); a checkout, installed editable or on
+    ``PYTHONPATH``, reads ``templates/`` beside ``template_forge/``.
+    """
     package = Path(__file__).resolve().parents[1]
-    installed = package / "templates"  # wheel: templates/ is mapped to template_forge/templates/
-    return installed if installed.is_dir() else package.parent / "templates"  # checkout, editable install
+    shipped = package / "templates"
+    return shipped if shipped.is_dir() else package.parent / "templates"
 
 
 def builtin_names() -> list[str]:
@@ -23,15 +31,17 @@ def builtin_names() -> list[str]:
         >>> "llama3" in builtin_names()
         True
     """
-    return sorted(p.stem for p in _templates_dir().glob("*.yaml"))
+    return sorted(p.stem for p in templates_dir().glob("*.yaml"))
 
 
-@lru_cache(maxsize=None)
-def load_builtin(name: str):
-    """Load a built-in format by name (``llama3``, ``chatml``, …)."""
-    from template_forge.format.spec import load_spec_text
+def builtin_file(name: str) -> Path:
+    """The YAML file of the built-in format ``name``; a located error for an unknown name.
 
-    path = _templates_dir() / f"{name}.yaml"
+    Examples:
+        >>> builtin_file("llama3").name
+        'llama3.yaml'
+    """
+    path = templates_dir() / f"{name}.yaml"
     if not path.is_file():
         names = builtin_names()
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
@@ -39,5 +49,4 @@ def load_builtin(name: str):
         raise SpecError([Problem("", "", (
             f"`{name}` is neither a file nor a built-in format.{hint} Built-ins: {', '.join(names)}.")
         )])
-    spec = load_spec_text(path.read_text(encoding="utf-8"), label=f"templates/{name}.yaml")
-    return spec
+    return path

@@ -51,7 +51,7 @@ class Rendered:
     """A rendered conversation: the text and its segments.
 
     Examples:
-        >>> from template_forge.format.formats import load_builtin
+        >>> from template_forge.format.spec import load_builtin
         >>> r = render(load_builtin("chatml"), [{"role": "user", "content": "Hi"},
         ...                                      {"role": "assistant", "content": "Yo"}])
         >>> [r.text[s:e] for s, e in r.trained_spans()]
@@ -302,7 +302,7 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
         RenderError: for a conversation the format cannot render, naming the message index.
 
     Examples:
-        >>> from template_forge.format.formats import load_builtin
+        >>> from template_forge.format.spec import load_builtin
         >>> render(load_builtin("llmforge-mistral"), [{"role": "system", "content": "hello1"},
         ...        {"role": "user", "content": "hello2"}]).text
         '[INST] hello1 + hello2 [/INST]'
@@ -359,7 +359,7 @@ def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:
     KV of earlier turns rely on this.
 
     Examples:
-        >>> from template_forge.format.formats import load_builtin
+        >>> from template_forge.format.spec import load_builtin
         >>> promises_prefix(load_builtin("llama3"), generation_prompt=True)
         True
         >>> promises_prefix(load_builtin("mistral-v3"))

@@ -15,17 +15,18 @@ with ``file:line``, the field path, what was found and how to fix it.
 
 from __future__ import annotations
 
-import difflib
 import re
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from template_forge.errors import Problem, SpecError
+from template_forge.format.formats import builtin_file
+from template_forge.yaml_lines import LineIndex, describe, did_you_mean, parse_yaml, pydantic_problems
 
 Placement = Literal["separate", "in_place", "first_user", "last_user", "final_user", "drop", "reject"]
 EmptySystem = Literal["auto", "render", "drop"]
@@ -181,70 +182,7 @@ def parse_role_template(text: str, role: str) -> RoleTemplate:
     return RoleTemplate(source=text, pieces=tuple(pieces))
 
 
-# --------------------------------------------------------------------------- YAML with lines
-class LineIndex:
-    """Maps a field path (tuple of keys) to the ``file:line`` where it is written."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.lines: dict[tuple, int] = {}
-        self.duplicates: list[tuple[tuple, int]] = []
-
-    def walk(self, node: yaml.Node | None, path: tuple = ()) -> None:
-        if node is not None:
-            self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set = set()
-            for key, value in node.value:
-                k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
-                if k in seen:
-                    self.duplicates.append((path + (k,), key.start_mark.line + 1))
-                seen.add(k)
-                self.lines[path + (k,)] = key.start_mark.line + 1
-                self.walk(value, path + (k,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self.lines[path + (i,)] = item.start_mark.line + 1
-                self.walk(item, path + (i,))
-
-    def where(self, path: tuple) -> str:
-        for n in range(len(path), -1, -1):
-            if path[:n] in self.lines:
-                return f"{self.label}:{self.lines[path[:n]]}"
-        return self.label
-
-
-def parse_yaml(text: str, label: str, *, error: type[Exception] = SpecError) -> tuple[Any, LineIndex]:
-    """YAML text → ``(data, index)``, ``index.where(path)`` giving the ``file:line`` of a key;
-    a syntax error raises ``error`` (a :class:`SpecError`, or a ``ConfigError`` for configs)."""
-    index = LineIndex(label)
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{label}:{mark.line + 1}" if mark else label
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise error([Problem(where, "", f"is not valid YAML: {problem}. Fix the syntax.")]) from None
-    except (RecursionError, ValueError, TypeError) as exc:  # pathological inputs
-        raise error([Problem(label, "", f"cannot be read as YAML ({type(exc).__name__}).")]) from None
-    index.walk(node)
-    return data, index
-
-
 # --------------------------------------------------------------------------- locating the format
-def did_you_mean(word: str, candidates: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
-    return f" Did you mean `{close[0]}`?" if close else ""
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
 def _locate_format(data: Any, index: LineIndex) -> tuple[Any, tuple, dict]:
     """Find the prompt format inside a bare mapping, a format file or an llmforge config.
 
@@ -252,7 +190,7 @@ def _locate_format(data: Any, index: LineIndex) -> tuple[Any, tuple, dict]:
     """
     if not isinstance(data, dict):
         raise SpecError([Problem(index.where(()), "", (
-            f"expected a mapping of prompt-format fields, found {_describe(data)}. "
+            f"expected a mapping of prompt-format fields, found {describe(data)}. "
             "Write `user: ...`, `assistant: ...` etc., or `prompt_format:` with those under it.")
         )])
     gen = data.get("generation_config")
@@ -278,31 +216,12 @@ def _locate_format(data: Any, index: LineIndex) -> tuple[Any, tuple, dict]:
 
 
 # --------------------------------------------------------------------------- validation
-def _pydantic_problems(exc: ValidationError, base: tuple, index: LineIndex) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        path = base + loc
-        dotted = ".".join(str(p) for p in path)
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            options = FIELD_NAMES if len(loc) == 1 else tuple(_StripModel.model_fields)
-            msg = f"unknown field.{did_you_mean(loc[-1], options)} Known fields: {', '.join(options)}."
-        elif kind == "missing":
-            msg = "is required but missing. Add it (it must contain `{instruction}`)."
-        elif kind in ("string_type", "bool_type", "literal_error", "dict_type", "model_type", "model_attributes_type"):
-            expected = {
-                "string_type": "a string (quote it in YAML)",
-                "bool_type": "true or false",
-                "dict_type": "a mapping",
-                "model_type": "a mapping",
-                "model_attributes_type": "a mapping",
-            }.get(kind, err.get("msg", "").replace("Input should be ", ""))
-            msg = f"expected {expected}, found {_describe(err.get('input'))}."
-        else:
-            msg = f"{err.get('msg')}, found {_describe(err.get('input'))}."
-        problems.append(Problem(index.where(path), dotted, msg))
-    return problems
+def _problems(exc: ValidationError, base: tuple, index: LineIndex) -> list[Problem]:
+    def known(loc: tuple) -> tuple[str, ...]:
+        return FIELD_NAMES if len(loc) == 1 else tuple(_StripModel.model_fields)
+
+    return pydantic_problems(exc, where=index.where, base=base, known=known,
+                             missing=lambda loc: "is required but missing. Add it (it must contain `{instruction}`).")
 
 
 def _resolve_placement(m: _PromptFormatModel, problems: list, at) -> Placement:
@@ -420,16 +339,14 @@ def spec_from_dict(data: Any, *, label: str = "<dict>", _index: LineIndex | None
     index = _index or LineIndex(label)
     fmt, base, meta = _locate_format(data, index)
     if isinstance(fmt, str):
-        from template_forge.format.formats import load_builtin  # a built-in named from a config
-
-        return load_builtin(fmt)
+        return load_builtin(fmt)  # a built-in named from a config
     if not isinstance(fmt, dict):
         raise SpecError([Problem(index.where(base), ".".join(base), (
-            f"expected a mapping of prompt-format fields or a built-in name, found {_describe(fmt)}."))])
+            f"expected a mapping of prompt-format fields or a built-in name, found {describe(fmt)}."))])
     try:
         model = _PromptFormatModel.model_validate(fmt)
     except ValidationError as exc:
-        problems = _pydantic_problems(exc, base, index)
+        problems = _problems(exc, base, index)
         problems += _partial_checks(fmt, base, index)
         raise SpecError(problems) from None
     resolved, problems = _check(model, base, index)
@@ -457,10 +374,10 @@ def _check_meta(meta: dict, index: LineIndex) -> list[Problem]:
     problems = []
     models = meta.get("models", [])
     if not isinstance(models, list) or not all(isinstance(x, str) for x in models):
-        problems.append(Problem(index.where(("models",)), "models", f"expected a list of model ids, found {_describe(models)}."))
+        problems.append(Problem(index.where(("models",)), "models", f"expected a list of model ids, found {describe(models)}."))
     for key in ("name", "description"):
         if key in meta and not isinstance(meta[key], str):
-            problems.append(Problem(index.where((key,)), key, f"expected a string, found {_describe(meta[key])}."))
+            problems.append(Problem(index.where((key,)), key, f"expected a string, found {describe(meta[key])}."))
     return problems
 
 
@@ -497,6 +414,15 @@ def load_spec(source: str | Path) -> Spec:
         if not path.is_file():
             raise SpecError([Problem(str(path), "", "no such file. Give a YAML spec path or a built-in name (`tforge formats`).")])
         return load_spec_text(path.read_bytes(), label=str(path))
-    from template_forge.format.formats import load_builtin
-
     return load_builtin(str(source))
+
+
+@lru_cache(maxsize=None)
+def load_builtin(name: str) -> Spec:
+    """Load a built-in format by name (``llama3``, ``chatml``, …; see ``tforge formats``).
+
+    Examples:
+        >>> load_builtin("chatml").bos
+        ''
+    """
+    return load_spec_text(builtin_file(name).read_text(encoding="utf-8"), label=f"templates/{name}.yaml")

@@ -187,7 +187,7 @@ class Encoder:
         in the assistant suffix, would be tokenized as text instead of as one special token.
 
         Examples:
-            >>> from template_forge.format.formats import load_builtin
+            >>> from template_forge.format.spec import load_builtin
             >>> from tokenizers import Tokenizer, models
             >>> enc = Encoder(load_builtin("chatml"), Tokenizer(models.BPE()))
             >>> print(enc.pairing_warnings()[0])  # doctest: +ELLIPSIS
@@ -394,7 +394,7 @@ def encode(spec: Spec, tokenizer: Any, messages: Sequence[Mapping[str, Any]], *,
     """Encode one conversation; see :class:`Encoder` (build one to encode many).
 
     Examples:
-        >>> from template_forge.format.formats import load_builtin
+        >>> from template_forge.format.spec import load_builtin
         >>> from tokenizers import Tokenizer, models, pre_tokenizers
         >>> tok = Tokenizer(models.BPE({c: i for i, c in enumerate("<>|abcdefghijklmnopqrstuvwxyz_ \\n")}, []))
         >>> tok.pre_tokenizer = pre_tokenizers.Split(" ", "isolated")

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 
 from template_forge.cli import main
 from template_forge.format.compiler import compile_template
-from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.formats import builtin_names
 from template_forge.format.render import render
+from template_forge.format.spec import load_builtin
 
 from conftest import make_tokenizer
 

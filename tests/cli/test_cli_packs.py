@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from template_forge.cli import main
 from template_forge.data.packed import PackedDataset, read_manifest
-from template_forge.format.formats import load_builtin
+from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import Encoder
 
 from conftest import ROOT
@@ -171,7 +171,7 @@ def test_inspect_a_pack_shows_each_sample_and_its_line(runner, data, tok, tmp_pa
 def test_an_interrupted_prepare_resumes_without_tokenizing_again(data, tok, tmp_path, monkeypatch):
     from template_forge.data import packed as shards
     from template_forge.data import prepare
-    from template_forge.format.formats import load_builtin as builtin
+    from template_forge.format.spec import load_builtin as builtin
 
     out = tmp_path / "packed"
     real_write, real_tokenize = shards._write_shard, prepare.tokenize_file

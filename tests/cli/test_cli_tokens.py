@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from template_forge.cli import main
 from template_forge.data.tokenized import TokenizedDataset
-from template_forge.format.formats import load_builtin
+from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import encode
 
 from conftest import REAL_TOKENIZERS, _vendor_file

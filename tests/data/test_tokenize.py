@@ -13,7 +13,7 @@ from template_forge.data.conversations import parse_line
 from template_forge.data.prepare import tokenize_file
 from template_forge.data.tokenized import TokenizedDataset, sha256_file
 from template_forge.errors import DataError
-from template_forge.format.formats import load_builtin
+from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import Encoder
 
 GOOD = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]}

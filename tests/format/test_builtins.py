@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from template_forge.errors import RenderError
 from template_forge.format.compiler import compile_template
-from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.formats import builtin_names
 from template_forge.format.render import render
+from template_forge.format.spec import load_builtin
 
 from conftest import official
 from strategies import conversations

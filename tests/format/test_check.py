@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from template_forge.cli import main
 from template_forge.errors import DataError
 from template_forge.format.check import check_template, load_template, sample_conversations
-from template_forge.format.formats import load_builtin
+from template_forge.format.spec import load_builtin
 
 from conftest import make_tokenizer, official
 

@@ -10,9 +10,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from template_forge.errors import RenderError
 from template_forge.format.compiler import compile_template, jinja_literal
-from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.formats import builtin_names
 from template_forge.format.render import render
-from template_forge.format.spec import spec_from_dict
+from template_forge.format.spec import load_builtin, spec_from_dict
 
 from strategies import TRICKY, conversations, spec_dicts
 

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from template_forge.errors import RenderError
-from template_forge.format.formats import builtin_names, load_builtin
+from template_forge.format.formats import builtin_names
 from template_forge.format.render import SEGMENT_KINDS, promises_prefix, render
-from template_forge.format.spec import spec_from_dict
+from template_forge.format.spec import load_builtin, spec_from_dict
 
 from strategies import conversations, spec_dicts
 

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from template_forge.errors import SpecError
-from template_forge.format.formats import builtin_names, load_builtin
-from template_forge.format.spec import load_spec, load_spec_text, spec_from_dict
+from template_forge.format.formats import builtin_names
+from template_forge.format.spec import load_builtin, load_spec, load_spec_text, spec_from_dict
 
 FIELDS = """\
 system: "<<SYS>>{instruction}<</SYS>>"

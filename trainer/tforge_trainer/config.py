@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from template_forge.errors import ConfigError, Problem
-from template_forge.format.spec import LineIndex, did_you_mean, parse_yaml
+from template_forge.yaml_lines import LineIndex, did_you_mean, parse_yaml, pydantic_problems
 
 # llmforge keys that this trainer reads but does not act on. Listed in one warning.
 LLMFORGE_IGNORED = {
@@ -287,14 +287,8 @@ def config_from_dict(data: dict, *, label: str = "<config>", index: LineIndex | 
     try:
         config = TrainConfig.model_validate({**data, "source": label})
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(str(x) for x in err["loc"] if not str(x).startswith(("function-", "constrained-")))
-            loc = tuple(x for x in loc if x not in ("str", "dict[str,any]", "int", "float", "bool"))
-            if err["type"] == "missing":
-                msg = f"is required. Add `{loc[-1]}: …` to the config or pass {loc[-1]}=… on the command line."
-            else:
-                msg = f"{err['msg']}; found {err.get('input')!r}."
-            problems.append(Problem(where(loc), ".".join(loc), msg))
+        problems += pydantic_problems(exc, where=where, known=_known_keys, missing=lambda loc: (
+            f"is required. Add `{loc[-1]}: …` to the config or pass {loc[-1]}=… on the command line."))
         config = None
     if problems:
         raise ConfigError(_dedupe(problems))
@@ -308,6 +302,12 @@ def config_from_dict(data: dict, *, label: str = "<config>", index: LineIndex | 
                if "guard" in config.model_id.lower() else "")
             + ". Add `prompt_format: NAME` (see `tforge formats`) or `generation_config.prompt_format: {…}`."))])
     return config, warnings
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    if loc[:1] == ("checkpoint_and_evaluation_frequency",):
+        return list(Frequency.model_fields)
+    return sorted(set(TrainConfig.model_fields) - {"source"})
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
