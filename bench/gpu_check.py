@@ -135,7 +135,8 @@ def sample_lengths(rng: np.random.Generator, n: int, context: int) -> np.ndarray
 def synthetic_packed(work: Path, *, shape: Shape, tokens: int, seed: int):
     """Random token ids in a ``tforge tokenize``-layout folder, packed by ``pack_tokenized``."""
     from template_forge.data.packed import PackedDataset, pack_tokenized
-    from template_forge.data.tokenized import FORMAT, MANIFEST, ShardWriter
+    from template_forge.data.provenance import MANIFEST, TOKENIZED_FORMAT
+    from template_forge.data.tokenized import ShardWriter
     from template_forge.tokens.encoder import Encoded
 
     rng = np.random.default_rng(seed)
@@ -149,7 +150,7 @@ def synthetic_packed(work: Path, *, shape: Shape, tokens: int, seed: int):
         mask[int(n * (1 - TRAINED_FRACTION)):] = 1
         writer.add(Encoded(rng.integers(0, shape.vocab, n, dtype=np.int32), mask), line)
     tag = {"sha256": f"synthetic-seed{seed}-vocab{shape.vocab}"}
-    manifest = {"format": FORMAT, "source": {"path": "synthetic", **tag}, "spec": {"name": "synthetic", **tag},
+    manifest = {"format": TOKENIZED_FORMAT, "source": {"path": "synthetic", **tag}, "spec": {"name": "synthetic", **tag},
                 "tokenizer": {**tag, "vocab_size": shape.vocab}, "policy": "synthetic", "parse_special": False,
                 "columns": ["input_ids", "loss_mask", "num_tokens", "num_trained", "line"],
                 "shards": writer.close()}
@@ -177,6 +178,7 @@ def sharegpt_packed(work: Path, *, shape: Shape, tokens: int, seed: int):
     from template_forge.data.prepare import prepare_file
     from template_forge.format.spec import load_builtin
     from template_forge.tokens import convert
+    from template_forge.tokens.encoder import Encoder
 
     import sharegpt
 
@@ -188,7 +190,7 @@ def sharegpt_packed(work: Path, *, shape: Shape, tokens: int, seed: int):
     # The smoke context is shorter than most conversations: cut them into pieces, so that
     # replies (the trained tokens) are not cut off with the rest.
     overflow = "drop" if shape.context >= 2048 else "split"
-    prepare_file(data, load_builtin("llama3"), str(tok / "tokenizer.json"), work / "packed",
+    prepare_file(data, Encoder(load_builtin("llama3"), str(tok / "tokenizer.json")), work / "packed",
                  context_length=shape.context, overflow=overflow, seed=seed)
     return PackedDataset(work / "packed")
 

@@ -1,4 +1,4 @@
-"""Pictures (PNG) of dataset statistics. Needs matplotlib (``pip install 'template-forge[plot]'``),
+"""Pictures of dataset statistics and training runs: text histograms, and PNGs. Needs matplotlib (``pip install 'template-forge[plot]'``),
 imported only when a picture is asked for."""
 
 from __future__ import annotations
@@ -19,6 +19,32 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def histogram(values, hi: int, bins: int):
+    """Counts and edges of ``bins`` equal bins of ``[0, hi]``; values above ``hi`` count in the last bin."""
+    return np.histogram(np.minimum(values, hi), bins=bins, range=(0, max(hi, 1)))
+
+
+def text_histogram(title: str, values, hi: int, bins: int, width: int = 40) -> str:
+    """Horizontal bars, one per bin of ``[0, hi]``.
+
+    Examples:
+        >>> import numpy as np
+        >>> print(text_histogram("x", np.array([1, 1, 3]), 4, 2, width=4))
+        x
+                 0 –       2  ████  2
+                 2 –       4  ██    1
+    """
+    counts, edges = histogram(values, hi, bins)
+    top = max(int(counts.max()) if counts.size else 0, 1)
+    lines = [title]
+    more = bool(values.size) and values.max() > hi
+    for k, (c, lo, up) in enumerate(zip(counts, edges[:-1], edges[1:])):
+        bar = "█" * int(round(width * c / top))
+        upper = "…" if more and k == len(counts) - 1 else f"{up:,.0f}"
+        lines.append(f"  {lo:>8,.0f} – {upper:>7}  {bar:<{width}}  {c:,}")
+    return "\n".join(lines)
 
 
 def histograms_png(hists: dict[str, tuple[np.ndarray, np.ndarray]], *, title: str = "") -> bytes:

@@ -13,8 +13,10 @@ def test_import_pulls_in_nothing_heavy():
 
 
 def test_tokenizing_modules_never_import_torch_or_transformers():
-    code = ("import sys, template_forge.tokens.encoder, template_forge.data.prepare, template_forge.data.tokenized, template_forge.tokens.view, "
-            "template_forge.data.packing, template_forge.data.packed, template_forge.data.prepare, template_forge.cli.packs; "
+    code = ("import sys, template_forge.tokens.vocab, template_forge.tokens.encoder, template_forge.tokens.view, "
+            "template_forge.data.conversations, template_forge.data.provenance, template_forge.data.tokenized, "
+            "template_forge.data.packing, template_forge.data.packed, template_forge.data.prepare, "
+            "template_forge.cli.format, template_forge.cli.tokens, template_forge.cli.packs; "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

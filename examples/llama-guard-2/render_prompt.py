@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- 1. the prompt, as the saved tokenizer's chat template renders it
     tokenizer = AutoTokenizer.from_pretrained(args.out)
     prompt = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)
-    reference = template_forge.format.render(template_forge.load_spec("verbatim"), prompt_messages,
+    reference = template_forge.render(template_forge.load_spec("verbatim"), prompt_messages,
                                       add_generation_prompt=True).text
     print(prompt)
     if prompt != reference:

@@ -7,88 +7,11 @@ Registered on the ``tforge`` group by :mod:`template_forge.cli`; errors are turn
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
+from template_forge.cli.options import _PackBar, load_encoder, pack_options, progress_bar, tokenize_options
 from template_forge.io import write_atomic
-
-OVERFLOW_HELP = ("Samples longer than the context: drop them (counted), truncate them to their first "
-                 "N tokens, or split them into pieces of N tokens, each a sample of its own.")
-
-
-def tokenize_options(command):
-    """The options ``tforge tokenize`` and ``tforge prepare`` share, declared once."""
-    return _options([
-        click.option("--format", "-f", "fmt", required=True, help="Prompt format: a spec YAML file or a built-in name."),
-        click.option("--tokenizer", "-t", required=True, type=click.Path(),
-                     help="Tokenizer folder (save_pretrained layout with tokenizer.json) or a tokenizer.json file."),
-        click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-                     help="stop: fail on the first bad line, writing nothing. skip: leave bad lines out and report them."),
-        click.option("--workers", type=click.IntRange(min=1), help="Worker processes [default: every core]."),
-        click.option("--policy", type=click.Choice(["assistant", "last_assistant", "causal_lm"]), default="assistant",
-                     show_default=True, help="Which tokens are trained (per-message train/weight keys override)."),
-        click.option("--parse-special", is_flag=True,
-                     help="Treat special-token strings inside message text as control tokens."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
-    ])(command)
-
-
-def _options(options):
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return decorate
-
-
-def pack_options(command):
-    """The options ``tforge pack`` and ``tforge prepare`` share, declared once."""
-    return _options([
-        click.option("--context-length", "-n", required=True, type=click.IntRange(min=1), help="Tokens per pack."),
-        click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Output folder."),
-        click.option("--overflow", type=click.Choice(["drop", "truncate", "split"]), default="drop",
-                     show_default=True, help=OVERFLOW_HELP),
-        click.option("--seed", default=0, show_default=True, help="Orders equal-length samples and shuffles the packs."),
-    ])(command)
-
-
-def load_encoder(fmt: str, tokenizer: str, policy: str, parse_special: bool):
-    """``(spec, encoder)`` for a command, with a warning when the tokenizer does not fit the format."""
-    from template_forge.format.spec import load_spec
-    from template_forge.tokens.encoder import Encoder, Vocab
-
-    spec = load_spec(fmt)
-    encoder = Encoder(spec, Vocab(tokenizer), policy=policy, parse_special=parse_special)
-    for warning in encoder.pairing_warnings():
-        click.echo(f"warning: {warning}", err=True)
-    return spec, encoder
-
-
-def progress_bar(length: int, label: str, quiet: bool):
-    return click.progressbar(length=max(length, 1), label=label, file=sys.stderr, show_pos=False,
-                             show_percent=True, show_eta=True, hidden=quiet or not sys.stderr.isatty())
-
-
-class _PackBar:
-    """A progress bar over packs, opened at the first report (when the number of packs is known)."""
-
-    def __init__(self, label: str, quiet: bool, before=None):
-        self.label, self.quiet, self.before, self.bar = label, quiet, before, None
-
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            if self.before:
-                self.before()
-            self.bar = progress_bar(total, self.label, self.quiet).__enter__()
-        self.bar.update(done)
-
-    def __enter__(self) -> "_PackBar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
 
 @click.command("pack")
@@ -129,14 +52,13 @@ def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output
     """
     from template_forge.data.prepare import prepare_file
 
-    spec, encoder = load_encoder(fmt, tokenizer, policy, parse_special)
+    encoder = load_encoder(fmt, tokenizer, policy, parse_special)
     size = os.path.getsize(data) if os.path.isfile(data) else 0
     with progress_bar(size, f"tokenizing {os.path.basename(data)}", quiet) as read_bar, \
             _PackBar("packing", quiet, before=lambda: read_bar.update(size - read_bar.pos)) as pack_bar:
-        manifest, reused = prepare_file(data, spec, encoder, output, context_length=context_length,
-                                        overflow=overflow, seed=seed, spec_name=fmt, on_error=on_error,
-                                        workers=workers, overwrite=overwrite, tokenizer_path=os.path.abspath(tokenizer),
-                                        on_tokenize=read_bar.update, on_pack=pack_bar.update)
+        manifest, reused = prepare_file(data, encoder, output, context_length=context_length, overflow=overflow,
+                                        seed=seed, spec_name=fmt, on_error=on_error, workers=workers,
+                                        overwrite=overwrite, on_tokenize=read_bar.update, on_pack=pack_bar.update)
     if reused:
         click.echo(f"{output} is up to date (same data, format, tokenizer and options); reusing it.", err=True)
     counts = manifest.get("tokenize", {}).get("counts", {})
@@ -172,17 +94,16 @@ def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> Non
     """Statistics of a `tforge tokenize` or `tforge pack` FOLDER, and length histograms."""
     import numpy as np
 
-    from template_forge.data.packed import FORMAT, PackedDataset, read_manifest
-    from template_forge.data.tokenized import TokenizedDataset
+    from template_forge.data.packed import PackedDataset, open_folder
+    from template_forge.plots import histogram, text_histogram
 
-    manifest = read_manifest(folder)
-    if manifest.get("format") == FORMAT:
-        ds = PackedDataset(folder)
+    ds = open_folder(folder)
+    manifest = ds.manifest
+    if isinstance(ds, PackedDataset):
         rows = _packed_rows(manifest)
         hists = {"sample length (tokens)": (ds.seq_lengths, ds.context_length),
                  "pack fill (tokens)": (ds.num_tokens, ds.context_length)}
     else:
-        ds = TokenizedDataset(folder)
         rows = _tokenized_rows(manifest)
         lengths = ds.num_tokens
         # The longest few would squeeze every other bar into the first one: the last bar holds them.
@@ -195,7 +116,7 @@ def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> Non
         click.echo(f"  {key:<{width}}  {value}")
     for title, (values, hi) in hists.items():
         click.echo("")
-        click.echo(_text_histogram(title, values, hi, bins))
+        click.echo(text_histogram(title, values, hi, bins))
     if png_path:
         from template_forge.plots import histograms_png
 
@@ -205,7 +126,7 @@ def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> Non
 
 
 def _verify(folder: str, manifest: dict) -> None:
-    from template_forge.data.tokenized import verify_shards
+    from template_forge.data.provenance import verify_shards
 
     click.echo(f"verified: {verify_shards(folder, manifest)} shards match the manifest's sha256", err=True)
 
@@ -257,31 +178,3 @@ def _provenance(m: dict) -> list[tuple[str, str]]:
         ("format", f"{m.get('spec', {}).get('name', '?')}  sha256 {m.get('spec', {}).get('sha256', '?')[:12]}"),
         ("tokenizer", f"{m.get('tokenizer', {}).get('path', '?')}  sha256 {m.get('tokenizer', {}).get('sha256', '?')[:12]}"),
     ]
-
-
-def histogram(values, hi: int, bins: int):
-    """Counts and edges of ``bins`` equal bins of ``[0, hi]``; values above ``hi`` count in the last bin."""
-    import numpy as np
-
-    return np.histogram(np.minimum(values, hi), bins=bins, range=(0, max(hi, 1)))
-
-
-def _text_histogram(title: str, values, hi: int, bins: int, width: int = 40) -> str:
-    """Horizontal bars, one per bin of ``[0, hi]``.
-
-    Examples:
-        >>> import numpy as np
-        >>> print(_text_histogram("x", np.array([1, 1, 3]), 4, 2, width=4))
-        x
-                 0 –       2  ████  2
-                 2 –       4  ██    1
-    """
-    counts, edges = histogram(values, hi, bins)
-    top = max(int(counts.max()) if counts.size else 0, 1)
-    lines = [title]
-    more = bool(values.size) and values.max() > hi
-    for k, (c, lo, up) in enumerate(zip(counts, edges[:-1], edges[1:])):
-        bar = "█" * int(round(width * c / top))
-        upper = "…" if more and k == len(counts) - 1 else f"{up:,.0f}"
-        lines.append(f"  {lo:>8,.0f} – {upper:>7}  {bar:<{width}}  {c:,}")
-    return "\n".join(lines)

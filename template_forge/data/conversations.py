@@ -9,6 +9,7 @@ expected and how to fix it.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,7 @@ class BadLine:
         return f"{where}: {self.message}"
 
     def error(self) -> DataError:
-        err = DataError(str(self))
-        err.bad_line = self  # type: ignore[attr-defined]
-        return err
+        return DataError(str(self))
 
 
 def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = False,
@@ -88,6 +87,10 @@ def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = 
         return bad("missing_messages", f"`messages` must be a list, found a JSON {_kind(messages)}.")
     if not messages:
         return bad("empty_conversation", "`messages` is empty; drop the line.")
+    return _check_messages(messages, bad, require_alternation=require_alternation, need_assistant=need_assistant)
+
+
+def _check_messages(messages: list, bad, *, require_alternation: bool, need_assistant: bool) -> list[dict] | BadLine:
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             return bad("bad_message", f"expected an object with `role` and `content`, found a JSON {_kind(msg)}.", i)
@@ -114,3 +117,37 @@ def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = 
 def _kind(value: Any) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
             int: "number", float: "number"}.get(type(value), type(value).__name__)
+
+
+def read_conversation(source: str, *, line: int | None = None) -> list:
+    """One conversation's messages: a JSON file (a list of messages, or an object with
+    ``messages``), ``-`` for standard input, or line ``line`` of a JSONL file (its first
+    line when ``line`` is not given), checked as ``tforge tokenize`` checks it."""
+    if line is None and source.endswith(".jsonl"):
+        line = 1
+    if line is not None:
+        return _read_jsonl_line(source, line)
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{source}: cannot read the conversation ({exc}).") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg}).") from None
+    if isinstance(data, dict) and "messages" in data:
+        data = data["messages"]
+    if not isinstance(data, list):
+        raise DataError(f"{source}: expected a list of messages or an object with `messages`, found {type(data).__name__}.")
+    return data
+
+
+def _read_jsonl_line(path: str, line: int) -> list:
+    with open(path, "rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if number == line:
+                parsed = parse_line(raw.rstrip(b"\r\n"), path=path, line=number, need_assistant=False)
+                if isinstance(parsed, BadLine):
+                    raise parsed.error()
+                return parsed
+    raise DataError(f"{path} has fewer than {line} lines.")

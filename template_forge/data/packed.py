@@ -33,20 +33,20 @@ from typing import Callable, Iterator
 import numpy as np
 
 from template_forge.data.packing import Plan, cu_seqlens, labels, plan_packs, position_ids
-from template_forge.data.tokenized import (
+from template_forge.data.provenance import (
     MANIFEST,
+    PACKED_FORMAT,
     HashingFile,
-    TokenizedDataset,
-    open_arrow,
+    Provenance,
     read_manifest,
     sha256_file,
     verify_shards,
 )
+from template_forge.data.tokenized import TokenizedDataset, open_arrow
 from template_forge.errors import DataError
 from template_forge.io import occupied, replace_dir, write_atomic
 from template_forge.tokens.encoder import Encoded
 
-FORMAT = "tforge.packed/1"
 PROGRESS = "progress.json"
 COLUMNS = ["input_ids", "loss_mask", "seq_lengths", "num_tokens", "source_lines", "source_starts"]
 
@@ -105,7 +105,7 @@ class PackedDataset:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder, expect=FORMAT)
+        self.manifest = read_manifest(self.folder, expect=PACKED_FORMAT)
         self.context_length = int(self.manifest["packing"]["context_length"])
         self._batches: list[tuple[np.ndarray, ...]] = []
         self._sources: list = []
@@ -263,15 +263,15 @@ def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_to
 def packed_manifest(folder: str | Path) -> dict | None:
     """The manifest of a ``tforge pack`` folder; ``None`` if ``folder`` is not one."""
     try:
-        return read_manifest(folder, expect=FORMAT)
+        return read_manifest(folder, expect=PACKED_FORMAT)
     except DataError:
         return None
 
 
-def _fingerprint(tokenized: dict, options: dict) -> str:
+def _fingerprint(tokenized: dict, provenance: Provenance, options: dict) -> str:
     """What the packed bytes depend on: the tokenized rows, their provenance, the options."""
-    key = {"format": FORMAT, "tokenized_shards": [s["sha256"] for s in tokenized["shards"]],
-           "inputs": inputs_of(tokenized, options), **options}
+    key = {"format": PACKED_FORMAT, "tokenized_shards": [s["sha256"] for s in tokenized["shards"]],
+           "inputs": _inputs(provenance, options), **options}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -316,10 +316,10 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
     """
     tokenized_dir, out_dir = Path(tokenized_dir), Path(out_dir)
     tokenized = TokenizedDataset(tokenized_dir)
-    source = tokenized.manifest
+    provenance = Provenance.of_manifest(tokenized.manifest, where=str(tokenized_dir / MANIFEST))
     options = {"context_length": int(context_length), "overflow": overflow, "seed": int(seed),
                "strategy": "bfd", "shard_bytes": int(shard_bytes)}
-    fingerprint = _fingerprint(source, options)
+    fingerprint = _fingerprint(tokenized.manifest, provenance, options)
     if out_dir.exists():
         existing = packed_manifest(out_dir)
         if existing and existing.get("fingerprint") == fingerprint and not extra:
@@ -341,7 +341,7 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
         write_atomic(partial / PROGRESS, json.dumps({"fingerprint": fingerprint, "shards": shards}, indent=1))
         if progress:
             progress(hi - lo, plan.num_packs)
-    manifest = _manifest(tokenized_dir, source, plan, lengths, shards, options, fingerprint, extra or {})
+    manifest = _manifest(tokenized_dir, provenance, plan, lengths, shards, options, fingerprint, extra or {})
     write_atomic(partial / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     (partial / PROGRESS).unlink(missing_ok=True)
     os.chmod(partial, 0o755)
@@ -349,22 +349,31 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
     return manifest
 
 
-def inputs_of(tokenized: dict, options: dict) -> dict:
-    """What a packed folder was made from, by hash, and every option that changes it: two
-    preparations with equal ``inputs`` hold the same packs."""
+def _inputs(provenance: Provenance, options: dict) -> dict:
+    return provenance.inputs(context_length=options["context_length"], overflow=options["overflow"],
+                             seed=options["seed"])
+
+
+def _manifest(tokenized_dir: Path, provenance: Provenance, plan: Plan, lengths: np.ndarray, shards: list[dict],
+              options: dict, fingerprint: str, extra: dict) -> dict:
     return {
-        "source_sha256": tokenized["source"]["sha256"], "spec_sha256": tokenized["spec"]["sha256"],
-        "tokenizer_sha256": tokenized["tokenizer"]["sha256"],
-        **{k: tokenized.get(k) for k in ("policy", "parse_special", "max_length", "overlong", "on_error")},
-        **{k: options[k] for k in ("context_length", "overflow", "seed")},
+        "format": PACKED_FORMAT,  # no timestamp: the same inputs and options give a byte-identical folder
+        "tokenized": {"path": str(tokenized_dir.resolve()), "manifest_sha256": sha256_file(tokenized_dir / MANIFEST)},
+        **provenance.described(),
+        "packing": options,
+        "inputs": _inputs(provenance, options),
+        "fingerprint": fingerprint,
+        "stats": _stats(plan, lengths, shards),
+        **extra,
+        "columns": COLUMNS,
+        "shards": shards,
     }
 
 
-def _manifest(tokenized_dir: Path, source: dict, plan: Plan, lengths: np.ndarray, shards: list[dict],
-              options: dict, fingerprint: str, extra: dict) -> dict:
+def _stats(plan: Plan, lengths: np.ndarray, shards: list[dict]) -> dict:
     capacity = plan.num_packs * plan.context_length
     dropped = {reason: int(idx.size) for reason, idx in sorted(plan.dropped.items())}
-    stats = {
+    return {
         "samples": int(lengths.size),
         "packed_samples": int(np.unique(plan.sample).size),
         "pieces": int(plan.sample.size),
@@ -384,15 +393,10 @@ def _manifest(tokenized_dir: Path, source: dict, plan: Plan, lengths: np.ndarray
         "split": plan.split,
         "samples_per_pack": round(plan.sample.size / plan.num_packs, 2) if plan.num_packs else 0,
     }
-    return {
-        "format": FORMAT,  # no timestamp: the same inputs and options give a byte-identical folder
-        "tokenized": {"path": str(tokenized_dir.resolve()), "manifest_sha256": sha256_file(tokenized_dir / MANIFEST)},
-        **{k: source[k] for k in ("source", "spec", "tokenizer", "policy", "parse_special") if k in source},
-        "packing": options,
-        "inputs": inputs_of(source, options),
-        "fingerprint": fingerprint,
-        "stats": stats,
-        **extra,
-        "columns": COLUMNS,
-        "shards": shards,
-    }
+
+
+def open_folder(folder: str | Path) -> PackedDataset | TokenizedDataset:
+    """A ``tforge pack`` folder as a :class:`PackedDataset`, a ``tforge tokenize`` one as a
+    :class:`~template_forge.data.tokenized.TokenizedDataset` (by the manifest's format)."""
+    kind = read_manifest(folder).get("format")
+    return PackedDataset(folder) if kind == PACKED_FORMAT else TokenizedDataset(folder)

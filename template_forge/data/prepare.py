@@ -18,10 +18,9 @@ tokenizer, and every option that changes the result. An output folder whose ``in
 equal the current ones is up to date and reused as it is; a stale one is never reused.
 """
 
-
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -31,15 +30,22 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from template_forge.data.conversations import REASONS, BadLine, parse_line
-from template_forge.data.packed import inputs_of, pack_tokenized, packed_manifest
-from template_forge.data.tokenized import FORMAT, MANIFEST, ShardWriter, read_manifest, sha256_file
+from template_forge.data.packed import pack_tokenized, packed_manifest
+from template_forge.data.provenance import (
+    MANIFEST,
+    TOKENIZED_FORMAT,
+    Provenance,
+    fingerprint_spec,
+    read_manifest,
+    sha256_file,
+)
+from template_forge.data.tokenized import ShardWriter
 from template_forge.errors import DataError, RenderError
-from template_forge.format.spec import Spec
 from template_forge.io import occupied, replace_dir
 from template_forge.parallel import default_workers, ordered_map
 from template_forge.tokens.encoder import Encoded, Encoder
@@ -68,12 +74,17 @@ class Report:
             self.examples[bad.reason].append(str(bad))
 
 
-def fingerprint_spec(spec: Spec) -> str:
-    """A stable hash of what a spec means (every resolved field)."""
-    data = json.dumps(dataclasses.asdict(spec), sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(data.encode()).hexdigest()
+@dataclass(frozen=True)
+class Row:
+    """One non-blank line as a worker hands it back: its tokens, or why it is left out."""
+
+    line: int
+    encoded: Encoded | None = None
+    bad: BadLine | None = None
+    truncated: bool = False
 
 
+# --------------------------------------------------------------------------- the workers' part
 @dataclass(frozen=True)
 class _Settings:
     path: str
@@ -98,54 +109,59 @@ def _chunks(path: Path, lines_per_chunk: int, digest, progress: Callable[[int], 
             yield start, batch
 
 
-def _work(state: tuple[Encoder, _Settings], chunk: tuple[int, list[bytes]]) -> list[tuple[int, Any]]:
-    """Parse, check and encode one chunk of lines; returns ``(line, Encoded | BadLine | None)``."""
+def _work(state: tuple[Encoder, _Settings], chunk: tuple[int, list[bytes]]) -> list[Row]:
+    """Parse, check and encode one chunk of lines (blank lines are allowed and left out)."""
     encoder, st = state
     start, raws = chunk
-    out: list[tuple[int, Any]] = []
-    good: list[tuple[int, list[dict]]] = []
-    for k, raw in enumerate(raws):
-        line = start + k
-        if not raw.strip():
-            out.append((line, None))  # blank lines are allowed and ignored
-            continue
-        parsed = parse_line(raw.rstrip(b"\r\n"), path=st.path, line=line, require_alternation=st.alternation,
-                            need_assistant=st.need_assistant)
-        out.append((line, parsed))
-        if not isinstance(parsed, BadLine):
-            good.append((len(out) - 1, parsed))
+    parsed = [(start + k, parse_line(raw.rstrip(b"\r\n"), path=st.path, line=start + k,
+                                     require_alternation=st.alternation, need_assistant=st.need_assistant))
+              for k, raw in enumerate(raws) if raw.strip()]
+    good = [(line, messages) for line, messages in parsed if not isinstance(messages, BadLine)]
+    encoded = dict(zip((line for line, _ in good), _encode(encoder, good, st.path)))
+    return [Row(line, bad=result) if isinstance(result, BadLine) else _fit(encoded[line], line, st)
+            for line, result in parsed]
+
+
+def _encode(encoder: Encoder, good: list[tuple[int, list[dict]]], path: str) -> list[Encoded | BadLine]:
+    """Encode a chunk's conversations at once; if one cannot be rendered, one by one."""
     try:
-        encoded = encoder.encode_batch([m for _, m in good], workers=1) if good else []
+        return encoder.encode_batch([messages for _, messages in good], workers=1) if good else []
     except RenderError:
-        encoded = []
-        for slot, messages in good:  # find the culprits one by one
-            try:
-                encoded.append(encoder.encode(messages))
-            except RenderError as exc:
-                encoded.append(BadLine(st.path, out[slot][0], "unrenderable", str(exc).split(": ", 1)[-1]
-                                       if exc.message_index is not None else str(exc), exc.message_index))
-    for (slot, _), enc in zip(good, encoded):
-        line = out[slot][0]
-        if isinstance(enc, Encoded) and st.max_length is not None and enc.num_tokens > st.max_length:
-            if st.overlong == "truncate":
-                enc = Encoded(enc.input_ids[: st.max_length].copy(), enc.loss_mask[: st.max_length].copy())
-                out[slot] = (line, ("truncated", enc))
-                continue
-            enc = BadLine(st.path, line, "too_long", f"{enc.num_tokens} tokens, more than --max-length "
-                          f"{st.max_length}. Dropped (use --overlong truncate to keep the first {st.max_length}).")
-        out[slot] = (line, enc)
+        pass
+    out: list[Encoded | BadLine] = []
+    for line, messages in good:  # find the culprits
+        try:
+            out.append(encoder.encode(messages))
+        except RenderError as exc:
+            what = str(exc).split(": ", 1)[-1] if exc.message_index is not None else str(exc)
+            out.append(BadLine(path, line, "unrenderable", what, exc.message_index))
     return out
 
 
-def tokenize_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Path, *,
-                  spec_name: str | None = None, max_length: int | None = None, overlong: str = "drop",
-                  on_error: str = "stop", workers: int | None = None, policy: str = "assistant",
-                  parse_special: bool = False, overwrite: bool = False, shard_bytes: int = 256 << 20,
-                  lines_per_chunk: int = 256, progress: Callable[[int], None] | None = None,
-                  tokenizer_path: str | None = None) -> Report:
+def _fit(result: Encoded | BadLine, line: int, st: _Settings) -> Row:
+    """The row of an encoded line, after ``--max-length``: kept, truncated or too long."""
+    if isinstance(result, BadLine):
+        return Row(line, bad=result)
+    if st.max_length is None or result.num_tokens <= st.max_length:
+        return Row(line, encoded=result)
+    if st.overlong == "truncate":
+        cut = Encoded(result.input_ids[: st.max_length].copy(), result.loss_mask[: st.max_length].copy())
+        return Row(line, encoded=cut, truncated=True)
+    return Row(line, bad=BadLine(st.path, line, "too_long", (
+        f"{result.num_tokens} tokens, more than --max-length {st.max_length}. "
+        f"Dropped (use --overlong truncate to keep the first {st.max_length}).")))
+
+
+# --------------------------------------------------------------------------- tforge tokenize
+def tokenize_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, spec_name: str | None = None,
+                  max_length: int | None = None, overlong: str = "drop", on_error: str = "stop",
+                  workers: int | None = None, overwrite: bool = False, shard_bytes: int = 256 << 20,
+                  lines_per_chunk: int = 256, progress: Callable[[int], None] | None = None) -> Report:
     """Tokenize a JSONL conversation file into ``out_dir`` (Arrow shards + manifest).
 
     Args:
+        encoder: the format, tokenizer and loss policy (:class:`~template_forge.tokens.encoder.Encoder`).
+        spec_name: how the manifest names the format (default: the spec's own name).
         on_error: ``stop`` raises :class:`DataError` at the first bad line (nothing is
             written); ``skip`` leaves bad lines out and counts them by reason.
         max_length: conversations with more tokens are dropped (``overlong="drop"``, counted
@@ -157,76 +173,75 @@ def tokenize_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | P
         raise ValueError(f"overlong must be one of {OVERLONG}")
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}")
-    data, out_dir = Path(data), Path(out_dir)
-    if not data.is_file():
-        raise DataError(f"{data}: no such file. Pass a JSONL file with one {{\"messages\": [...]}} per line.")
+    data, out_dir = _input_file(data), Path(out_dir)
     if occupied(out_dir) and not overwrite:
         raise DataError(f"{out_dir} already exists. Choose another output folder or pass --overwrite.")
-    if tokenizer_path is None and isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer_path = os.path.abspath(tokenizer)
-    encoder = tokenizer if isinstance(tokenizer, Encoder) else Encoder(spec, tokenizer, policy=policy,
-                                                                        parse_special=parse_special)
-    settings = _Settings(str(data), spec.require_alternation, encoder.policy != "causal_lm", max_length, overlong)
-    workers = default_workers() if workers is None else max(1, workers)
+    settings = _Settings(str(data), encoder.spec.require_alternation, encoder.policy != "causal_lm", max_length,
+                         overlong)
     digest = hashlib.sha256()
-    report = Report()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        writer = ShardWriter(tmp, shard_bytes=shard_bytes)
-        lengths: list[int] = []
-        chunks = _chunks(data, lines_per_chunk, digest, progress)
-        for results in ordered_map(_work, (encoder, settings), chunks, workers):
-            for line, result in results:
-                if result is None:
-                    continue
-                report.lines += 1
-                if isinstance(result, BadLine):
-                    if on_error == "stop" and result.reason != "too_long":  # too long: --overlong decides
-                        raise result.error()
-                    report.note(result)
-                    continue
-                if isinstance(result, tuple):
-                    report.truncated += 1
-                    result = result[1]
-                writer.add(result, line)
-                report.written += 1
-                report.tokens += result.num_tokens
-                report.trained_tokens += result.num_trained
-                lengths.append(result.num_tokens)
-        shards = writer.close()
-        manifest = _manifest(data, digest.hexdigest(), spec, spec_name, encoder, report, shards, lengths,
-                             max_length=max_length, overlong=overlong, on_error=on_error)
-        if tokenizer_path:
-            manifest["tokenizer"]["path"] = str(tokenizer_path)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        rows = ordered_map(_work, (encoder, settings), _chunks(data, lines_per_chunk, digest, progress),
+                           default_workers() if workers is None else max(1, workers))
+        report, shards, lengths = _write_rows(tmp, rows, on_error=on_error, shard_bytes=shard_bytes)
+        provenance = Provenance(
+            digest.hexdigest(), fingerprint_spec(encoder.spec), encoder.vocab.sha256, encoder.policy,
+            encoder.parse_special, max_length, overlong, on_error, source_path=str(data.resolve()),
+            spec_name=spec_name or encoder.spec.name, tokenizer_engine=encoder.engine,
+            tokenizer_vocab_size=encoder.vocab.tok.get_vocab_size(with_added_tokens=True),
+            tokenizer_path=encoder.vocab.path)
+        report.manifest = _manifest(provenance, encoder, report, shards, lengths)
+        (tmp / MANIFEST).write_text(json.dumps(report.manifest, indent=2) + "\n")
         os.chmod(tmp, 0o755)
         replace_dir(tmp, out_dir)
-        report.manifest = manifest
         return report
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _manifest(data: Path, data_sha: str, spec: Spec, spec_name: str | None, encoder: Encoder, report: Report,
-              shards: list[dict], lengths: list[int], **settings: Any) -> dict:
+def _input_file(data: str | Path) -> Path:
+    data = Path(data)
+    if not data.is_file():
+        raise DataError(f"{data}: no such file. Pass a JSONL file with one {{\"messages\": [...]}} per line.")
+    return data
+
+
+def _write_rows(folder: Path, rows: Iterable[list[Row]], *, on_error: str,
+                shard_bytes: int) -> tuple[Report, list[dict], list[int]]:
+    """Write the workers' rows, in order, as shards in ``folder``; stop at a bad line if asked to."""
+    report, lengths = Report(), []
+    writer = ShardWriter(folder, shard_bytes=shard_bytes)
+    with contextlib.closing(rows):  # a stop closes the worker pool at once
+        for row in (row for chunk in rows for row in chunk):
+            report.lines += 1
+            if row.bad is not None:
+                if on_error == "stop" and row.bad.reason != "too_long":  # too long: --overlong decides
+                    raise row.bad.error()
+                report.note(row.bad)
+                continue
+            report.truncated += row.truncated
+            writer.add(row.encoded, row.line)
+            report.written += 1
+            report.tokens += row.encoded.num_tokens
+            report.trained_tokens += row.encoded.num_trained
+            lengths.append(row.encoded.num_tokens)
+    return report, writer.close(), lengths
+
+
+def _manifest(provenance: Provenance, encoder: Encoder, report: Report, shards: list[dict],
+              lengths: list[int]) -> dict:
     arr = np.asarray(lengths, dtype=np.int64)
     stats = {}
     if arr.size:
         stats = {"min": int(arr.min()), "mean": round(float(arr.mean()), 1), "max": int(arr.max()),
                  **{f"p{q}": int(np.percentile(arr, q)) for q in (50, 90, 99)}}
     return {
-        "format": FORMAT,
+        "format": TOKENIZED_FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"path": str(data.resolve()), "sha256": data_sha},
-        "spec": {"name": spec_name or spec.name, "sha256": fingerprint_spec(spec)},
-        "tokenizer": {"sha256": encoder.vocab.sha256, "engine": encoder.engine,
-                      "vocab_size": encoder.vocab.tok.get_vocab_size(with_added_tokens=True)},
-        "policy": encoder.policy,
+        **provenance.manifest_entries(),
         "warnings": encoder.pairing_warnings(),
-        "parse_special": encoder.parse_special,
-        **settings,
         "counts": {"lines": report.lines, "written": report.written, "truncated": report.truncated,
                    "skipped": dict(sorted(report.skipped.items())),
                    "skipped_total": sum(report.skipped.values())},
@@ -245,20 +260,17 @@ def describe_skips(report: Report) -> list[str]:
     return out
 
 
-def expected_inputs(data: str | Path, spec: Spec, encoder: Encoder, *, context_length: int, overflow: str = "drop",
-                    seed: int = 0, on_error: str = "stop") -> dict:
-    """The ``inputs`` a packed manifest of this data, spec and tokenizer would record
-    (:func:`~template_forge.data.packed.inputs_of` on the tokenize manifest ``prepare`` writes)."""
-    tokenized = {"source": {"sha256": sha256_file(Path(data))}, "spec": {"sha256": fingerprint_spec(spec)},
-                 "tokenizer": {"sha256": encoder.vocab.sha256}, "policy": encoder.policy,
-                 "parse_special": encoder.parse_special, "max_length": None, "overlong": "drop", "on_error": on_error}
-    return inputs_of(tokenized, {"context_length": int(context_length), "overflow": overflow, "seed": int(seed)})
+# --------------------------------------------------------------------------- tforge prepare
+def expected_provenance(data: str | Path, encoder: Encoder, *, on_error: str = "stop") -> Provenance:
+    """The record ``tforge prepare`` would write for its tokenized rows of ``data``
+    (the whole-file sha256 costs one read of it)."""
+    return Provenance(sha256_file(Path(data)), fingerprint_spec(encoder.spec), encoder.vocab.sha256, encoder.policy,
+                      encoder.parse_special, max_length=None, overlong="drop", on_error=on_error)
 
 
-def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Path, *, context_length: int,
-                 overflow: str = "drop", seed: int = 0, spec_name: str | None = None, policy: str = "assistant",
-                 parse_special: bool = False, on_error: str = "stop", workers: int | None = None,
-                 overwrite: bool = False, shard_bytes: int = 256 << 20, tokenizer_path: str | None = None,
+def prepare_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, context_length: int,
+                 overflow: str = "drop", seed: int = 0, spec_name: str | None = None, on_error: str = "stop",
+                 workers: int | None = None, overwrite: bool = False, shard_bytes: int = 256 << 20,
                  on_tokenize: Callable[[int], None] | None = None,
                  on_pack: Callable[[int, int], None] | None = None) -> tuple[dict, bool]:
     """Tokenize and pack ``data`` into ``out_dir``; returns ``(manifest, reused)``.
@@ -270,18 +282,12 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
         on_tokenize: progress callback, bytes of input read.
         on_pack: progress callback, ``(packs just written, total packs)``.
     """
-    data, out_dir = Path(data), Path(out_dir)
-    if not data.is_file():
-        raise DataError(f"{data}: no such file. Pass a JSONL file with one {{\"messages\": [...]}} per line.")
-    encoder = tokenizer if isinstance(tokenizer, Encoder) else Encoder(spec, tokenizer, policy=policy,
-                                                                        parse_special=parse_special)
+    data, out_dir = _input_file(data), Path(out_dir)
     work = out_dir.parent / f".{out_dir.name}.tokenized"
     # Hashing the data costs a read of it: only when there is an earlier result to compare with.
     # Otherwise the file is read once, and tokenize_file hashes it on the way.
-    inputs = None
-    if out_dir.exists() or work.exists():
-        inputs = expected_inputs(data, spec, encoder, context_length=context_length, overflow=overflow, seed=seed,
-                                 on_error=on_error)
+    expected = expected_provenance(data, encoder, on_error=on_error) if out_dir.exists() or work.exists() else None
+    inputs = expected.inputs(context_length=context_length, overflow=overflow, seed=seed) if expected else None
     existing = packed_manifest(out_dir) if inputs else None
     stale = [k for k in inputs if existing.get("inputs", {}).get(k, "<absent>") != inputs[k]] if existing else None
     if stale == []:
@@ -289,12 +295,11 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
     if occupied(out_dir) and not overwrite:
         why = f" It was prepared from other inputs ({', '.join(stale)} differ)." if stale else ""
         raise DataError(f"{out_dir} already exists.{why} Choose another output folder or pass --overwrite.")
-    if inputs and _tokenized_matches(work, inputs):
+    if expected and _tokenized_provenance(work) == expected:  # left by an interrupted run of the same inputs
         tokenized = read_manifest(work)
     else:
-        report = tokenize_file(data, spec, encoder, work, spec_name=spec_name, on_error=on_error, workers=workers,
-                               overwrite=True, progress=on_tokenize, tokenizer_path=tokenizer_path)
-        tokenized = report.manifest
+        tokenized = tokenize_file(data, encoder, work, spec_name=spec_name, on_error=on_error, workers=workers,
+                                  overwrite=True, progress=on_tokenize).manifest
     manifest = pack_tokenized(work, out_dir, context_length=context_length, overflow=overflow, seed=seed,
                               shard_bytes=shard_bytes, overwrite=True, progress=on_pack,
                               extra={"tokenized": None,  # the intermediate folder is removed below
@@ -304,9 +309,9 @@ def prepare_file(data: str | Path, spec: Spec, tokenizer: Any, out_dir: str | Pa
     return manifest, False
 
 
-def _tokenized_matches(work: Path, inputs: dict) -> bool:
-    """An intermediate folder left by an interrupted ``prepare`` of the same inputs."""
+def _tokenized_provenance(work: Path) -> Provenance | None:
+    """The record of an intermediate tokenized folder, if there is a readable one."""
     try:
-        return inputs_of(read_manifest(work, expect=FORMAT), inputs) == inputs
-    except (DataError, KeyError):
-        return False
+        return Provenance.of_manifest(read_manifest(work, expect=TOKENIZED_FORMAT))
+    except DataError:
+        return None

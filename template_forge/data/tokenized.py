@@ -9,18 +9,13 @@ without copying by plain pyarrow and by ``datasets.Dataset.from_file``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from template_forge.errors import DataError
+from template_forge.data.provenance import TOKENIZED_FORMAT, HashingFile, read_manifest
 from template_forge.tokens.encoder import Encoded
-
-MANIFEST = "manifest.json"
-FORMAT = "tforge.tokenized/1"
 
 
 def open_arrow(path: str | Path):
@@ -128,60 +123,6 @@ class ShardWriter:
         return self.shards
 
 
-class HashingFile:
-    """A write-only file object for ``pyarrow.PythonFile`` that hashes what passes through
-    it, so a shard's sha256 needs no second read of the shard."""
-
-    def __init__(self, fh):
-        self.fh, self.digest, self.closed = fh, hashlib.sha256(), False
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return self.fh.write(data)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:  # the caller closes the underlying file
-        self.closed = True
-
-
-def verify_shards(folder: str | Path, manifest: dict) -> int:
-    """Recompute the sha256 of every shard a manifest lists; returns how many were checked."""
-    for shard in manifest["shards"]:
-        path = Path(folder) / shard["file"]
-        if not path.is_file() or sha256_file(path) != shard["sha256"]:
-            raise DataError(f"{path}: {'missing' if not path.is_file() else 'contents differ from'} the manifest's "
-                            "sha256; the folder was modified after it was written. Make it again.")
-    return len(manifest["shards"])
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_manifest(folder: str | Path, *, expect: str | None = None) -> dict:
-    """The manifest of a ``tforge tokenize`` / ``tforge pack`` folder, with a clear error if absent."""
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        hint = " An interrupted run left it unfinished; rerun the same command to resume." if (
-            folder.parent / f".{folder.name}.partial").is_dir() else ""
-        raise DataError(f"{folder}: no {MANIFEST}; not a tforge output folder.{hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc}).") from None
-    if expect and manifest.get("format") != expect:
-        raise DataError(f"{path}: format {manifest.get('format')!r}, expected {expect!r}. "
-                        + ("Pack it first with `tforge pack`." if manifest.get("format") == FORMAT else ""))
-    return manifest
-
-
 class TokenizedDataset:
     """Read a ``tforge tokenize`` output folder; rows are memory-mapped, not copied.
 
@@ -191,7 +132,7 @@ class TokenizedDataset:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
-        self.manifest = read_manifest(self.folder, expect=FORMAT)
+        self.manifest = read_manifest(self.folder, expect=TOKENIZED_FORMAT)
         self._tables = []
         for shard in self.manifest["shards"]:
             self._tables.append(open_arrow(self.folder / shard["file"]))

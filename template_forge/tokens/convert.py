@@ -23,6 +23,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from template_forge.errors import DataError
+
 #: Llama 3.1+ special tokens in id order after the 128000 base tokens (as ``llama-models``
 #: defines them); 256 in all, the unnamed ones ``<|reserved_special_token_N|>``.
 LLAMA3_NAMED_SPECIALS = (
@@ -64,7 +66,8 @@ def from_tiktoken(model_file: str | Path, *, special_tokens: Sequence[str] | Non
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
     got = [tok.token_to_id(t) for t in specials]
     if got != list(range(base, base + len(specials))):
-        raise ValueError(f"special tokens of {model_file} did not land right after the {base} base tokens")
+        raise DataError(f"{model_file}: the special tokens did not land right after its {base} base tokens, so it "
+                        "is not a Llama 3 tiktoken file. Pass the special tokens its model uses (special_tokens=...).")
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos_token, eos_token=eos_token,
                                    clean_up_tokenization_spaces=False)
 
@@ -83,7 +86,8 @@ def from_sentencepiece(model_file: str | Path, *, legacy: bool = False):
     proto = model_pb2.ModelProto()
     proto.ParseFromString(Path(model_file).read_bytes())
     if proto.trainer_spec.model_type != 2:
-        raise ValueError(f"{model_file}: only SentencePiece BPE models are supported (model_type 2)")
+        raise DataError(f"{model_file}: a SentencePiece model of type {proto.trainer_spec.model_type}; only BPE "
+                        "models (type 2) can be converted. Convert it with its vendor's own tools.")
     vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
     tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=legacy)
     # type 2 = unknown, 3 = control: both are special tokens, never produced from text.
@@ -94,6 +98,21 @@ def from_sentencepiece(model_file: str | Path, *, legacy: bool = False):
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=names.get(trainer.bos_id), eos_token=names.get(trainer.eos_id),
         unk_token=names.get(trainer.unk_id), clean_up_tokenization_spaces=False, legacy=legacy)
+
+
+def detect_kind(model_file: str | Path) -> str:
+    """``tiktoken`` for a tiktoken BPE file (lines of ``base64 rank``), else ``sentencepiece``
+    (a binary protobuf)."""
+    with open(model_file, "rb") as fh:
+        head = fh.read(64)
+    return "tiktoken" if head[:1].isalnum() and b" " in head.split(b"\n")[0] else "sentencepiece"
+
+
+def from_vendor_file(model_file: str | Path, *, kind: str = "auto"):
+    """A fast tokenizer from a vendor's vocabulary file; ``kind`` ``auto`` tells the two
+    formats apart by their first bytes. Returns ``(tokenizer, kind)``."""
+    kind = detect_kind(model_file) if kind == "auto" else kind
+    return (from_tiktoken(model_file) if kind == "tiktoken" else from_sentencepiece(model_file)), kind
 
 
 def save(tokenizer, folder: str | Path) -> Path:

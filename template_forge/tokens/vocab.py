@@ -124,6 +124,11 @@ class Vocab:
                 raise DataError(f"the tiktoken engine cannot encode this tokenizer exactly: {why}")
         self._plain = None
 
+    @property
+    def path(self) -> str | None:
+        """The absolute path the tokenizer was read from (None for a tokenizer object)."""
+        return os.path.abspath(self.source) if isinstance(self.source, (str, os.PathLike)) else None
+
     # Byte length of every token's text, and whether summing them reproduces the text.
     def _byte_lengths(self, config: dict) -> tuple[np.ndarray, bool]:
         size = self.tok.get_vocab_size(with_added_tokens=True)

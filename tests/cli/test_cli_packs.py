@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from template_forge.cli import main
-from template_forge.data.packed import PackedDataset, read_manifest
+from template_forge.data.packed import PackedDataset
+from template_forge.data.provenance import read_manifest
 from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import Encoder
 
@@ -183,10 +184,10 @@ def test_an_interrupted_prepare_resumes_without_tokenizing_again(data, tok, tmp_
 
     monkeypatch.setattr(shards, "_write_shard", crash)
     with pytest.raises(KeyboardInterrupt):
-        prepare.prepare_file(data, builtin("llama3"), tok, out, context_length=64, workers=1, shard_bytes=4096)
+        prepare.prepare_file(data, Encoder(builtin("llama3"), tok), out, context_length=64, workers=1, shard_bytes=4096)
     assert not out.exists() and (tmp_path / ".packed.tokenized" / "manifest.json").is_file()
     monkeypatch.setattr(shards, "_write_shard", real_write)
-    manifest, reused = prepare.prepare_file(data, builtin("llama3"), tok, out, context_length=64, workers=1,
+    manifest, reused = prepare.prepare_file(data, Encoder(builtin("llama3"), tok), out, context_length=64, workers=1,
                                             shard_bytes=4096)
     assert not reused and tokenized == [1]  # the tokenized rows of the first run were used
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "packed"]

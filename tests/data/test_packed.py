@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from template_forge.data import packed as shards
-from template_forge.data.packed import FORMAT, PackedDataset, pack_tokenized, read_manifest
-from template_forge.data.tokenized import FORMAT as TOKENIZED_FORMAT
-from template_forge.data.tokenized import MANIFEST, ShardWriter
+from template_forge.data.packed import PackedDataset, pack_tokenized
+from template_forge.data.provenance import MANIFEST, PACKED_FORMAT, TOKENIZED_FORMAT, read_manifest
+from template_forge.data.tokenized import ShardWriter
 from template_forge.errors import DataError
 from template_forge.tokens.encoder import Encoded
 
@@ -188,7 +188,7 @@ def test_a_partial_run_of_other_options_is_started_over(tmp_path, monkeypatch):
 def test_manifest_records_provenance_and_statistics(tmp_path):
     write_tokenized(tmp_path / "tok", random_rows([10, 200, 30, 0 + 5]))
     m = pack_tokenized(tmp_path / "tok", tmp_path / "p", context_length=64, overflow="drop", seed=3)
-    assert m["format"] == FORMAT
+    assert m["format"] == PACKED_FORMAT
     assert m["source"]["sha256"] == "s" * 64 and m["tokenizer"]["sha256"] == "t" * 64
     assert m["inputs"]["context_length"] == 64 and m["inputs"]["seed"] == 3 and m["inputs"]["spec_sha256"] == "p" * 64
     s = m["stats"]

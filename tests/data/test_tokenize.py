@@ -11,7 +11,8 @@ import pytest
 
 from template_forge.data.conversations import parse_line
 from template_forge.data.prepare import tokenize_file
-from template_forge.data.tokenized import TokenizedDataset, sha256_file
+from template_forge.data.provenance import sha256_file
+from template_forge.data.tokenized import TokenizedDataset
 from template_forge.errors import DataError
 from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import Encoder
@@ -74,7 +75,7 @@ def test_round_trip_in_input_order(tmp_path, llama3, workers):
     records.insert(5, b"")  # blank lines are ignored but keep their number
     data = _write(tmp_path / "d.jsonl", records)
     out = tmp_path / "out"
-    report = tokenize_file(data, llama3.spec, llama3, out, workers=workers, lines_per_chunk=64, shard_bytes=40_000)
+    report = tokenize_file(data, llama3, out, workers=workers, lines_per_chunk=64, shard_bytes=40_000)
     ds = TokenizedDataset(out)
     assert len(ds) == report.written == 700 == report.manifest["counts"]["written"]
     assert len(report.manifest["shards"]) > 1  # bounded shards
@@ -102,7 +103,7 @@ def test_round_trip_in_input_order(tmp_path, llama3, workers):
 def test_rows_are_zero_copy_views_of_the_mapped_file(tmp_path, llama3):
     records = [_conv(i) for i in range(1500)]  # more than one record batch in the shard
     data = _write(tmp_path / "d.jsonl", records)
-    tokenize_file(data, llama3.spec, llama3, tmp_path / "out", workers=1)
+    tokenize_file(data, llama3, tmp_path / "out", workers=1)
     ds = TokenizedDataset(tmp_path / "out")
     assert len(ds) == 1500 and len(ds.manifest["shards"]) == 1
     for k in (3, 1400, -1):
@@ -114,7 +115,7 @@ def test_rows_are_zero_copy_views_of_the_mapped_file(tmp_path, llama3):
 def test_stop_writes_nothing_and_names_the_line(tmp_path, llama3):
     data = _write(tmp_path / "d.jsonl", [_conv(i) for i in range(300)] + [b'{"messages": 1}'] + [_conv(1)])
     with pytest.raises(DataError, match=r"d\.jsonl:301: `messages` must be a list"):
-        tokenize_file(data, llama3.spec, llama3, tmp_path / "out", workers=2, lines_per_chunk=50)
+        tokenize_file(data, llama3, tmp_path / "out", workers=2, lines_per_chunk=50)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
 
 
@@ -125,7 +126,7 @@ def test_skip_counts_by_reason(tmp_path, llama3):
     data = _write(tmp_path / "d.jsonl", records)
     spec = load_builtin("mistral-v1")  # roles must alternate: the last line is out of order
     enc = Encoder(spec, llama3.vocab)
-    report = tokenize_file(data, spec, enc, tmp_path / "out", on_error="skip", workers=1)
+    report = tokenize_file(data, enc, tmp_path / "out", on_error="skip", workers=1)
     assert report.written == 2 and report.lines == 6
     assert dict(report.skipped) == {"invalid_json": 1, "unknown_role": 2, "bad_order": 1}
     assert report.manifest["counts"]["skipped"] == {"bad_order": 1, "invalid_json": 1, "unknown_role": 2}
@@ -138,8 +139,8 @@ def test_unrenderable_lines_are_skipped_with_their_message_index(tmp_path, llama
     data = _write(tmp_path / "d.jsonl", records)
     spec = load_builtin("llama2")
     with pytest.raises(DataError, match=r"d\.jsonl:2: message 2: messages 0 and 2 are both system messages"):
-        tokenize_file(data, spec, Encoder(spec, llama3.vocab), tmp_path / "out", workers=1)
-    report = tokenize_file(data, spec, Encoder(spec, llama3.vocab), tmp_path / "out", workers=1, on_error="skip")
+        tokenize_file(data, Encoder(spec, llama3.vocab), tmp_path / "out", workers=1)
+    report = tokenize_file(data, Encoder(spec, llama3.vocab), tmp_path / "out", workers=1, on_error="skip")
     assert dict(report.skipped) == {"unrenderable": 1} and report.written == 1
 
 
@@ -149,7 +150,7 @@ def test_max_length(tmp_path, llama3, overlong):
     data = _write(tmp_path / "d.jsonl", records)
     lengths = [llama3.encode(r["messages"]).num_tokens for r in records]
     limit = sorted(lengths)[10]
-    report = tokenize_file(data, llama3.spec, llama3, tmp_path / "out", max_length=limit, overlong=overlong,
+    report = tokenize_file(data, llama3, tmp_path / "out", max_length=limit, overlong=overlong,
                            on_error="skip", workers=1)
     over = sum(n > limit for n in lengths)
     assert over > 0
@@ -165,7 +166,7 @@ def test_max_length(tmp_path, llama3, overlong):
 def test_too_long_is_dropped_and_reported_even_when_stopping_on_errors(tmp_path, llama3):
     data = _write(tmp_path / "d.jsonl", [_conv(12), _conv(0)])
     limit = llama3.encode(_conv(0)["messages"]).num_tokens
-    report = tokenize_file(data, llama3.spec, llama3, tmp_path / "out", max_length=limit, workers=1)
+    report = tokenize_file(data, llama3, tmp_path / "out", max_length=limit, workers=1)
     assert report.written == 1 and dict(report.skipped) == {"too_long": 1}
     example = report.examples["too_long"][0]
     assert example.startswith(f"{data}:1: ") and f"more than --max-length {limit}" in example
@@ -178,9 +179,9 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path, llama3):
     out.mkdir()
     (out / "precious.txt").write_text("keep")
     with pytest.raises(DataError, match="already exists.*--overwrite"):
-        tokenize_file(data, llama3.spec, llama3, out, workers=1)
+        tokenize_file(data, llama3, out, workers=1)
     assert (out / "precious.txt").read_text() == "keep"
-    tokenize_file(data, llama3.spec, llama3, out, workers=1, overwrite=True)
+    tokenize_file(data, llama3, out, workers=1, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shard-00000.arrow"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl", "out"]
 
@@ -194,19 +195,19 @@ def test_an_interrupted_run_leaves_nothing(tmp_path, llama3, monkeypatch):
 
     monkeypatch.setattr(tokenized.ShardWriter, "close", boom)
     with pytest.raises(KeyboardInterrupt):
-        tokenize_file(data, llama3.spec, llama3, tmp_path / "out", workers=1)
+        tokenize_file(data, llama3, tmp_path / "out", workers=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
 
 
 def test_manifest_hashes_track_spec_tokenizer_and_data(tmp_path, llama3, real_tokenizer):
     data = _write(tmp_path / "d.jsonl", [_conv(1)])
-    a = tokenize_file(data, llama3.spec, llama3, tmp_path / "a", workers=1).manifest
+    a = tokenize_file(data, llama3, tmp_path / "a", workers=1).manifest
     spec2 = load_builtin("chatml")
-    b = tokenize_file(data, spec2, Encoder(spec2, llama3.vocab), tmp_path / "b", workers=1).manifest
-    c = tokenize_file(data, llama3.spec, Encoder(llama3.spec, real_tokenizer("mistral-v3")), tmp_path / "c",
+    b = tokenize_file(data, Encoder(spec2, llama3.vocab), tmp_path / "b", workers=1).manifest
+    c = tokenize_file(data, Encoder(llama3.spec, real_tokenizer("mistral-v3")), tmp_path / "c",
                       workers=1).manifest
     _write(data, [_conv(2)])
-    d = tokenize_file(data, llama3.spec, llama3, tmp_path / "d", workers=1).manifest
+    d = tokenize_file(data, llama3, tmp_path / "d", workers=1).manifest
     assert a["spec"]["sha256"] != b["spec"]["sha256"] and a["tokenizer"]["sha256"] == b["tokenizer"]["sha256"]
     assert a["tokenizer"]["sha256"] != c["tokenizer"]["sha256"] and a["spec"]["sha256"] == c["spec"]["sha256"]
     assert a["source"]["sha256"] != d["source"]["sha256"] and a["spec"] == d["spec"]
@@ -215,7 +216,7 @@ def test_manifest_hashes_track_spec_tokenizer_and_data(tmp_path, llama3, real_to
 def test_progress_reports_every_byte(tmp_path, llama3):
     data = _write(tmp_path / "d.jsonl", [_conv(i) for i in range(30)])
     seen = []
-    tokenize_file(data, llama3.spec, llama3, tmp_path / "out", workers=1, progress=seen.append)
+    tokenize_file(data, llama3, tmp_path / "out", workers=1, progress=seen.append)
     assert sum(seen) == os.path.getsize(data)
 
 
@@ -223,7 +224,7 @@ def test_causal_lm_accepts_conversations_without_assistant(tmp_path, real_tokeni
     data = _write(tmp_path / "d.jsonl", [{"messages": [{"role": "user", "content": "just text"}]}])
     spec = load_builtin("chatml")
     enc = Encoder(spec, real_tokenizer("llama3"), policy="causal_lm")
-    report = tokenize_file(data, spec, enc, tmp_path / "out", workers=1)
+    report = tokenize_file(data, enc, tmp_path / "out", workers=1)
     row = TokenizedDataset(tmp_path / "out")[0]
     assert report.written == 1 and row.num_trained == row.num_tokens > 0
     assert np.all(row.loss_mask == 1)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from template_forge.data.packed import FORMAT as PACKED_FORMAT
 from template_forge.data.packed import PackedDataset, packed_manifest
+from template_forge.data.provenance import PACKED_FORMAT
 from template_forge.errors import DataError
 
 
@@ -95,6 +95,7 @@ def prepare(path: str, *, name: str, spec, tokenizer: Path, tokenizer_sha256: st
     """``path`` as packed shards: a prepared folder as it is (checked), or a JSONL file
     prepared into ``out_root/name`` (reused when its manifest's input hashes match)."""
     from template_forge.data.prepare import prepare_file
+    from template_forge.tokens.encoder import Encoder
 
     source = Path(path)
     if source.is_dir():
@@ -118,9 +119,9 @@ def prepare(path: str, *, name: str, spec, tokenizer: Path, tokenizer_sha256: st
                         "{\"messages\": [...]} lines, or a folder made by `tforge prepare`.")
     out = out_root / name
     bar = _Bar(progress, f"preparing {source.name}")
-    manifest, reused = prepare_file(source, spec, str(tokenizer), out, context_length=context_length, seed=seed,
-                                    policy=policy, overwrite=True, on_tokenize=bar.bytes(source.stat().st_size),
-                                    on_pack=bar.packs)
+    manifest, reused = prepare_file(source, Encoder(spec, str(tokenizer), policy=policy), out,
+                                    context_length=context_length, seed=seed, overwrite=True,
+                                    on_tokenize=bar.bytes(source.stat().st_size), on_pack=bar.packs)
     bar.close()
     stats = manifest["stats"]
     log(f"{name}: {'reused' if reused else 'prepared'} {out} — {stats['packs']} packs of ≤{context_length} tokens, "
