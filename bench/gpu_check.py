@@ -369,7 +369,7 @@ def optimizer_step(params, optimizer) -> None:
 
 def tforge_step(model, params, optimizer, micro: list[dict], *, attn, device, dtype, autocast) -> float:
     """The trainer's step: summed token losses of all micro-batches ÷ their trained tokens."""
-    from tforge_trainer.loop import Dist, accumulate
+    from tforge_trainer.recipe import Dist, accumulate
 
     trained = max(1, sum(int(b["num_trained"]) for b in micro))
     total = accumulate(model, micro, dist=Dist(), global_trained=trained, attn=attn, device=device, dtype=dtype,
@@ -582,7 +582,7 @@ def main(argv=None) -> int:
         if not torch.cuda.is_bf16_supported():
             raise SystemExit("gpu_check: this GPU has no bf16; the check is for Ampere or newer.")
         device, dtype = torch.device("cuda"), torch.bfloat16
-    from tforge_trainer.loop import collate_packs
+    from tforge_trainer.recipe import collate_packs
     from tforge_trainer.model import attention_backend
 
     attn = attention_backend(device) if args.attn == "auto" or args.smoke else args.attn

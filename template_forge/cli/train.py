@@ -49,7 +49,7 @@ def train_cmd(config: str, overrides: tuple[str, ...], resume: bool, stop_at_ste
         for warning in warnings:
             click.echo(f"warning: {warning}", err=True)
     _trainer()
-    from tforge_trainer.loop import train
+    from tforge_trainer.recipe import train
 
     train(cfg, resume=resume, stop_at_step=stop_at_step, progress=not quiet)
 

@@ -22,7 +22,7 @@ from click.testing import CliRunner  # noqa: E402
 from template_forge.cli import main  # noqa: E402
 from template_forge.errors import ConfigError  # noqa: E402
 from tforge_trainer.config import load_config  # noqa: E402
-from tforge_trainer.loop import train  # noqa: E402
+from tforge_trainer.recipe import train  # noqa: E402
 
 from trainer_kit import conversations, make_model, make_run, read_metrics  # noqa: E402
 

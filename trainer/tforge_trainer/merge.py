@@ -25,7 +25,7 @@ def merge(output_dir: str | Path, merged_dir: str | Path, *, dtype: str = "auto"
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tforge_trainer.loop import RESOLVED_CONFIG, cache_dir
+    from tforge_trainer.recipe import RESOLVED_CONFIG, cache_dir
     from tforge_trainer.remote import fetch
 
     out, merged = Path(output_dir), Path(merged_dir)

@@ -29,7 +29,6 @@ import torch
 from template_forge.errors import ConfigError, Problem
 from tforge_trainer import checkpoint as ckpt
 from tforge_trainer.config import TrainConfig, load_format
-from tforge_trainer.data import Schedule, prepare
 from tforge_trainer.model import (
     Weights,
     attention_backend,
@@ -39,6 +38,7 @@ from tforge_trainer.model import (
     load_tokenizer,
     loss_sum,
 )
+from tforge_trainer.packs import Schedule, prepare
 from tforge_trainer.remote import is_remote
 
 RESOLVED_CONFIG = "tforge_config.yaml"
