@@ -40,7 +40,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -286,9 +286,9 @@ def baseline_steps(ds, plan: list[list[np.ndarray]], *, budget: int, seed: int) 
 
 
 # --------------------------------------------------------------------------- model
-def build_model(shape: Shape, *, attn: str, device, dtype, seed: int):
+def build_model(shape: Shape, *, fwd, seed: int):
     """The PEFT model, set up as ``tforge_trainer.model.load_model`` does, from a config with
-    random weights made directly on ``device`` (no checkpoint, no hub)."""
+    random weights made directly on ``fwd.device`` (no checkpoint, no hub)."""
     import warnings
 
     import torch
@@ -302,8 +302,8 @@ def build_model(shape: Shape, *, attn: str, device, dtype, seed: int):
                          bos_token_id=128000, eos_token_id=128001, pad_token_id=None, use_cache=False)
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
     torch.manual_seed(seed)  # both runs start from the same weights and the same LoRA init
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
+    with torch.device(fwd.device):
+        model = AutoModelForCausalLM.from_config(config, dtype=fwd.dtype, attn_implementation=fwd.attn)
     model.config.use_cache = False
     from tforge_trainer.model import enable_checkpointing
 
@@ -337,16 +337,17 @@ def step_flops(n_params: int, shape: Shape, lengths: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- the two runs
-def check_attention(batch: dict, attn: str, device, dtype) -> str:
+def check_attention(batch: dict, fwd) -> str:
     """What ``forward_kwargs`` hands the model; aborts on a dense ``[B, 1, L, L]`` mask on a GPU."""
     import torch
 
     from tforge_trainer.model import forward_kwargs
 
-    kwargs = forward_kwargs(batch, attn, device, dtype)
+    attn = fwd.attn
+    kwargs = forward_kwargs(batch, fwd)
     mask = kwargs.get("attention_mask")
     if isinstance(mask, torch.Tensor) and mask.dim() == 4:
-        if device.type == "cuda":
+        if fwd.device.type == "cuda":
             raise SystemExit(f"gpu_check: forward_kwargs built a dense attention mask {tuple(mask.shape)} for "
                              f"attention `{attn}`: O(L²) memory at {mask.shape[-1]} tokens. Install flash-attn, "
                              "or use a torch with FlexAttention (>= 2.5), so the trainer takes a varlen path.")
@@ -367,18 +368,18 @@ def optimizer_step(params, optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def tforge_step(model, params, optimizer, micro: list[dict], *, attn, device, dtype, autocast) -> float:
+def tforge_step(model, params, optimizer, micro: list[dict], *, fwd) -> float:
     """The trainer's step: summed token losses of all micro-batches ÷ their trained tokens."""
-    from tforge_trainer.recipe import Dist, accumulate
+    from tforge_trainer.distributed import Dist
+    from tforge_trainer.model import accumulate
 
     trained = max(1, sum(int(b["num_trained"]) for b in micro))
-    total = accumulate(model, micro, dist=Dist(), global_trained=trained, attn=attn, device=device, dtype=dtype,
-                       autocast=autocast)
+    total = accumulate(model, micro, dist=Dist(), global_trained=trained, fwd=fwd)
     optimizer_step(params, optimizer)
     return total / trained
 
 
-def baseline_step(model, params, optimizer, micro: list[dict], *, device, autocast) -> float:
+def baseline_step(model, params, optimizer, micro: list[dict], *, fwd) -> float:
     """Plain transformers: ``model(input_ids, attention_mask, labels=..., num_items_in_batch=...)``
     per micro-batch, as HF's Trainer calls it under gradient accumulation: each loss is a sum
     over the micro-batch ÷ the step's trained tokens (and a micro-batch without trained tokens
@@ -387,8 +388,9 @@ def baseline_step(model, params, optimizer, micro: list[dict], *, device, autoca
 
     trained = max(1, sum(b["num_trained"] for b in micro))
     total = 0.0
+    device = fwd.device
     for b in micro:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fwd.autocast):
             out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                         labels=b["labels"].to(device), use_cache=False, num_items_in_batch=trained)
         out.loss.backward()
@@ -420,18 +422,20 @@ def timed(result: Result, steps: list, run_step, *, warmup: int, device, step_to
             result.step_tokens_per_s.append(step_tokens[i] / dt)
 
 
-def run(backend: str, shape: Shape, steps: list, *, attn: str, device, dtype, seed: int, warmup: int,
-        step_lengths: list[np.ndarray], attention_label: str) -> Result:
-    """Build a fresh model, train ``steps``, free it; returns the measurements."""
+def run(backend: str, shape: Shape, steps: list, *, fwd, seed: int, warmup: int, step_lengths: list[np.ndarray],
+        attention_label: str) -> Result:
+    """Build a fresh model, train ``steps`` with the forward settings ``fwd``, free it; returns
+    the measurements."""
     import torch
 
+    device = fwd.device
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     result = Result(backend, attention_label)
     t0 = time.perf_counter()
-    model, params, optimizer = build_model(shape, attn=attn, device=device, dtype=dtype, seed=seed)
+    model, params, optimizer = build_model(shape, fwd=fwd, seed=seed)
     if cuda:
         torch.cuda.synchronize()
         result.weights_gib = torch.cuda.memory_allocated() / 2 ** 30
@@ -440,11 +444,11 @@ def run(backend: str, shape: Shape, steps: list, *, attn: str, device, dtype, se
     say(f"{backend}: model built in {result.init_s:.1f} s ({n_params / 1e9:.2f} B matmul parameters, "
         f"{sum(p.numel() for p in params):,} trainable), attention: {attention_label}")
     if backend == "tforge":
-        step = partial(tforge_step, model, params, optimizer, attn=attn, device=device, dtype=dtype, autocast=cuda)
+        step = partial(tforge_step, model, params, optimizer, fwd=fwd)
         tokens = [sum(int(b["num_tokens"]) for b in s) for s in steps]
         slots = [sum(b["input_ids"].numel() for b in s) for s in steps]
     else:
-        step = partial(baseline_step, model, params, optimizer, device=device, autocast=cuda)
+        step = partial(baseline_step, model, params, optimizer, fwd=fwd)
         tokens = [sum(b["num_tokens"] for b in s) for s in steps]
         slots = [sum(b["slots"] for b in s) for s in steps]
     result.micro_batches_per_step = float(np.mean([len(s) for s in steps]))
@@ -575,21 +579,25 @@ def main(argv=None) -> int:
 
     shape = TINY if args.smoke else LLAMA3_8B
     if args.smoke:
-        device, dtype = torch.device("cpu"), torch.float32
+        device = torch.device("cpu")
     else:
         if not torch.cuda.is_available():
             raise SystemExit("gpu_check: torch sees no CUDA device. Run it on the GPU machine, or pass --smoke.")
         if not torch.cuda.is_bf16_supported():
             raise SystemExit("gpu_check: this GPU has no bf16; the check is for Ampere or newer.")
-        device, dtype = torch.device("cuda"), torch.bfloat16
-    from tforge_trainer.recipe import collate_packs
-    from tforge_trainer.model import attention_backend
+        device = torch.device("cuda")
+    from tforge_trainer.model import choose_forward
+    from tforge_trainer.packs import collate_packs
 
-    attn = attention_backend(device) if args.attn == "auto" or args.smoke else args.attn
+    # the trainer's forward settings: on the GPU a bf16 base under autocast, packs padded to a
+    # multiple of 64; on CPU (smoke) float32, sdpa, no padding
+    fwd = choose_forward(device)
+    if args.attn != "auto" and not args.smoke:
+        fwd = replace(fwd, attn=args.attn)
     peak, peak_label = peak_tflops(args.peak_tflops, device)
     env = versions()
     say("gpu_check: " + ", ".join(f"{k} {v}" for k, v in env.items() if v) + f"; device "
-        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; attention backend {attn}")
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; attention backend {fwd.attn}")
     total_steps = args.warmup + args.steps
     needed_packs = total_steps * args.accumulation * args.micro_batch
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
@@ -599,8 +607,7 @@ def main(argv=None) -> int:
         if len(ds) < needed_packs:
             say(f"warning: {len(ds)} packs, fewer than the {needed_packs} the steps need: packs repeat.")
         plan = step_packs(len(ds), steps=total_steps, accumulation=args.accumulation, micro=args.micro_batch)
-        multiple = 64 if device.type == "cuda" else 1  # the trainer's padding of a micro-batch
-        packed = [[collate_packs(ds, idx, 0, multiple) for idx in micro] for micro in plan]
+        packed = [[collate_packs(ds, idx, 0, fwd.pad_multiple) for idx in micro] for micro in plan]
         padded = baseline_steps(ds, plan, budget=args.pad_budget or shape.context, seed=args.seed)
         lengths = [np.concatenate([ds[int(k)].seq_lengths for k in np.concatenate(m)]).astype(np.int64)
                    for m in plan]
@@ -611,11 +618,11 @@ def main(argv=None) -> int:
     say(f"steps: {args.warmup} warm-up + {args.steps} timed, {args.accumulation} x {args.micro_batch} pack(s) per "
         f"step; packed widths {widths}; tokens per step {np.mean([x.sum() for x in lengths]):,.0f}, attention "
         f"length per token (sum len^2 / sum len) {np.mean([(x ** 2).sum() / x.sum() for x in lengths]):,.0f}")
-    label = check_attention(packed[0][0], attn, device, dtype)
-    common = dict(device=device, dtype=dtype, seed=args.seed, warmup=args.warmup, step_lengths=lengths)
-    results = [attempt("tforge", shape, packed, attn=attn, attention_label=label, **common)]
-    results.append(attempt("baseline", shape, padded, attn="sdpa", attention_label="sdpa, right-padded rows, 2-D mask",
-                       **common))
+    label = check_attention(packed[0][0], fwd)
+    common = dict(seed=args.seed, warmup=args.warmup, step_lengths=lengths)
+    results = [attempt("tforge", shape, packed, fwd=fwd, attention_label=label, **common)]
+    results.append(attempt("baseline", shape, padded, fwd=replace(fwd, attn="sdpa"),
+                           attention_label="sdpa, right-padded rows, 2-D mask", **common))
     return report(results, shape, args=args, peak=peak, peak_label=peak_label, env=env, data=data_label)
 
 

@@ -6,7 +6,6 @@ commands, so ``tforge`` itself never loads torch.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -43,29 +42,11 @@ def train_cmd(config: str, overrides: tuple[str, ...], resume: bool, stop_at_ste
     from tforge_trainer.config import load_config
 
     cfg, warnings = load_config(config, overrides)
-    import os
-
-    if os.environ.get("RANK", "0") == "0":
-        for warning in warnings:
-            click.echo(f"warning: {warning}", err=True)
     _trainer()
     from tforge_trainer.recipe import train
 
-    train(cfg, resume=resume, stop_at_step=stop_at_step, progress=not quiet)
-
-
-def _read_metrics(folder: Path) -> list[dict]:
-    path = folder / "metrics.jsonl"
-    if not path.is_file():
-        raise DataError(f"{folder}: no metrics.jsonl. Pass the output_dir of a `tforge train` run.")
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: not valid JSON ({exc.msg}).") from None
-    return records
+    # rank 0 prints the config's warnings first
+    train(cfg, resume=resume, stop_at_step=stop_at_step, progress=not quiet, warnings=warnings)
 
 
 _BARS = "▁▂▃▄▅▆▇█"
@@ -94,21 +75,18 @@ def plot_cmd(output_dir: str, output: str | None) -> None:
     """Loss curves of a training run (metrics.jsonl) as a PNG, and a summary here."""
     from template_forge.io import write_atomic
     from template_forge.plots import loss_curves_png
+    from tforge_trainer.config import read_resolved  # neither imports torch: plots need no [train] extra
+    from tforge_trainer.metrics import read_metrics
 
     folder = Path(output_dir)
-    records = _read_metrics(folder)
+    records = read_metrics(folder)
     train = [r for r in records if "loss" in r]
     evals = [r for r in records if "eval_loss" in r]
     if not train:
         raise DataError(f"{folder / 'metrics.jsonl'}: no training steps recorded yet.")
     png = Path(output) if output else folder / "loss.png"
-    title = str(folder)
-    resolved = folder / "tforge_config.yaml"
-    if resolved.is_file():
-        import yaml
-
-        model_id = (yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}).get("model_id")
-        title = f"{model_id} — {folder.resolve().name}" if model_id else title
+    model_id = (read_resolved(folder) or {}).get("model_id")
+    title = f"{model_id} — {folder.resolve().name}" if model_id else str(folder)
     write_atomic(png, loss_curves_png(records, title=title))
     click.echo(f"train loss  {sparkline([r['loss'] for r in train])}  "
                f"{train[0]['loss']:.4f} → {train[-1]['loss']:.4f} over {train[-1]['step']} steps")

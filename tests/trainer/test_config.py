@@ -144,7 +144,7 @@ def test_family_table():
 ])
 def test_base_weights_must_be_of_the_family_model_id_names(tmp_path, weights, ok):
     pytest.importorskip("torch")
-    from tforge_trainer.model import check_family
+    from tforge_trainer.weights import check_family
 
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"], **weights}))
     cfg, _ = config_from_dict({**BASE, "initial_base_model_ckpt_path": str(tmp_path)})
@@ -161,7 +161,7 @@ def test_base_weights_must_be_of_the_family_model_id_names(tmp_path, weights, ok
 
 def test_a_continued_adapter_is_checked_against_the_run(tmp_path):
     pytest.importorskip("torch")
-    from tforge_trainer.model import check_adapter
+    from tforge_trainer.weights import check_adapter
 
     (tmp_path / "adapter_config.json").write_text(json.dumps({
         "peft_type": "LORA", "r": 16, "target_modules": ["v_proj", "q_proj"],

@@ -151,6 +151,7 @@ def test_the_trainers_packed_forward_equals_per_sample_losses(attn, seed):
     replaced by a plain causal one it does not."""
     pytest.importorskip("peft")
     from tforge_trainer import model as trainer_model
+    from tforge_trainer.model import Forward
 
     if attn == "flex_attention":
         pytest.importorskip("torch.nn.attention.flex_attention")
@@ -163,13 +164,12 @@ def test_the_trainers_packed_forward_equals_per_sample_losses(attn, seed):
 
     def total(batch):
         with torch.no_grad():
-            return trainer_model.loss_sum(model, _tensors(batch), attn=attn, device=cpu, dtype=dtype,
-                                          autocast=False).item()
+            return trainer_model.loss_sum(model, _tensors(batch), fwd=Forward(attn, cpu, dtype)).item()
 
     packed = total(collate(packs, length=80))
     one_by_one = sum(total(collate([Pack([s])])) for s in samples)
     assert packed == pytest.approx(one_by_one, rel=rel)
-    kwargs = trainer_model.forward_kwargs(_tensors(collate(packs, length=80)), attn, cpu, dtype)
+    kwargs = trainer_model.forward_kwargs(_tensors(collate(packs, length=80)), Forward(attn, cpu, dtype))
     if attn != "flex_attention":
         assert kwargs["attention_mask"].shape == (3, 1, 80, 80)
         assert kwargs["attention_mask"].dtype == (torch.bool if attn == "sdpa" else torch.float64)
@@ -180,20 +180,21 @@ def test_the_trainers_packed_forward_equals_per_sample_losses(attn, seed):
 def test_the_trainers_mask_is_what_keeps_samples_apart():
     pytest.importorskip("peft")
     from tforge_trainer import model as trainer_model
+    from tforge_trainer.model import Forward
 
     model = _with_lora(tiny("llama", "sdpa"))
     samples = random_samples(6, 4)
     batch = _tensors(collate([Pack(samples)]))
     cpu = torch.device("cpu")
     with torch.no_grad():
-        good = trainer_model.loss_sum(model, batch, attn="sdpa", device=cpu, dtype=torch.float64, autocast=False)
-        kwargs = trainer_model.forward_kwargs(batch, "sdpa", cpu, torch.float64)
+        good = trainer_model.loss_sum(model, batch, fwd=Forward("sdpa", cpu, torch.float64))
+        kwargs = trainer_model.forward_kwargs(batch, Forward("sdpa", cpu, torch.float64))
         kwargs.pop("attention_mask")  # a plain causal mask
         logits = model(**kwargs).logits
     leaked = torch.nn.functional.cross_entropy(logits[0, :-1], batch["labels"][0, 1:], ignore_index=IGNORE_INDEX,
                                                reduction="sum")
-    one_by_one = sum(trainer_model.loss_sum(model, _tensors(collate([Pack([s])])), attn="sdpa", device=cpu,
-                                            dtype=torch.float64, autocast=False).item() for s in samples)
+    one_by_one = sum(trainer_model.loss_sum(model, _tensors(collate([Pack([s])])),
+                                            fwd=Forward("sdpa", cpu, torch.float64)).item() for s in samples)
     assert good.item() == pytest.approx(one_by_one, rel=1e-9)
     assert abs(leaked.item() - one_by_one) > 1e-3
 
@@ -219,6 +220,7 @@ def test_the_trainers_varlen_inputs_keep_samples_apart():
     from transformers import AttentionInterface
 
     from tforge_trainer import model as trainer_model
+    from tforge_trainer.model import Forward
 
     AttentionInterface.register("tforge_varlen_reference", _varlen_reference)
     model = _with_lora(tiny("llama", "sdpa"))
@@ -229,11 +231,11 @@ def test_the_trainers_varlen_inputs_keep_samples_apart():
 
     def total(batch, attn):
         with torch.no_grad():
-            return trainer_model.loss_sum(model, _tensors(batch), attn=attn, device=cpu, dtype=torch.float64,
-                                          autocast=False).item()
+            return trainer_model.loss_sum(model, _tensors(batch), fwd=Forward(attn, cpu, torch.float64)).item()
 
     packed = total(collate(packs, length=80), "flash_attention_2")
-    kwargs = trainer_model.forward_kwargs(_tensors(collate(packs, length=80)), "flash_attention_2", cpu, torch.float64)
+    kwargs = trainer_model.forward_kwargs(_tensors(collate(packs, length=80)),
+                                          Forward("flash_attention_2", cpu, torch.float64))
     assert kwargs["input_ids"].shape == (1, 240) and "attention_mask" not in kwargs
     assert kwargs["cu_seq_lens_q"].dtype == torch.int32 and kwargs["cu_seq_lens_q"][-1] == 240
     model.base_model.model.config._attn_implementation = "sdpa"

@@ -6,10 +6,15 @@ Python generators) and ``state.json`` (the step, the data position, the config i
 with). It is written into ``.step-NNNNNN.partial/`` and renamed into place once complete, so
 a ``kill -9`` at any moment leaves either no checkpoint or a whole one. Only the newest
 ``max_num_checkpoints`` are kept.
+
+When the run ends, :func:`write_final` moves the adapter and the tokenizer (serving the
+trained format) into ``OUTPUT_DIR`` itself, and :func:`record_adapter_digest` writes
+``ranks.json``: every rank's digest of its final adapter (under DDP they must agree).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -19,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from template_forge.errors import DataError
+from tforge_trainer.distributed import Dist
 
 _NAME = re.compile(r"^step-(\d{6,})$")
 
@@ -137,7 +145,10 @@ def restore(ckpt: Path, *, model, optimizer, scheduler, rank: int, device: torch
     result = set_peft_model_state_dict(_unwrap(model), weights)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
-        raise RuntimeError(f"{ckpt}: adapter weights do not fit the model: {unexpected[:3]}")
+        raise DataError(f"{ckpt / 'adapter_model.safetensors'}: the checkpoint's adapter weights do not fit this "
+                        f"run's model (unexpected keys {unexpected[:3]}): the checkpoint was made with other base "
+                        "weights or another adapter. Point initial_base_model_ckpt_path at the weights the run "
+                        "started from, or start a new run in another output_dir.")
     optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
     scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     rng_file = ckpt / f"rng-rank{rank}.pt"
@@ -148,3 +159,50 @@ def restore(ckpt: Path, *, model, optimizer, scheduler, rank: int, device: torch
 
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
+
+
+def save(output_dir: Path, step: int, *, dist: Dist, model, optimizer, scheduler, keep: int, state: dict) -> Path:
+    """Checkpoint ``step`` of every rank (each its RNG, rank 0 the rest); returns its folder."""
+    tmp = partial(output_dir, step)
+    if dist.main:
+        begin(output_dir, step)
+    dist.barrier()
+    write_rng(tmp, dist.rank)
+    dist.barrier()
+    if dist.main:
+        write_main(tmp, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
+        commit(output_dir, step, keep=keep)
+    dist.barrier()
+    return folder(output_dir) / name(step)
+
+
+def write_final(output_dir: Path, *, model, base_name: str, base: Path, chat_template: str) -> None:
+    """The adapter + the tokenizer of ``base`` serving ``chat_template``, moved into
+    ``output_dir`` file by file once all of them are written (rank 0 only)."""
+    from transformers import AutoTokenizer
+
+    from template_forge.io import install_chat_template
+
+    tmp = output_dir / ".final.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    save_adapter(model, tmp, base_name=base_name)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    install_chat_template(tmp, chat_template)
+    fsync_tree(tmp)
+    for f in sorted(tmp.iterdir()):
+        if f.is_file():
+            os.replace(f, output_dir / f.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def record_adapter_digest(output_dir: Path, model, dist: Dist) -> None:
+    """Each rank's final adapter digest, in ``ranks.json`` (they must agree under DDP)."""
+    h = hashlib.sha256()
+    for param_name, p in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
+        h.update(param_name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes())
+    gathered = dist.gather(h.hexdigest())
+    if dist.main:
+        (output_dir / "ranks.json").write_text(
+            json.dumps({"world_size": dist.world, "adapter_sha256": gathered}) + "\n", encoding="utf-8")

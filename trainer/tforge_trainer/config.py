@@ -50,6 +50,11 @@ DEFAULT_LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05,
                 "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "task_type": "CAUSAL_LM"}
 PATH_KEYS = ("initial_base_model_ckpt_path", "initial_adapter_model_ckpt_path", "train_path", "valid_path",
              "output_dir")
+# The config a run used, every default filled in, beside its outputs (``tforge merge`` reads it).
+RESOLVED_CONFIG = "tforge_config.yaml"
+# Keys that may change between a run and its --resume without changing what is trained.
+RESUMABLE_CHANGES = {"output_dir", "max_num_checkpoints", "storage_options", "valid_path",
+                     "eval_batch_size_per_device", "checkpoint_and_evaluation_frequency"}
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,34 @@ class TrainConfig(_Strict):
         return self.model_dump(mode="json")
 
 
+def changed_keys(before: dict, after: dict) -> list[str]:
+    """The keys of two resolved configs that differ in what they train (not in
+    :data:`RESUMABLE_CHANGES`), sorted.
+
+    Examples:
+        >>> changed_keys({"seed": 0, "output_dir": "a", "learning_rate": 1e-4}, {"seed": 1, "output_dir": "b"})
+        ['learning_rate', 'seed']
+    """
+    keys = (set(before) | set(after)) - RESUMABLE_CHANGES
+    return sorted(k for k in keys if before.get(k) != after.get(k))
+
+
+def write_resolved(path: Path, resolved: dict) -> None:
+    """``tforge_config.yaml``: the resolved config, beside the run's outputs."""
+    from template_forge.io import write_atomic
+
+    write_atomic(path, "# the config this run used, every default filled in (written by tforge train)\n"
+                 + yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
+def read_resolved(output_dir: str | Path) -> dict | None:
+    """The resolved config a run wrote into ``output_dir``; None when there is none."""
+    path = Path(output_dir) / RESOLVED_CONFIG
+    if not path.is_file():
+        return None
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
 # --------------------------------------------------------------------------- reading the YAML
 def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     """``key=value`` (``a.b=value`` for nested keys); the value is read as YAML.
@@ -239,38 +272,10 @@ def config_from_dict(data: dict, *, label: str = "<config>", index: LineIndex | 
         return "command line" if p in overridden else index.where(p)
 
     data = dict(data)
-    fields = set(TrainConfig.model_fields) - {"source"}
-    problems: list[Problem] = []
-    ignored: list[str] = []
-    # llmforge spells a couple of keys differently; read them as ours.
-    if "no_gradient_checkpoint" in data:
-        value = data.pop("no_gradient_checkpoint")
-        data.setdefault("gradient_checkpointing", not value if isinstance(value, bool) else value)
-    if "num_checkpoints_to_keep" in data:
-        data.setdefault("max_num_checkpoints", data.pop("num_checkpoints_to_keep"))
-    gen = data.pop("generation_config", None)
-    if gen is not None:
-        if not isinstance(gen, dict):
-            problems.append(Problem(where(("generation_config",)), "generation_config",
-                                    "expected a mapping with `prompt_format`."))
-        else:
-            if "prompt_format" in gen:
-                if "prompt_format" in data:
-                    problems.append(Problem(where(("prompt_format",)), "prompt_format", (
-                        "given twice: top-level and under generation_config. Keep one.")))
-                data["prompt_format"] = gen["prompt_format"]
-            ignored += [f"generation_config.{k}" for k in gen if k != "prompt_format"]
-    for key in list(data):
-        if key in fields:
-            continue
-        if key in LLMFORGE_IGNORED:
-            why = LLMFORGE_IGNORED[key]
-            ignored.append(f"{key} ({why})" if why else key)
-        else:
-            problems.append(Problem(where((key,)), str(key), (
-                f"unknown key.{did_you_mean(key, fields | set(LLMFORGE_IGNORED))} "
-                f"The trainer reads: {', '.join(sorted(fields))}.")))
-        del data[key]
+    problems, ignored = _read_llmforge_spellings(data, where)
+    unknown, not_acted_on = _drop_other_keys(data, where)
+    problems += unknown
+    ignored += not_acted_on
     lora = data.get("lora_config")
     if isinstance(lora, dict):
         data["lora_config"] = {**DEFAULT_LORA, **lora}
@@ -292,16 +297,63 @@ def config_from_dict(data: dict, *, label: str = "<config>", index: LineIndex | 
         config = None
     if problems:
         raise ConfigError(_dedupe(problems))
-    warnings = []
-    if ignored:
-        warnings.append("keys not acted on by the local trainer: " + ", ".join(ignored))
+    _check_has_format(config, label)
+    warnings = ["keys not acted on by the local trainer: " + ", ".join(ignored)] if ignored else []
+    return config, warnings
+
+
+def _read_llmforge_spellings(data: dict, where) -> tuple[list[Problem], list[str]]:
+    """llmforge spells a couple of keys differently: read them as ours, in place. Returns the
+    problems found and the ``generation_config`` keys not acted on."""
+    problems: list[Problem] = []
+    ignored: list[str] = []
+    if "no_gradient_checkpoint" in data:
+        value = data.pop("no_gradient_checkpoint")
+        data.setdefault("gradient_checkpointing", not value if isinstance(value, bool) else value)
+    if "num_checkpoints_to_keep" in data:
+        data.setdefault("max_num_checkpoints", data.pop("num_checkpoints_to_keep"))
+    gen = data.pop("generation_config", None)
+    if gen is not None:
+        if not isinstance(gen, dict):
+            problems.append(Problem(where(("generation_config",)), "generation_config",
+                                    "expected a mapping with `prompt_format`."))
+        else:
+            if "prompt_format" in gen:
+                if "prompt_format" in data:
+                    problems.append(Problem(where(("prompt_format",)), "prompt_format", (
+                        "given twice: top-level and under generation_config. Keep one.")))
+                data["prompt_format"] = gen["prompt_format"]
+            ignored += [f"generation_config.{k}" for k in gen if k != "prompt_format"]
+    return problems, ignored
+
+
+def _drop_other_keys(data: dict, where) -> tuple[list[Problem], list[str]]:
+    """Remove, in place, every key that is not a :class:`TrainConfig` field: llmforge keys the
+    trainer does not act on (returned, for one warning) and unknown keys (problems)."""
+    fields = set(TrainConfig.model_fields) - {"source"}
+    problems: list[Problem] = []
+    ignored: list[str] = []
+    for key in list(data):
+        if key in fields:
+            continue
+        if key in LLMFORGE_IGNORED:
+            why = LLMFORGE_IGNORED[key]
+            ignored.append(f"{key} ({why})" if why else key)
+        else:
+            problems.append(Problem(where((key,)), str(key), (
+                f"unknown key.{did_you_mean(key, fields | set(LLMFORGE_IGNORED))} "
+                f"The trainer reads: {', '.join(sorted(fields))}.")))
+        del data[key]
+    return problems, ignored
+
+
+def _check_has_format(config: TrainConfig, label: str) -> None:
     if config.prompt_format is None and config.format_name() is None:
         raise ConfigError([Problem(label, "prompt_format", (
             f"no prompt format given, and `{config.model_id}` has no default format"
             + (" (Llama Guard 2 prompts are written into the data: use `prompt_format: verbatim`)"
                if "guard" in config.model_id.lower() else "")
             + ". Add `prompt_format: NAME` (see `tforge formats`) or `generation_config.prompt_format: {…}`."))])
-    return config, warnings
 
 
 def _known_keys(loc: tuple) -> list[str]:

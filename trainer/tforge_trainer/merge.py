@@ -11,8 +11,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import yaml
-
 from template_forge.errors import DataError
 from template_forge.io import occupied, replace_dir
 
@@ -25,8 +23,9 @@ def merge(output_dir: str | Path, merged_dir: str | Path, *, dtype: str = "auto"
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from tforge_trainer.recipe import RESOLVED_CONFIG, cache_dir
+    from tforge_trainer.config import RESOLVED_CONFIG, read_resolved
     from tforge_trainer.remote import fetch
+    from tforge_trainer.weights import cache_dir
 
     out, merged = Path(output_dir), Path(merged_dir)
     for need in ("adapter_config.json", "adapter_model.safetensors", RESOLVED_CONFIG):
@@ -35,7 +34,7 @@ def merge(output_dir: str | Path, merged_dir: str | Path, *, dtype: str = "auto"
                             "(the final adapter is written when training ends).")
     if occupied(merged) and not overwrite:
         raise DataError(f"{merged} already exists. Choose another folder or pass --overwrite.")
-    config = yaml.safe_load((out / RESOLVED_CONFIG).read_text(encoding="utf-8"))
+    config = read_resolved(out)
     base_path = config.get("initial_base_model_ckpt_path") or config["model_id"]
     base = fetch(base_path, cache_dir=cache_dir(), what="initial_base_model_ckpt_path", progress=progress,
                  storage_options=config.get("storage_options") or None)

@@ -1,5 +1,5 @@
-"""Bring-your-own weights: the base model (checked against ``model_id``'s family), the LoRA
-adapter (new, or continued from ``initial_adapter_model_ckpt_path``), and the packed forward.
+"""The model: the base weights + a LoRA adapter (new, or continued from
+``initial_adapter_model_ckpt_path``), and the packed forward and backward.
 
 Samples packed into one row never see each other: every sample's positions restart at 0,
 and attention is block-diagonal — flash-attention's varlen kernel (``cu_seqlens``) when
@@ -10,97 +10,56 @@ it is O(L²) memory).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from template_forge.errors import ConfigError, DataError, Problem
-from template_forge.io import read_json_object
-from tforge_trainer.config import TrainConfig, family_of
-
-IGNORE_INDEX = -100
-
-
-@dataclass
-class Weights:
-    """Where the run's base weights, tokenizer and adapter come from (local folders)."""
-
-    base: Path  # a save_pretrained folder (or the model_id itself when no path is given)
-    base_label: str  # as the user wrote it (s3:// URL or path)
-    adapter: Path | None
-    adapter_label: str | None
+from template_forge.data.packing import IGNORE_INDEX
+from template_forge.errors import ConfigError, Problem
+from tforge_trainer.config import TrainConfig
+from tforge_trainer.distributed import Dist
+from tforge_trainer.packs import collate_packs
+from tforge_trainer.weights import Weights
 
 
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise DataError(f"{path}: missing. {what}")
-    return read_json_object(path)
+@dataclass(frozen=True)
+class Forward:
+    """How batches go through the model on this device.
+
+    Examples:
+        >>> choose_forward(torch.device("cpu"))
+        Forward(attn='sdpa', device=device(type='cpu'), dtype=torch.float32, autocast=False, pad_multiple=1)
+    """
+
+    attn: str  # the attention backend (see attention_backend)
+    device: torch.device
+    dtype: torch.dtype  # of the frozen base weights (the LoRA weights train in float32)
+    autocast: bool = False  # bf16 autocast around the forward
+    pad_multiple: int = 1  # micro-batches are padded to a multiple of this many tokens
 
 
-def check_family(config: TrainConfig, base: Path, label: str) -> dict:
-    """The base folder's ``config.json``, checked against the family ``model_id`` names."""
-    model_config = _read_json(base / "config.json", (
-        f"initial_base_model_ckpt_path ({label}) must be a folder in save_pretrained layout "
-        "(config.json, *.safetensors, tokenizer files)."))
-    fam = family_of(config.model_id)
-    if fam is None:
-        return model_config
-    found_type, found_vocab = model_config.get("model_type"), model_config.get("vocab_size")
-    wrong_type = found_type not in fam.model_types
-    wrong_vocab = fam.vocab_size is not None and found_vocab != fam.vocab_size
-    if wrong_type or wrong_vocab:
-        expected = f"model_type `{'` or `'.join(fam.model_types)}`" + (
-            f", vocab_size {fam.vocab_size}" if fam.vocab_size else "")
-        raise ConfigError([Problem(str(base / "config.json"), "initial_base_model_ckpt_path", (
-            f"these weights are model_type `{found_type}` with vocab_size {found_vocab}, but model_id "
-            f"`{config.model_id}` names the {fam.name} family ({expected}). Point initial_base_model_ckpt_path "
-            f"at {fam.name} weights, or set model_id to the model these weights were trained from."))])
-    return model_config
+def choose_forward(device: torch.device) -> Forward:
+    """The trainer's settings for ``device``: on CUDA a bf16 base (when supported) under bf16
+    autocast, micro-batches padded to a multiple of 64; on CPU float32, no padding."""
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    return Forward(attn=attention_backend(device), device=device, dtype=dtype, autocast=cuda,
+                   pad_multiple=64 if cuda else 1)
 
 
-def load_tokenizer(base: Path, label: str):
-    """The tokenizer saved beside the base weights (``tokenizer.json``)."""
-    path = base / "tokenizer.json"
-    if not path.is_file():
-        raise DataError(f"{label}: no tokenizer.json beside the weights. Save the tokenizer into the same folder "
-                        "(tokenizer.save_pretrained(folder)), or convert one with `tforge convert-tokenizer`.")
-    return path
+def pad_token(model_config: dict) -> int:
+    """The id batches are padded with: the model's ``pad_token_id`` if it has one inside the
+    vocabulary, else 0 (padding is never trained, and attention never reaches it).
 
-
-def check_adapter(config: TrainConfig, adapter: Path, label: str, warn) -> dict:
-    """The adapter's ``adapter_config.json``, checked against the run's ``lora_config``."""
-    cfg = _read_json(adapter / "adapter_config.json", (
-        f"initial_adapter_model_ckpt_path ({label}) must be a PEFT adapter folder "
-        "(adapter_config.json + adapter_model.safetensors)."))
-    where = str(adapter / "adapter_config.json")
-    problems = []
-    if cfg.get("peft_type", "LORA") != "LORA":
-        problems.append(Problem(where, "peft_type", f"is {cfg.get('peft_type')}; only LoRA adapters continue here."))
-    given = config.lora_config
-    r = cfg.get("r")
-    if r != given.get("r"):
-        problems.append(Problem(where, "r", (
-            f"the adapter has rank {r}, lora_config.r is {given.get('r')}. A continued adapter keeps its rank: "
-            f"set lora_config.r={r} (or drop initial_adapter_model_ckpt_path to start a new adapter).")))
-    theirs, ours = cfg.get("target_modules"), given.get("target_modules")
-    if theirs is not None and ours is not None and _modules(theirs) != _modules(ours):
-        problems.append(Problem(where, "target_modules", (
-            f"the adapter targets {sorted(_modules(theirs))}, lora_config.target_modules is {sorted(_modules(ours))}. "
-            f"Set lora_config.target_modules to the adapter's.")))
-    if problems:
-        raise ConfigError(problems)
-    base_name = cfg.get("base_model_name_or_path")
-    if base_name and base_name not in (config.model_id, config.initial_base_model_ckpt_path):
-        warn(f"{where}: the adapter was trained on `{base_name}`, this run's model is `{config.model_id}`"
-             + (f" with weights from {config.initial_base_model_ckpt_path}" if config.initial_base_model_ckpt_path
-                else "") + ". Continuing: its shapes are checked when it loads.")
-    return cfg
-
-
-def _modules(value) -> set:
-    return {value} if isinstance(value, str) else set(value)
+    Examples:
+        >>> pad_token({"pad_token_id": 2, "vocab_size": 10}), pad_token({"pad_token_id": 10, "vocab_size": 10})
+        (2, 0)
+    """
+    pad_id = int(model_config.get("pad_token_id") or 0)
+    return 0 if pad_id >= int(model_config.get("vocab_size", pad_id + 1)) else pad_id
 
 
 def attention_backend(device: torch.device) -> str:
@@ -127,9 +86,9 @@ def enable_checkpointing(model) -> None:
     model.enable_input_require_grads()
 
 
-def load_model(config: TrainConfig, weights: Weights, *, device: torch.device, dtype: torch.dtype,
-               attn: str, warn=print):
-    """The PEFT model: base weights + a new or continued LoRA adapter, trainable parameters only."""
+def load_model(config: TrainConfig, weights: Weights, *, fwd: Forward):
+    """The PEFT model on ``fwd.device``: base weights (in ``fwd.dtype``) + a new or continued
+    LoRA adapter, trainable parameters only."""
     import warnings
 
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -137,8 +96,8 @@ def load_model(config: TrainConfig, weights: Weights, *, device: torch.device, d
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars: the trainer reports its own progress
-    model = AutoModelForCausalLM.from_pretrained(weights.base, dtype=dtype, attn_implementation=attn)
-    model.to(device)
+    model = AutoModelForCausalLM.from_pretrained(weights.base, dtype=fwd.dtype, attn_implementation=fwd.attn)
+    model.to(fwd.device)
     model.config.use_cache = False
     if config.gradient_checkpointing:
         enable_checkpointing(model)
@@ -166,7 +125,7 @@ def load_model(config: TrainConfig, weights: Weights, *, device: torch.device, d
 
 
 # --------------------------------------------------------------------------- the packed forward
-def _block_causal_mask(seq_lengths: list[torch.Tensor], length: int, device, dtype) -> torch.Tensor:
+def _block_causal_mask(seq_lengths: list[torch.Tensor], device, dtype) -> torch.Tensor:
     """``[B, 1, L, L]``: True where query i may attend key j (same sample, j ≤ i)."""
     rows = []
     for lens in seq_lengths:
@@ -191,8 +150,9 @@ def _doc_block_mask(seq_lengths: list[torch.Tensor], length: int, device):
     return create_block_mask(doc_causal, B=doc.shape[0], H=None, Q_LEN=length, KV_LEN=length, device=device)
 
 
-def forward_kwargs(batch: dict, attn: str, device: torch.device, dtype: torch.dtype) -> dict:
+def forward_kwargs(batch: dict, fwd: Forward) -> dict:
     """Model inputs for one packed batch (tensors from :func:`template_forge.data.packing.collate`)."""
+    attn, device = fwd.attn, fwd.device
     ids = batch["input_ids"].to(device, non_blocking=True)
     pos = batch["position_ids"].to(device, non_blocking=True)
     length = ids.shape[1]
@@ -207,8 +167,8 @@ def forward_kwargs(batch: dict, attn: str, device: torch.device, dtype: torch.dt
     elif attn == "flex_attention":
         kwargs["attention_mask"] = _doc_block_mask(per_row, length, device)
     else:
-        mask_dtype = torch.bool if attn == "sdpa" else dtype  # eager *adds* the mask: it must be 0/−inf
-        kwargs["attention_mask"] = _block_causal_mask(per_row, length, device, mask_dtype)
+        mask_dtype = torch.bool if attn == "sdpa" else fwd.dtype  # eager *adds* the mask: it must be 0/−inf
+        kwargs["attention_mask"] = _block_causal_mask(per_row, device, mask_dtype)
     return kwargs
 
 
@@ -227,8 +187,7 @@ def _rows(batch: dict) -> list[torch.Tensor]:
     return out
 
 
-def loss_sum(model, batch: dict, *, attn: str, device: torch.device, dtype: torch.dtype,
-             autocast: bool) -> torch.Tensor:
+def loss_sum(model, batch: dict, *, fwd: Forward) -> torch.Tensor:
     """Summed next-token cross-entropy over the batch's trained labels (not averaged: the
     caller divides by the number of trained tokens across all micro-batches of a step).
 
@@ -236,15 +195,50 @@ def loss_sum(model, batch: dict, *, attn: str, device: torch.device, dtype: torc
     with a 128k vocabulary the full ``[B, L, V]`` logits dwarf the rest of a LoRA step, and in
     instruction tuning most positions are not trained.
     """
-    kwargs = forward_kwargs(batch, attn, device, dtype)
-    labels = batch["labels"].to(device, non_blocking=True)
-    if attn == "flash_attention_2":
+    kwargs = forward_kwargs(batch, fwd)
+    labels = batch["labels"].to(fwd.device, non_blocking=True)
+    if fwd.attn == "flash_attention_2":
         labels = labels.reshape(1, -1)  # the rows run as one flat varlen sequence
     targets = labels[:, 1:]  # position t predicts token t + 1
     keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(fwd.device.type, dtype=torch.bfloat16, enabled=fwd.autocast):
         logits = model(**kwargs, use_cache=False, logits_to_keep=keep).logits
     if logits.dtype in (torch.bfloat16, torch.float16):
         logits = logits.float()  # the softmax in float32
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets[:, keep].flatten(),
                                              ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+# --------------------------------------------------------------------------- a step, an evaluation
+def accumulate(ddp, micro: list[dict], *, dist: Dist, global_trained: float, fwd: Forward) -> float:
+    """Backward over a step's micro-batches; returns this rank's summed token loss.
+
+    Each micro-batch's summed loss is scaled by ``world / global_trained`` (the trained tokens
+    of the whole step on every rank): DDP averages gradients over ranks, so × world makes that
+    a sum, and ÷ all trained tokens makes the step's loss their mean. Gradients are synced
+    across ranks once, on the last micro-batch.
+    """
+    step_loss = 0.0
+    for k, batch in enumerate(micro):
+        sync = (k == len(micro) - 1) or not dist.enabled
+        with ddp.no_sync() if not sync else contextlib.nullcontext():
+            loss = loss_sum(ddp, batch, fwd=fwd)
+            (loss * dist.world / max(global_trained, 1)).backward()
+        step_loss += float(loss.detach())
+    return step_loss
+
+
+def evaluate(model, ds, *, batch_size: int, dist: Dist, pad_id: int, fwd: Forward) -> tuple[float, int]:
+    """Mean token loss over the whole validation set (each rank takes every world-th batch)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    order = np.arange(len(ds))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    with torch.no_grad():
+        for b in batches[dist.rank::dist.world]:
+            batch = collate_packs(ds, b, pad_id, fwd.pad_multiple)
+            total += float(loss_sum(model, batch, fwd=fwd))
+            tokens += int(batch["num_trained"])
+    model.train()
+    total, tokens = dist.sum([total, tokens])
+    return (total / tokens if tokens else float("nan")), int(tokens)

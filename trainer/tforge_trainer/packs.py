@@ -1,5 +1,5 @@
 """Training data: JSONL prepared on the fly into packed shards (or an already prepared
-folder), and the order packs are trained in.
+folder), the order packs are trained in, and a micro-batch of packs as torch tensors.
 
 The order is a pure function of ``(seed, epoch)``: epoch ``e`` is a permutation of the packs
 drawn from ``numpy.random.default_rng([seed, e])``, cut into optimizer steps of
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from template_forge.data.packed import PackedDataset, packed_manifest
 from template_forge.data.provenance import PACKED_FORMAT
@@ -83,6 +84,21 @@ def _epoch_order(schedule: Schedule, epoch: int) -> np.ndarray:
     out = np.resize(perm, schedule.steps_per_epoch * schedule.global_batch)  # wraps around
     out.flags.writeable = False
     return out
+
+
+def collate_packs(ds: PackedDataset, indices: np.ndarray, pad_id: int, multiple: int) -> dict:
+    """Packs ``indices`` of ``ds`` as a torch batch, padded to a multiple of ``multiple``
+    (rows of :func:`template_forge.data.packing.collate`, plus ``num_tokens``: the real tokens)."""
+    from template_forge.data.packing import collate
+
+    packs = [ds[int(i)] for i in indices]
+    length = max(len(p.input_ids) for p in packs)
+    length = -(-length // multiple) * multiple
+    arrays = collate(packs, length=length, pad_id=pad_id)
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
+             for k, v in arrays.items()}
+    batch["num_tokens"] = sum(len(p.input_ids) for p in packs)  # without padding
+    return batch
 
 
 def is_prepared(path: str | Path) -> bool:

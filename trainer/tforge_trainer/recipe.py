@@ -1,4 +1,10 @@
-"""The training loop: plain torch + peft, read top to bottom.
+"""The training recipe: plain torch + peft, a page of named phases read top to bottom.
+
+:func:`train` starts (or resumes) a run, loads the weights and the format, prepares the
+data, builds the model and optimizer, restores the checkpoint it resumes from, trains, and
+writes the adapter. Each phase is a plain function; what one hands on to the next is a
+small frozen record (:class:`Start`, :class:`Inputs`, :class:`Data`, :class:`Run`,
+:class:`Position`).
 
 One optimizer step = ``gradient_accumulation_steps`` micro-batches per rank. The loss of a
 step is the sum of token losses over every trained token of all its micro-batches on all
@@ -12,132 +18,215 @@ data-parallel (DDP; NCCL on CUDA, gloo on CPU).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import math
-import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from template_forge.errors import ConfigError, Problem
 from tforge_trainer import checkpoint as ckpt
-from tforge_trainer.config import TrainConfig, load_format
-from tforge_trainer.model import (
+from tforge_trainer.config import RESOLVED_CONFIG, TrainConfig, changed_keys, load_format, write_resolved
+from tforge_trainer.distributed import Dist, device_of, finish, init_distributed
+from tforge_trainer.metrics import METRICS, Metrics, pack_log
+from tforge_trainer.model import Forward, accumulate, choose_forward, evaluate, load_model, pad_token
+from tforge_trainer.packs import Schedule, collate_packs, prepare
+from tforge_trainer.remote import is_remote
+from tforge_trainer.weights import (
     Weights,
-    attention_backend,
     check_adapter,
     check_family,
-    load_model,
-    load_tokenizer,
-    loss_sum,
+    check_vocab,
+    fetch_path,
+    fetch_weights,
+    tokenizer_file,
 )
-from tforge_trainer.packs import Schedule, prepare
-from tforge_trainer.remote import is_remote
 
-RESOLVED_CONFIG = "tforge_config.yaml"
-METRICS = "metrics.jsonl"
-# Keys that may change between a run and its --resume without changing what is trained.
-RESUMABLE_CHANGES = {"output_dir", "max_num_checkpoints", "storage_options", "valid_path",
-                     "eval_batch_size_per_device", "checkpoint_and_evaluation_frequency"}
+if TYPE_CHECKING:
+    from template_forge.data.packed import PackedDataset
+    from template_forge.format.spec import Spec
+
+Say = Callable[[str], None]
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    enabled: bool = False
+def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None = None, progress: bool = True,
+          log: Say | None = None, warnings: list[str] | tuple[str, ...] = ()) -> Path:
+    """Train a LoRA adapter as ``config`` says; returns the output folder.
 
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
+    ``warnings`` (from :func:`~tforge_trainer.config.load_config`) are printed first, by rank 0.
+    """
+    dist = init_distributed()
+    say, show = _say_and_show(dist, log=log, progress=progress)
+    for warning in warnings:
+        say(f"warning: {warning}")
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
 
-    def barrier(self) -> None:
-        if self.enabled:
-            torch.distributed.barrier()
+    start = start_or_resume(config, resume=resume, dist=dist, say=say)
+    inputs = load_weights_and_format(config, dist=dist, say=say, show=show)
+    data = load_data(config, inputs, out=start.out, dist=dist, say=say, show=show)
+    run = build_run(config, inputs, total_steps=data.schedule.total_steps, dist=dist)
+    at = restore(start, run, data, dist=dist, say=say)
+    say(describe(config, inputs, data, run, dist))
+    total = data.schedule.total_steps
+    end = total if stop_at_step is None else min(total, stop_at_step)
+    at = train_steps(config, start, data, run, at, end=end, dist=dist, say=say, show=show)
 
-    def first(self, fn, *, per_node: bool = False):
-        """``fn(True)`` on rank 0 (local rank 0 of each node with ``per_node``), then, once it is
-        done, ``fn(False)`` on the others: for work whose result the others reuse (downloads,
-        data preparation)."""
-        leader = (self.local_rank if per_node else self.rank) == 0
-        result = fn(True) if leader else None
-        self.barrier()
-        return result if leader else fn(False)
-
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum over ranks (float64)."""
-        if not self.enabled:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=_device(self) if _nccl() else "cpu")
-        torch.distributed.all_reduce(t)
-        return t.tolist()
-
-
-def _nccl() -> bool:
-    return torch.distributed.is_initialized() and torch.distributed.get_backend() == "nccl"
-
-
-def _device(dist: Dist) -> torch.device:
-    return torch.device("cuda", dist.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-
-
-def init_distributed() -> Dist:
-    """DDP when started by torchrun (``WORLD_SIZE`` > 1), else a single process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend)
-    return Dist(rank=rank, world=world, local_rank=local, enabled=True)
-
-
-def cache_dir() -> Path:
-    """Where ``s3://`` weights are downloaded: ``$TFORGE_CACHE_DIR`` or ``~/.cache/tforge``."""
-    return Path(os.environ.get("TFORGE_CACHE_DIR", Path.home() / ".cache" / "tforge"))
-
-
-def fetch_path(path: str, what: str, config: TrainConfig, dist: Dist, *, progress: bool) -> Path:
-    """A local path for ``path`` (an ``s3://`` one downloaded once per node, by local rank 0,
-    into the cache, while the other ranks wait)."""
-    from tforge_trainer.remote import fetch
-
-    options = config.storage_options or None
-    return dist.first(lambda first: fetch(path, cache_dir=cache_dir(), what=what, progress=progress and first,
-                                          storage_options=options), per_node=True)
-
-
-def fetch_weights(config: TrainConfig, dist: Dist, *, progress: bool) -> Weights:
-    """Local folders for the base weights and the adapter."""
-    def get(path: str, what: str) -> Path:
-        return fetch_path(path, what, config, dist, progress=progress)
-
-    base_label = config.initial_base_model_ckpt_path or config.model_id
-    if config.initial_base_model_ckpt_path:
-        base = get(config.initial_base_model_ckpt_path, "initial_base_model_ckpt_path")
+    if at.step < total:
+        say(f"stopped at step {at.step} of {total} (--stop-at-step); continue with --resume.")
     else:
-        base = Path(config.model_id)
-        if not base.is_dir():
-            raise ConfigError([Problem(config.source, "initial_base_model_ckpt_path", (
-                f"not given, and model_id `{config.model_id}` is not a local folder. Point "
-                "initial_base_model_ckpt_path at your weights (a save_pretrained folder or s3://bucket/prefix); "
-                "tforge never downloads from a model hub."))])
-    adapter = None
-    if config.initial_adapter_model_ckpt_path:
-        adapter = get(config.initial_adapter_model_ckpt_path, "initial_adapter_model_ckpt_path")
-    return Weights(base=base, base_label=base_label, adapter=adapter,
-                   adapter_label=config.initial_adapter_model_ckpt_path)
+        final_output(config, inputs, run, out=start.out, dist=dist, say=say)
+    finish(dist)
+    return start.out
+
+
+def _say_and_show(dist: Dist, *, log: Say | None, progress: bool) -> tuple[Say, bool]:
+    """What rank 0 says (the others say nothing), and whether it draws progress bars."""
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = log if dist.main else (lambda msg: None)
+    return say, progress and dist.main and sys.stderr.isatty()
+
+
+# --------------------------------------------------------------------------- start or resume
+@dataclass(frozen=True)
+class Start:
+    """Where the run lives, and where it starts."""
+
+    out: Path  # output_dir
+    resolved: dict  # the config, every default filled in (also in every checkpoint's state.json)
+    last: Path | None  # the checkpoint --resume continues from; None: step 0
+
+
+def start_or_resume(config: TrainConfig, *, resume: bool, dist: Dist, say: Say) -> Start:
+    """A fresh output folder, or the latest checkpoint of this same run (with --resume)."""
+    out, resolved = Path(config.output_dir), config.resolved()
+    last = ckpt.latest(out)
+    if last is not None and not resume:
+        raise ConfigError([Problem(config.source, "output_dir", (
+            f"{out} already holds a run (checkpoint {last.name}). Pass --resume to continue it, "
+            "or choose another output_dir."))])
+    if last is not None:
+        changed = changed_keys(ckpt.read_state(last)["config"], resolved)
+        if changed:
+            raise ConfigError([Problem(config.source, ", ".join(changed), (
+                f"differs from the run in {out} ({last.name}), so --resume cannot continue it exactly. "
+                "Restore those values, or start a new run in another output_dir."))])
+    elif resume:
+        say(f"--resume: no checkpoint in {out}; starting from step 0.")
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_partials(out)
+        write_resolved(out / RESOLVED_CONFIG, resolved)
+    return Start(out=out, resolved=resolved, last=last)
+
+
+# --------------------------------------------------------------------------- weights and format
+@dataclass(frozen=True)
+class Inputs:
+    """What the run trains from: the weights, their config and tokenizer, the format."""
+
+    weights: Weights
+    model_config: dict  # the base weights' config.json
+    tokenizer: Path  # tokenizer.json beside the base weights
+    tokenizer_sha256: str
+    spec: Spec
+    context_length: int
+
+
+def load_weights_and_format(config: TrainConfig, *, dist: Dist, say: Say, show: bool) -> Inputs:
+    """Fetch the weights, check them against the config, read the tokenizer and the format."""
+    from template_forge.tokens.vocab import cached_vocab
+
+    weights = fetch_weights(config, dist, progress=show)
+    model_config = check_family(config, weights.base, weights.base_label)
+    tokenizer = tokenizer_file(weights.base, weights.base_label)
+    if weights.adapter is not None:
+        check_adapter(config, weights.adapter, weights.adapter_label, say)
+    spec = load_format(config)
+    vocab = cached_vocab(str(tokenizer))
+    check_vocab(tokenizer, vocab.tok.get_vocab_size(with_added_tokens=True), model_config)
+    context_length = config.context_length or int(model_config.get("max_position_embeddings", 2048))
+    return Inputs(weights=weights, model_config=model_config, tokenizer=tokenizer, tokenizer_sha256=vocab.sha256,
+                  spec=spec, context_length=context_length)
+
+
+# --------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class Data:
+    """The packed datasets and the order they are trained in."""
+
+    train: PackedDataset
+    valid: PackedDataset | None
+    schedule: Schedule
+    every: int  # evaluate and checkpoint every this many optimizer steps
+
+
+def load_data(config: TrainConfig, inputs: Inputs, *, out: Path, dist: Dist, say: Say, show: bool) -> Data:
+    """Packed shards of train_path and valid_path (prepared into ``out/data`` from JSONL), and the schedule."""
+    def packed(name: str, path: str):
+        if is_remote(path):  # s3:// data: fetched into the cache like the weights
+            path = str(fetch_path(path, f"{name}_path", config, dist, progress=show))
+        return dist.first(lambda first: prepare(
+            path, name=name, spec=inputs.spec, tokenizer=inputs.tokenizer, tokenizer_sha256=inputs.tokenizer_sha256,
+            out_root=out / "data", context_length=inputs.context_length, policy=config.policy, seed=config.seed,
+            log=say, progress=show and first))
+
+    train_ds = packed("train", config.train_path)
+    valid_ds = packed("valid", config.valid_path) if config.valid_path is not None else None
+    if len(train_ds) == 0:
+        raise ConfigError([Problem(config.source, "train_path", (
+            f"{config.train_path}: no trainable packs (every conversation dropped?). "
+            f"Check `tforge stats {out / 'data' / 'train'}`."))])
+    schedule = Schedule(num_packs=len(train_ds), batch_size=config.train_batch_size_per_device,
+                        accumulation=config.gradient_accumulation_steps, world=dist.world, seed=config.seed,
+                        num_epochs=config.num_epochs, min_update_steps=config.min_update_steps)
+    if len(train_ds) < schedule.global_batch:
+        say(f"warning: {len(train_ds)} packs, fewer than one step's {schedule.global_batch} "
+            f"(batch × accumulation × devices): packs repeat within a step.")
+    freq = config.checkpoint_and_evaluation_frequency
+    every = freq.frequency * (schedule.steps_per_epoch if freq.unit == "epochs" else 1)
+    return Data(train=train_ds, valid=valid_ds, schedule=schedule, every=every)
+
+
+# --------------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class Run:
+    """The model and what trains it."""
+
+    model: Any  # the PEFT model
+    ddp: Any  # the model wrapped in DistributedDataParallel under torchrun, else the model itself
+    params: list  # the trainable (LoRA) parameters
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    fwd: Forward
+    pad_id: int
+
+
+def build_run(config: TrainConfig, inputs: Inputs, *, total_steps: int, dist: Dist) -> Run:
+    """The PEFT model on this rank's device, AdamW over its LoRA weights, the lr schedule, DDP."""
+    fwd = choose_forward(device_of(dist))
+    cuda = fwd.device.type == "cuda"
+    model = load_model(config, inputs.weights, fwd=fwd)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cuda:
+        for p in params:  # LoRA weights train in float32; the frozen base stays bf16
+            p.data = p.data.float()
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(config.num_warmup_steps, total_steps, config.lr_scheduler_type))
+    ddp = model
+    if dist.enabled:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None,
+                                                        broadcast_buffers=False)
+    return Run(model=model, ddp=ddp, params=params, optimizer=optimizer, scheduler=scheduler, fwd=fwd,
+               pad_id=pad_token(inputs.model_config))
 
 
 def lr_lambda(warmup: int, total: int, kind: str):
@@ -156,344 +245,130 @@ def lr_lambda(warmup: int, total: int, kind: str):
     return f
 
 
-def _fingerprint(resolved: dict) -> dict:
-    return {k: v for k, v in resolved.items() if k not in RESUMABLE_CHANGES}
+def describe(config: TrainConfig, inputs: Inputs, data: Data, run: Run, dist: Dist) -> str:
+    """The line that opens training."""
+    trainable = sum(p.numel() for p in run.params)
+    return (f"training {config.model_id} ({inputs.weights.base_label}) with LoRA "
+            f"r={run.model.peft_config['default'].r}: {trainable:,} trainable parameters; {len(data.train)} packs, "
+            f"{data.schedule.steps_per_epoch} steps/epoch, {data.schedule.total_steps} steps, {dist.world} "
+            f"process(es), attention {run.fwd.attn}, device {run.fwd.device}")
 
 
-def collate_packs(ds, indices: np.ndarray, pad_id: int, multiple: int) -> dict:
-    """Packs ``indices`` of ``ds`` as a torch batch, padded to a multiple of ``multiple``."""
-    from template_forge.data.packing import collate
+# --------------------------------------------------------------------------- restore
+@dataclass(frozen=True)
+class Position:
+    """Where training stands: optimizer steps done, and the tokens trained in them."""
 
-    packs = [ds[int(i)] for i in indices]
-    length = max(len(p.input_ids) for p in packs)
-    length = -(-length // multiple) * multiple
-    arrays = collate(packs, length=length, pad_id=pad_id)
-    batch = {k: torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray) else v
-             for k, v in arrays.items()}
-    batch["num_tokens"] = sum(len(p.input_ids) for p in packs)  # without padding
-    return batch
+    step: int = 0
+    trained_tokens: int = 0
 
 
-def truncate_jsonl(path: Path, step: int) -> None:
-    """Drop the lines a killed run wrote after the checkpoint (``step``) it resumes from."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:  # a line cut short by the kill
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class Metrics:
-    """``metrics.jsonl``: one line per optimizer step, one per evaluation."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def truncate_after(self, step: int) -> None:
-        if self.enabled:
-            truncate_jsonl(self.path, step)
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
-
-
-def accumulate(ddp, micro: list[dict], *, dist: Dist, global_trained: float, attn: str, device, dtype,
-               autocast: bool) -> float:
-    """Backward over a step's micro-batches; returns this rank's summed token loss.
-
-    Each micro-batch's summed loss is scaled by ``world / global_trained`` (the trained tokens
-    of the whole step on every rank): DDP averages gradients over ranks, so × world makes that
-    a sum, and ÷ all trained tokens makes the step's loss their mean. Gradients are synced
-    across ranks once, on the last micro-batch.
-    """
-    step_loss = 0.0
-    for k, batch in enumerate(micro):
-        sync = (k == len(micro) - 1) or not dist.enabled
-        with ddp.no_sync() if not sync else contextlib.nullcontext():
-            loss = loss_sum(ddp, batch, attn=attn, device=device, dtype=dtype, autocast=autocast)
-            (loss * dist.world / max(global_trained, 1)).backward()
-        step_loss += float(loss.detach())
-    return step_loss
-
-
-def evaluate(model, ds, *, batch_size: int, dist: Dist, pad_id: int, attn: str, device, dtype, autocast,
-             multiple: int) -> tuple[float, int]:
-    """Mean token loss over the whole validation set (each rank takes every world-th batch)."""
-    model.eval()
-    total, tokens = 0.0, 0
-    order = np.arange(len(ds))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    with torch.no_grad():
-        for b in batches[dist.rank::dist.world]:
-            batch = collate_packs(ds, b, pad_id, multiple)
-            total += float(loss_sum(model, batch, attn=attn, device=device, dtype=dtype, autocast=autocast))
-            tokens += int(batch["num_trained"])
-    model.train()
-    total, tokens = dist.sum([total, tokens])
-    return (total / tokens if tokens else float("nan")), int(tokens)
-
-
-def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None = None, progress: bool = True,
-          log=None) -> Path:
-    """Train a LoRA adapter as ``config`` says; returns the output folder."""
-    dist = init_distributed()
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    say = log if dist.main else (lambda msg: None)
-    show = progress and dist.main and sys.stderr.isatty()
-    device = _device(dist)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    out = Path(config.output_dir)
-    resolved = config.resolved()
-
-    # ---- where we start: a fresh output folder, or the latest checkpoint of this run
-    last = ckpt.latest(out)
-    if last is not None and not resume:
-        raise ConfigError([Problem(config.source, "output_dir", (
-            f"{out} already holds a run (checkpoint {last.name}). Pass --resume to continue it, "
-            "or choose another output_dir."))])
-    if resume and last is not None:
-        before = ckpt.read_state(last)["config"]
-        changed = sorted(k for k in set(_fingerprint(before)) | set(_fingerprint(resolved))
-                         if before.get(k) != resolved.get(k))
-        if changed:
-            raise ConfigError([Problem(config.source, ", ".join(changed), (
-                f"differs from the run in {out} ({last.name}), so --resume cannot continue it exactly. "
-                "Restore those values, or start a new run in another output_dir."))])
-    if resume and last is None:
-        say(f"--resume: no checkpoint in {out}; starting from step 0.")
-    if dist.main:
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt.clean_partials(out)
-        _write_resolved(out / RESOLVED_CONFIG, resolved)
-
-    # ---- weights, tokenizer, format, data
-    weights = fetch_weights(config, dist, progress=show)
-    model_config = check_family(config, weights.base, weights.base_label)
-    tokenizer_path = load_tokenizer(weights.base, weights.base_label)
-    if weights.adapter is not None:
-        check_adapter(config, weights.adapter, weights.adapter_label, say)
-    spec = load_format(config)
-    from template_forge.tokens.vocab import cached_vocab
-
-    vocab = cached_vocab(str(tokenizer_path))
-    tokens = vocab.tok.get_vocab_size(with_added_tokens=True)
-    if tokens > model_config.get("vocab_size", math.inf):
-        raise ConfigError([Problem(str(tokenizer_path), "tokenizer", (
-            f"has {tokens} tokens, the model's vocab_size is "
-            f"{model_config.get('vocab_size')}: ids past the embedding would crash training. Use the model's own "
-            "tokenizer."))])
-    context_length = config.context_length or int(model_config.get("max_position_embeddings", 2048))
-    data_dir = out / "data"
-    datasets = {}
-    for name, path in (("train", config.train_path), ("valid", config.valid_path)):
-        if path is None:
-            continue
-        if is_remote(path):  # s3:// data: fetched into the cache like the weights
-            path = str(fetch_path(path, f"{name}_path", config, dist, progress=show))
-        datasets[name] = dist.first(lambda first, name=name, path=path: prepare(
-            path, name=name, spec=spec, tokenizer=tokenizer_path, tokenizer_sha256=vocab.sha256, out_root=data_dir,
-            context_length=context_length, policy=config.policy, seed=config.seed, log=say, progress=show and first))
-    train_ds, valid_ds = datasets["train"], datasets.get("valid")
-    if len(train_ds) == 0:
-        raise ConfigError([Problem(config.source, "train_path", (
-            f"{config.train_path}: no trainable packs (every conversation dropped?). Check `tforge stats {data_dir / 'train'}`."))])
-    schedule = Schedule(num_packs=len(train_ds), batch_size=config.train_batch_size_per_device,
-                        accumulation=config.gradient_accumulation_steps, world=dist.world, seed=config.seed,
-                        num_epochs=config.num_epochs, min_update_steps=config.min_update_steps)
-    total = schedule.total_steps
-    if len(train_ds) < schedule.global_batch:
-        say(f"warning: {len(train_ds)} packs, fewer than one step's {schedule.global_batch} "
-            f"(batch × accumulation × devices): packs repeat within a step.")
-    freq = config.checkpoint_and_evaluation_frequency
-    every = freq.frequency * (schedule.steps_per_epoch if freq.unit == "epochs" else 1)
-
-    # ---- model, optimizer, schedule
-    cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    attn = attention_backend(device)
-    model = load_model(config, weights, device=device, dtype=torch.float32 if not cuda else dtype, attn=attn,
-                       warn=say)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cuda:
-        for p in params:  # LoRA weights train in float32; the frozen base stays bf16
-            p.data = p.data.float()
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(config.num_warmup_steps, total, config.lr_scheduler_type))
-    pad_id = int(model_config.get("pad_token_id") or 0)
-    if pad_id >= int(model_config.get("vocab_size", pad_id + 1)):
-        pad_id = 0
-    multiple = 64 if cuda else 1
-    ddp = model
-    if dist.enabled:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dist.local_rank] if cuda else None,
-                                                        broadcast_buffers=False)
-    autocast = cuda
-
-    step, trained_so_far = 0, 0
-    metrics = Metrics(out / METRICS, dist.main)
-    if resume and last is not None:
-        state = ckpt.restore(last, model=model, optimizer=optimizer, scheduler=scheduler, rank=dist.rank,
-                             device=device)
-        step, trained_so_far = state["step"], state["trained_tokens"]
-        metrics.truncate_after(step)
-        say(f"resumed from {last} (step {step} of {total}, epoch {schedule.epoch_of(step):.2f})")
-    elif dist.main and (out / METRICS).exists():
-        (out / METRICS).unlink()
+def restore(start: Start, run: Run, data: Data, *, dist: Dist, say: Say) -> Position:
+    """The checkpoint --resume continues from (adapter, optimizer, scheduler, RNG), or step 0;
+    metrics.jsonl keeps the records up to there."""
+    metrics = Metrics(start.out / METRICS, enabled=dist.main)
+    if start.last is None:
+        metrics.clear()
+        dist.barrier()
+        return Position()
+    state = ckpt.restore(start.last, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
+                         rank=dist.rank, device=run.fwd.device)
+    at = Position(step=state["step"], trained_tokens=state["trained_tokens"])
+    metrics.resume_at(at.step)
+    say(f"resumed from {start.last} (step {at.step} of {data.schedule.total_steps}, "
+        f"epoch {data.schedule.epoch_of(at.step):.2f})")
     dist.barrier()
+    return at
 
-    trainable = sum(p.numel() for p in params)
-    say(f"training {config.model_id} ({weights.base_label}) with LoRA r={model.peft_config['default'].r}: "
-        f"{trainable:,} trainable parameters; {len(train_ds)} packs, {schedule.steps_per_epoch} steps/epoch, "
-        f"{total} steps, {dist.world} process(es), attention {attn}, device {device}")
-    end = total if stop_at_step is None else min(total, stop_at_step)
 
+# --------------------------------------------------------------------------- train
+def train_steps(config: TrainConfig, start: Start, data: Data, run: Run, at: Position, *, end: int, dist: Dist,
+                say: Say, show: bool) -> Position:
+    """Optimizer steps from ``at`` up to ``end``; an evaluation and a checkpoint every
+    ``data.every`` steps and at ``end``."""
     from tqdm.auto import tqdm
 
-    rank_log = None
-    if dist.enabled:  # which packs each rank trained on: ranks must never share one
-        truncate_jsonl(out / f"data-rank{dist.rank}.jsonl", step)
-        rank_log = open(out / f"data-rank{dist.rank}.jsonl", "a" if step else "w", encoding="utf-8", buffering=1)
+    metrics = Metrics(start.out / METRICS, enabled=dist.main)
+    total = data.schedule.total_steps
+    # which packs each rank trained on (under DDP): ranks must never share one
+    packs_path = start.out / f"data-rank{dist.rank}.jsonl" if dist.enabled else None
     width = shutil.get_terminal_size((100, 20)).columns or 100  # 0 in some pseudo-terminals
-    bar = tqdm(total=total, initial=step, desc="train", unit="step", disable=not show, ncols=min(width, 140))
-    while step < end:
-        t0 = time.perf_counter()
-        indices = schedule.micro_batches(step, dist.rank)
-        micro = [collate_packs(train_ds, idx, pad_id, multiple) for idx in indices]
-        if rank_log is not None:
-            rank_log.write(json.dumps({"step": step + 1, "packs": [i.tolist() for i in indices]}) + "\n")
-        global_trained, global_tokens = dist.sum([sum(int(b["num_trained"]) for b in micro),
-                                                  sum(b["num_tokens"] for b in micro)])
-        step_loss = accumulate(ddp, micro, dist=dist, global_trained=global_trained, attn=attn, device=device,
-                               dtype=dtype, autocast=autocast)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        trained_so_far += int(global_trained)
-        (summed,) = dist.sum([step_loss])
-        seconds = time.perf_counter() - t0
-        record = {"step": step, "epoch": round(schedule.epoch_of(step), 4), "loss": summed / max(global_trained, 1),
-                  "lr": lr, "grad_norm": grad_norm, "trained_tokens": int(global_trained),
-                  "tokens": int(global_tokens), "tokens_per_s": global_tokens / seconds,
-                  "total_trained_tokens": trained_so_far}
-        metrics.write(record)
-        bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-        if step % every == 0 or step == end:
-            eval_record = None
-            if valid_ds is not None and len(valid_ds):
-                # the bare model: ranks run different numbers of eval batches, and DDP's forward
-                # would wait for the others at every call
-                eval_loss, eval_tokens = evaluate(model, valid_ds, batch_size=config.eval_batch_size_per_device,
-                                                  dist=dist, pad_id=pad_id, attn=attn, device=device, dtype=dtype,
-                                                  autocast=autocast, multiple=multiple)
-                eval_record = {"step": step, "epoch": record["epoch"], "eval_loss": eval_loss,
-                               "eval_tokens": eval_tokens}
-                metrics.write(eval_record)
-            where = _save(out, step, dist=dist, model=model, optimizer=optimizer, scheduler=scheduler,
-                          keep=config.max_num_checkpoints,
-                          state={"step": step, "epoch": schedule.epoch_of(step), "total_steps": total,
-                                 "trained_tokens": trained_so_far, "config": resolved,
-                                 # where the data order stands: the next step's epoch and place in it
-                                 "data": {"num_packs": len(train_ds), "steps_per_epoch": schedule.steps_per_epoch,
-                                          "epoch": step // schedule.steps_per_epoch,
-                                          "step_in_epoch": step % schedule.steps_per_epoch}})
-            msg = f"step {step}/{total}: loss {record['loss']:.4f}"
-            if eval_record:
-                msg += f", eval loss {eval_record['eval_loss']:.4f}"
-            (bar.write if show else say)(f"{msg}; checkpoint {where.name}" if dist.main else msg)
+    bar = tqdm(total=total, initial=at.step, desc="train", unit="step", disable=not show, ncols=min(width, 140))
+    with pack_log(packs_path, at.step) as log_packs:
+        while at.step < end:
+            at, record = train_step(config, data, run, at, dist=dist, log_packs=log_packs)
+            metrics.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
+                            tok_s=f"{record['tokens_per_s']:.0f}")
+            if at.step % data.every == 0 or at.step == end:
+                msg = f"step {at.step}/{total}: loss {record['loss']:.4f}"
+                eval_loss, where = evaluate_and_save(config, start, data, run, at, metrics=metrics, dist=dist)
+                if eval_loss is not None:
+                    msg += f", eval loss {eval_loss:.4f}"
+                (bar.write if show else say)(f"{msg}; checkpoint {where.name}")
     bar.close()
-    if rank_log is not None:
-        rank_log.close()
-    if step < total:
-        say(f"stopped at step {step} of {total} (--stop-at-step); continue with --resume.")
-        _finish(dist)
-        return out
-    if dist.main:
-        _final_output(out, model=model, config=config, spec=spec, base=weights.base)
-        say(f"done: adapter and tokenizer (chat template `{spec.name or 'custom'}`) in {out}")
-    _record_adapter_digest(out, model, dist)
-    _finish(dist)
-    return out
+    return at
 
 
-def _save(out: Path, step: int, *, dist: Dist, model, optimizer, scheduler, keep: int, state: dict) -> Path:
-    tmp = ckpt.partial(out, step)
-    if dist.main:
-        ckpt.begin(out, step)
-    dist.barrier()
-    ckpt.write_rng(tmp, dist.rank)
-    dist.barrier()
-    if dist.main:
-        ckpt.write_main(tmp, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
-        ckpt.commit(out, step, keep=keep)
-    dist.barrier()
-    return ckpt.folder(out) / ckpt.name(step)
+def train_step(config: TrainConfig, data: Data, run: Run, at: Position, *, dist: Dist,
+               log_packs: Callable) -> tuple[Position, dict]:
+    """One optimizer step over this rank's micro-batches; the new position and its metrics record."""
+    t0 = time.perf_counter()
+    indices = data.schedule.micro_batches(at.step, dist.rank)
+    micro = [collate_packs(data.train, idx, run.pad_id, run.fwd.pad_multiple) for idx in indices]
+    log_packs(at.step + 1, indices)
+    global_trained, global_tokens = dist.sum([sum(int(b["num_trained"]) for b in micro),
+                                              sum(b["num_tokens"] for b in micro)])
+    step_loss = accumulate(run.ddp, micro, dist=dist, global_trained=global_trained, fwd=run.fwd)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(run.params, config.max_grad_norm))
+    lr = run.scheduler.get_last_lr()[0]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    at = Position(step=at.step + 1, trained_tokens=at.trained_tokens + int(global_trained))
+    (summed,) = dist.sum([step_loss])
+    seconds = time.perf_counter() - t0
+    return at, {"step": at.step, "epoch": round(data.schedule.epoch_of(at.step), 4),
+                "loss": summed / max(global_trained, 1), "lr": lr, "grad_norm": grad_norm,
+                "trained_tokens": int(global_trained), "tokens": int(global_tokens),
+                "tokens_per_s": global_tokens / seconds, "total_trained_tokens": at.trained_tokens}
 
 
-def _write_resolved(path: Path, resolved: dict) -> None:
-    import yaml
+def evaluate_and_save(config: TrainConfig, start: Start, data: Data, run: Run, at: Position, *, metrics: Metrics,
+                      dist: Dist) -> tuple[float | None, Path]:
+    """The validation loss (None without a validation set), and checkpoint ``at.step``'s folder."""
+    eval_loss = None
+    if data.valid is not None and len(data.valid):
+        # the bare model: ranks run different numbers of eval batches, and DDP's forward
+        # would wait for the others at every call
+        eval_loss, eval_tokens = evaluate(run.model, data.valid, batch_size=config.eval_batch_size_per_device,
+                                          dist=dist, pad_id=run.pad_id, fwd=run.fwd)
+        metrics.write({"step": at.step, "epoch": round(data.schedule.epoch_of(at.step), 4), "eval_loss": eval_loss,
+                       "eval_tokens": eval_tokens})
+    where = ckpt.save(start.out, at.step, dist=dist, model=run.model, optimizer=run.optimizer,
+                      scheduler=run.scheduler, keep=config.max_num_checkpoints, state=_state(start, data, at))
+    return eval_loss, where
 
-    from template_forge.io import write_atomic
 
-    write_atomic(path, "# the config this run used, every default filled in (written by tforge train)\n"
-                 + yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+def _state(start: Start, data: Data, at: Position) -> dict:
+    """A checkpoint's ``state.json``."""
+    s = data.schedule
+    return {"step": at.step, "epoch": s.epoch_of(at.step), "total_steps": s.total_steps,
+            "trained_tokens": at.trained_tokens, "config": start.resolved,
+            # where the data order stands: the next step's epoch and place in it
+            "data": {"num_packs": len(data.train), "steps_per_epoch": s.steps_per_epoch,
+                     "epoch": at.step // s.steps_per_epoch, "step_in_epoch": at.step % s.steps_per_epoch}}
 
 
-def _final_output(out: Path, *, model, config: TrainConfig, spec, base: Path) -> None:
-    """The adapter + the tokenizer serving the trained format, moved into ``out`` file by file
-    once all of them are written."""
-    from transformers import AutoTokenizer
-
+# --------------------------------------------------------------------------- final output
+def final_output(config: TrainConfig, inputs: Inputs, run: Run, *, out: Path, dist: Dist, say: Say) -> None:
+    """The adapter and the tokenizer serving the trained format in ``out``; ``ranks.json``."""
     from template_forge.format.compiler import compile_template
-    from template_forge.io import install_chat_template
 
-    tmp = out / ".final.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    # name the base as the user did (an s3:// URL, a path), not the local cache folder
-    ckpt.save_adapter(model, tmp, base_name=config.initial_base_model_ckpt_path or config.model_id)
-    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-    install_chat_template(tmp, compile_template(spec))
-    ckpt.fsync_tree(tmp)
-    for f in sorted(tmp.iterdir()):
-        if f.is_file():
-            os.replace(f, out / f.name)
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _record_adapter_digest(out: Path, model, dist: Dist) -> None:
-    """Each rank's final adapter digest, in ``ranks.json`` (they must agree under DDP)."""
-    h = hashlib.sha256()
-    for name, p in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    digest = h.hexdigest()
-    if dist.enabled:
-        gathered = [None] * dist.world
-        torch.distributed.all_gather_object(gathered, digest)
-    else:
-        gathered = [digest]
     if dist.main:
-        (out / "ranks.json").write_text(json.dumps({"world_size": dist.world, "adapter_sha256": gathered}) + "\n",
-                                        encoding="utf-8")
-
-
-def _finish(dist: Dist) -> None:
-    if dist.enabled and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        # name the base as the user did (an s3:// URL, a path), not the local cache folder
+        ckpt.write_final(out, model=run.model, base_name=config.initial_base_model_ckpt_path or config.model_id,
+                         base=inputs.weights.base, chat_template=compile_template(inputs.spec))
+        say(f"done: adapter and tokenizer (chat template `{inputs.spec.name or 'custom'}`) in {out}")
+    ckpt.record_adapter_digest(out, run.model, dist)
