@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 
+from template_forge.format.render import system_decision
 from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
 
 
@@ -85,23 +86,47 @@ def _raise(message_expr: str) -> str:
 
 
 # --------------------------------------------------------------------------- sections
+def _comment(text: str) -> str:
+    return "{#- " + text + " -#}"
+
+
 def _generate_header(spec: Spec, flavour: str) -> list[str]:
     name = re.sub(r"[^A-Za-z0-9._-]", "_", spec.name or "custom")
-    return [f"{{#- template_forge: '{name}' prompt format, {flavour} flavour. Generated: edit the spec, not this template. -#}}"]
+    return [_comment(f"template_forge: '{name}' prompt format, {flavour} flavour. Generated: edit the spec, "
+                     "not this template.")]
 
 
 def _generate_variables(spec: Spec) -> list[str]:
-    lines = []
+    if not spec.variables:
+        return []
+    lines = [_comment("Template variables: pass them to apply_chat_template, or take these defaults.")]
     for var, default in spec.variables:
         lines.append(f"{{%- if {var} is not defined -%}}{{%- set {var} = {jinja_literal(default)} -%}}{{%- endif -%}}")
     return lines
 
 
+def _state_fields(spec: Spec) -> list[str]:
+    """What the template tracks while checking the messages: only what this spec reads."""
+    fields = []
+    if spec.placement != "in_place":  # in_place renders every system message where it is
+        fields.append("sys_index=-1")
+        if spec.placement not in ("drop", "reject"):
+            fields.append("sys_text=''")
+    if spec.placement in ("first_user", "last_user"):
+        fields.append(f"{spec.placement}=-1")
+    if spec.require_alternation:
+        fields.append("turn=0")
+    return fields
+
+
 def _generate_validation(spec: Spec) -> list[str]:
     """Roles, content types, a single system message, alternation: as render() checks them."""
     at = "'message ' ~ loop.index0 ~ ': '"
-    lines = [
-        "{%- set tf = namespace(sys_index=-1, sys_text='', first_user=-1, last_user=-1, turn=0) -%}",
+    fields = _state_fields(spec)
+    lines = [_comment("Check the conversation as template_forge's renderer does, and refuse what it refuses.")]
+    if fields:
+        lines.append(f"{{%- set tf = namespace({', '.join(fields)}) -%}}")
+    lines += [
         "{%- for message in messages -%}",
         "    {%- if message['role'] not in ['system', 'user', 'assistant'] -%}",
         "        " + _raise(at + " ~ 'unknown role; expected one of system, user, assistant.'"),
@@ -109,24 +134,8 @@ def _generate_validation(spec: Spec) -> list[str]:
         "        " + _raise(at + " ~ 'content must be a string.'"),
         "    {%- endif -%}",
         "{%- endfor -%}",
-        "{%- for message in messages -%}",
-        "    {%- if message['role'] == 'system' -%}",
     ]
-    if spec.placement != "in_place":  # in_place renders every system message where it is
-        lines += [
-            "        {%- if tf.sys_index >= 0 -%}",
-            "            " + _raise(at + " ~ 'messages ' ~ tf.sys_index ~ ' and ' ~ loop.index0 ~ ' are both system messages; at most one is supported.'"),
-            "        {%- endif -%}",
-        ]
-    lines += [
-        "        {%- set tf.sys_index = loop.index0 -%}",
-        "        {%- set tf.sys_text = message['content'] -%}",
-        "    {%- elif message['role'] == 'user' -%}",
-        "        {%- if tf.first_user < 0 -%}{%- set tf.first_user = loop.index0 -%}{%- endif -%}",
-        "        {%- set tf.last_user = loop.index0 -%}",
-        "    {%- endif -%}",
-        "{%- endfor -%}",
-    ]
+    lines += _track_messages(spec, at)
     if spec.placement == "reject":
         lines += [
             "{%- if tf.sys_index >= 0 -%}",
@@ -145,50 +154,83 @@ def _generate_validation(spec: Spec) -> list[str]:
     return lines
 
 
-def _emit_condition(spec: Spec) -> str:
-    """Jinja condition (on ``tf_present``, ``tf_raw``, ``tf_text``) for rendering the system template."""
-    if spec.placement in ("drop", "reject"):
-        return "false"
+def _track_messages(spec: Spec, at: str) -> list[str]:
+    """The loop that finds the system message (one at most) and the user turn it goes into."""
+    branches = []
+    if spec.placement != "in_place":
+        branches += [
+            "    {%- if message['role'] == 'system' -%}",
+            "        {%- if tf.sys_index >= 0 -%}",
+            "            " + _raise(at + " ~ 'messages ' ~ tf.sys_index ~ ' and ' ~ loop.index0 ~ ' are both system messages; at most one is supported.'"),
+            "        {%- endif -%}",
+            "        {%- set tf.sys_index = loop.index0 -%}",
+        ]
+        if spec.placement not in ("drop", "reject"):
+            branches.append("        {%- set tf.sys_text = message['content'] -%}")
+    if spec.placement in ("first_user", "last_user"):
+        keyword = "elif" if branches else "if"
+        guard = "{%- if tf.first_user < 0 -%}" if spec.placement == "first_user" else ""
+        branches += [f"    {{%- {keyword} message['role'] == 'user' -%}}",
+                     f"        {guard}{{%- set tf.{spec.placement} = loop.index0 -%}}"
+                     + ("{%- endif -%}" if guard else "")]
+    if not branches:
+        return []
+    return ["{%- for message in messages -%}", *branches, "    {%- endif -%}", "{%- endfor -%}"]
+
+
+def _emit_condition(spec: Spec, *, present: str | None, raw: str, text: str) -> str:
+    """Jinja condition for rendering the system template (see render.system_decision);
+    ``present`` None means the system text is always there."""
     if spec.add_system_tags or spec.empty_system == "render":
-        return "tf_present"
-    if spec.empty_system == "drop":
-        return "tf_present and tf_text != ''"
-    return "tf_present and tf_raw != ''" if spec.placement in OWN_SEGMENT_PLACEMENTS else "tf_present"
+        parts = [present]
+    elif spec.empty_system == "drop":
+        parts = [present, f"{text} != ''"]
+    else:  # auto: an empty own system message is dropped; into a user turn, it goes as it is
+        parts = [present, f"{raw} != ''" if spec.placement in OWN_SEGMENT_PLACEMENTS else None]
+    return " and ".join(p for p in parts if p) or "true"
 
 
-def _system_text_assignment(spec: Spec) -> str:
-    """``tf_text``: the system text the template renders, stripped when the spec strips it."""
-    return "{%- set tf_text = tf_raw | trim -%}" if spec.strip_system else "{%- set tf_text = tf_raw -%}"
+def _stripped(spec: Spec, raw: str) -> str:
+    return f"({raw} | trim)" if spec.strip_system else raw
 
 
 def _generate_system(spec: Spec) -> list[str]:
-    """Decide whether and with what text the system template renders (see render.system_decision)."""
-    default_present = "true" if (spec.default_system_message or spec.add_system_tags) else "false"
-    # in_place: the system messages render where they are; the default stands in before the
-    # first message unless the conversation opens with a system message.
-    has_own = "messages | length > 0 and messages[0]['role'] == 'system'" if spec.placement == "in_place" else "tf.sys_index >= 0"
-    own_raw = "''" if spec.placement == "in_place" else "tf.sys_text"
-    own_present = "false" if spec.placement == "in_place" else "true"
-    lines = [
-        f"{{%- if {has_own} -%}}",
-        f"    {{%- set tf_raw = {own_raw} -%}}{{%- set tf_present = {own_present} -%}}",
-        "{%- else -%}",
-        f"    {{%- set tf_raw = {jinja_literal(spec.default_system_message)} -%}}{{%- set tf_present = {default_present} -%}}",
-        "{%- endif -%}",
-        _system_text_assignment(spec),
-        f"{{%- set tf_emit = {_emit_condition(spec)} -%}}",
-    ]
-    target = {
-        "first_user": "tf.first_user",
-        "last_user": "tf.last_user",
-        "final_user": "(messages | length - 1) if (messages | length > 0 and messages[-1]['role'] == 'user') else -1",
-    }.get(spec.placement, "-1")
-    lines.append(f"{{%- set tf_target = {target} -%}}")
+    """Whether and with what text the system template renders, for the placements that take
+    one system message (``separate`` and into a user turn)."""
+    if spec.placement in ("in_place", "drop", "reject"):
+        return []
+    has_default = bool(spec.default_system_message or spec.add_system_tags)
+    lines = [_comment("The system text: the conversation's, or the default, and whether it is rendered." if has_default
+                      else "The system text: the conversation's system message, and whether it is rendered.")]
+    if has_default:
+        default = jinja_literal(spec.default_system_message)
+        lines.append(f"{{%- set tf_raw = tf.sys_text if tf.sys_index >= 0 else {default} -%}}")
+        raw, present = "tf_raw", None
+    else:
+        raw, present = "tf.sys_text", "tf.sys_index >= 0"
+    if spec.strip_system:
+        lines.append(f"{{%- set tf_text = {_stripped(spec, raw)} -%}}")
+    emit = _emit_condition(spec, present=present, raw=raw, text="tf_text" if spec.strip_system else raw)
+    if emit != "true":
+        lines.append(f"{{%- set tf_emit = {emit} -%}}")
     return lines
 
 
-def _system_expression(spec: Spec) -> str:
-    return pieces_expression(spec.system.pieces, {"instruction": "tf_text"})
+def _system_expression(spec: Spec, text: str) -> str:
+    return pieces_expression(spec.system.pieces, {"instruction": text})
+
+
+def _system_text(spec: Spec) -> str:
+    """The name the system section gave the system text."""
+    return "tf_text" if spec.strip_system else ("tf_raw" if spec.default_system_message or spec.add_system_tags
+                                                 else "tf.sys_text")
+
+
+def _system_emitted(spec: Spec) -> bool:
+    """Whether the system section set ``tf_emit`` (otherwise the system text always renders)."""
+    raw = "tf_raw" if spec.default_system_message or spec.add_system_tags else "tf.sys_text"
+    present = None if spec.default_system_message or spec.add_system_tags else "tf.sys_index >= 0"
+    return _emit_condition(spec, present=present, raw=raw, text=_system_text(spec)) != "true"
 
 
 def _user_expression(spec: Spec) -> str:
@@ -204,51 +246,86 @@ def _user_expression(spec: Spec) -> str:
     return pieces_expression(pieces, {"instruction": content, "system": "tf_sys_part"})
 
 
-def _generate_messages(spec: Spec, flavour: str) -> list[str]:
-    lines = []
-    if spec.bos:
-        lines.append("{{- " + jinja_literal(spec.bos) + " -}}")
-    if spec.placement in OWN_SEGMENT_PLACEMENTS:
-        lines += ["{%- if tf_emit -%}", "    {{- " + _system_expression(spec) + " -}}", "{%- endif -%}"]
+def _in_place_default(spec: Spec) -> list[str]:
+    """``in_place``: the default system message stands in when the conversation does not open with one."""
+    emit, text = system_decision(spec, None, None)
+    if not emit:
+        return []
+    return ["{%- if not (messages | length > 0 and messages[0]['role'] == 'system') -%}",
+            "    {{- " + _system_expression(spec, jinja_literal(text)) + " -}}",
+            "{%- endif -%}"]
+
+
+def _user_lines(spec: Spec) -> list[str]:
+    if not spec.system_in_user:
+        return ["        {{- " + _user_expression(spec) + " -}}"]
+    target = "loop.last" if spec.placement == "final_user" else f"loop.index0 == tf.{spec.placement}"
+    condition = f"tf_emit and {target}" if _system_emitted(spec) else target
+    return [
+        f"        {{%- if {condition} -%}}",
+        "            {%- set tf_sys_part = " + _system_expression(spec, _system_text(spec)) + " -%}",
+        "        {%- else -%}",
+        "            {%- set tf_sys_part = '' -%}",
+        "        {%- endif -%}",
+        "        {{- " + _user_expression(spec) + " -}}",
+    ]
+
+
+def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
     before, after = spec.assistant.around("instruction")
     content = "(message['content'] | trim)" if spec.strip_assistant else "message['content']"
     trained = _concat([content] + ([pieces_expression(after, {})] if after else []))
-    lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}"]
-    if spec.system_in_user:
-        lines += [
-            "        {%- if tf_emit and loop.index0 == tf_target -%}",
-            "            {%- set tf_sys_part = " + _system_expression(spec) + " -%}",
-            "        {%- else -%}",
-            "            {%- set tf_sys_part = '' -%}",
-            "        {%- endif -%}",
-        ]
-    lines += [
-        "        {{- " + _user_expression(spec) + " -}}",
-        "    {%- elif message['role'] == 'assistant' -%}",
-    ]
-    if before:
-        lines.append("        {{- " + pieces_expression(before, {}) + " -}}")
+    lines = ["        {{- " + pieces_expression(before, {}) + " -}}"] if before else []
     if flavour == "training":
-        lines.append("        {%- generation -%}{{- " + trained + " -}}{%- endgeneration -%}")
+        return lines + ["        {%- generation -%}{{- " + trained + " -}}{%- endgeneration -%}"]
+    return lines + ["        {{- " + trained + " -}}"]
+
+
+def _in_place_lines(spec: Spec) -> list[str]:
+    text = _stripped(spec, "message['content']")
+    emit = _emit_condition(spec, present=None, raw="message['content']", text=text)
+    block = "{{- " + _system_expression(spec, text) + " -}}"
+    if emit == "true":
+        return ["    {%- elif message['role'] == 'system' -%}", "        " + block]
+    return ["    {%- elif message['role'] == 'system' -%}", f"        {{%- if {emit} -%}}", "            " + block,
+            "        {%- endif -%}"]
+
+
+def _messages_comment(spec: Spec) -> str:
+    parts = ["the bos"] if spec.bos else []
+    if spec.placement == "separate":
+        parts.append("the system message")
+    if spec.placement == "in_place" and system_decision(spec, None, None)[0]:
+        parts.append("the default system message unless the conversation opens with its own")
+    if spec.system_in_user:
+        parts.append(f"every message in order, the system text inside the {spec.placement.replace('_', ' ')} turn")
     else:
-        lines.append("        {{- " + trained + " -}}")
+        parts.append("every message in order" + (", system messages where they are" if spec.placement == "in_place"
+                                                 else ""))
+    return "The conversation: " + ", then ".join(parts) + "."
+
+
+def _generate_messages(spec: Spec, flavour: str) -> list[str]:
+    lines = [_comment(_messages_comment(spec))]
+    if spec.bos:
+        lines.append("{{- " + jinja_literal(spec.bos) + " -}}")
+    if spec.placement == "separate":
+        block = "{{- " + _system_expression(spec, _system_text(spec)) + " -}}"
+        lines += ["{%- if tf_emit -%}", "    " + block, "{%- endif -%}"] if _system_emitted(spec) else [block]
     if spec.placement == "in_place":
-        lines += [
-            "    {%- elif message['role'] == 'system' -%}",
-            "        {%- set tf_raw = message['content'] -%}{%- set tf_present = true -%}",
-            "        " + _system_text_assignment(spec),
-            f"        {{%- if {_emit_condition(spec)} -%}}",
-            "            {{- " + _system_expression(spec) + " -}}",
-            "        {%- endif -%}",
-        ]
-    lines += ["    {%- endif -%}", "{%- endfor -%}"]
-    return lines
+        lines += _in_place_default(spec)
+    lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}", *_user_lines(spec),
+              "    {%- elif message['role'] == 'assistant' -%}", *_assistant_lines(spec, flavour)]
+    if spec.placement == "in_place":
+        lines += _in_place_lines(spec)
+    return lines + ["    {%- endif -%}", "{%- endfor -%}"]
 
 
 def _generate_ending(spec: Spec) -> list[str]:
     if not (spec.trailing_assistant or spec.final_suffix):
         return []
-    lines = ["{%- if add_generation_prompt -%}"]
+    lines = [_comment("The end: the generation prompt (at inference)" + (", else the final suffix." if spec.final_suffix else "."))]
+    lines.append("{%- if add_generation_prompt -%}")
     if spec.trailing_assistant:
         lines.append("    {{- " + jinja_literal(spec.trailing_assistant) + " -}}")
     if spec.final_suffix:
