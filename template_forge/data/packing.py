@@ -168,49 +168,65 @@ def _best_fit_decreasing(sizes: np.ndarray, capacity: int) -> np.ndarray:
     bin_of = np.empty(n, dtype=np.int64)
     if not n:
         return bin_of
-    buckets: list[list[int]] = [[] for _ in range(capacity + 1)]  # buckets[r]: open bins with r free
-    head = [0] * (capacity + 1)  # buckets[r][:head[r]] were taken already (a queue without copies)
-    occupied = np.zeros(capacity + 1, dtype=bool)
-    next_bin = 0
-
-    def put(bins: list[int], free: int) -> None:
-        if free > 0 and bins:
-            buckets[free].extend(bins)
-            occupied[free] = True
-
+    bins = _OpenBins(capacity)
     edges = np.flatnonzero(np.diff(sizes)) + 1
     for a, b in zip(np.concatenate([[0], edges]).tolist(), np.concatenate([edges, [n]]).tolist()):
-        s, left = int(sizes[a]), b - a
-        got_bins: list[int] = []
-        got_counts: list[int] = []
-        for r in (s + np.flatnonzero(occupied[s:])).tolist():
-            bucket, h, per_bin = buckets[r], head[r], r // s
-            use = bucket[h:h + -(-left // per_bin)]
-            last = min(per_bin, left - (len(use) - 1) * per_bin)
-            head[r] = h + len(use)
-            if head[r] == len(bucket):
-                buckets[r], head[r], occupied[r] = [], 0, False
-            elif head[r] > 4096 and head[r] * 2 > len(bucket):
-                buckets[r], head[r] = bucket[head[r]:], 0
-            got_bins += use
-            got_counts += [per_bin] * (len(use) - 1) + [last]
-            put(use[:-1], r - per_bin * s)
-            put(use[-1:], r - last * s)
-            left -= (len(use) - 1) * per_bin + last
-            if not left:
-                break
-        if left:  # open new bins with `capacity` free
-            per_bin = capacity // s
-            need = -(-left // per_bin)
-            last = left - (need - 1) * per_bin
-            new = list(range(next_bin, next_bin + need))
-            next_bin += need
-            got_bins += new
-            got_counts += [per_bin] * (need - 1) + [last]
-            put(new[:-1], capacity - per_bin * s)
-            put(new[-1:], capacity - last * s)
+        got_bins, got_counts = bins.place(int(sizes[a]), b - a)
         bin_of[a:b] = np.repeat(np.asarray(got_bins, dtype=np.int64), got_counts)
     return bin_of
+
+
+class _OpenBins:
+    """The bins of a best-fit-decreasing plan that still have room, bucketed by free space;
+    each bucket is a first-in-first-out queue (``buckets[r][:head[r]]`` were taken already)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.buckets: list[list[int]] = [[] for _ in range(capacity + 1)]
+        self.head = [0] * (capacity + 1)
+        self.occupied = np.zeros(capacity + 1, dtype=bool)
+        self.opened = 0
+
+    def place(self, s: int, left: int) -> tuple[list[int], list[int]]:
+        """Place ``left`` items of size ``s``: the bins they go to, and how many each takes."""
+        got_bins: list[int] = []
+        got_counts: list[int] = []
+        for r in (s + np.flatnonzero(self.occupied[s:])).tolist():
+            use = self._take(r, -(-left // (r // s)))
+            left = self._fill(use, r, s, left, got_bins, got_counts)
+            if not left:
+                return got_bins, got_counts
+        new = list(range(self.opened, self.opened + -(-left // (self.capacity // s))))
+        self.opened += len(new)  # new bins, with `capacity` free
+        self._fill(new, self.capacity, s, left, got_bins, got_counts)
+        return got_bins, got_counts
+
+    def _take(self, r: int, most: int) -> list[int]:
+        """Up to ``most`` bins from the front of bucket ``r``."""
+        bucket, h = self.buckets[r], self.head[r]
+        use = bucket[h:h + most]
+        self.head[r] = h + len(use)
+        if self.head[r] == len(bucket):
+            self.buckets[r], self.head[r], self.occupied[r] = [], 0, False
+        elif self.head[r] > 4096 and self.head[r] * 2 > len(bucket):
+            self.buckets[r], self.head[r] = bucket[self.head[r]:], 0
+        return use
+
+    def _fill(self, use: list[int], r: int, s: int, left: int, got_bins: list[int], got_counts: list[int]) -> int:
+        """Fill bins ``use`` (``r`` free each) with items of size ``s``, the last one with what is left;
+        put them back in the buckets of their new free space; returns the items still to place."""
+        per_bin = r // s
+        last = min(per_bin, left - (len(use) - 1) * per_bin)
+        got_bins += use
+        got_counts += [per_bin] * (len(use) - 1) + [last]
+        self._put(use[:-1], r - per_bin * s)
+        self._put(use[-1:], r - last * s)
+        return left - (len(use) - 1) * per_bin - last
+
+    def _put(self, bins: list[int], free: int) -> None:
+        if free > 0 and bins:
+            self.buckets[free].extend(bins)
+            self.occupied[free] = True
 
 
 # --------------------------------------------------------------------------- per-pack arrays

@@ -86,9 +86,6 @@ class Rendered:
                 spans.append((start, end))
         return spans
 
-    def of_kind(self, kind: str) -> list[str]:
-        return [self.text[s.start : s.end] for s in self.segments if s.kind == kind]
-
 
 class _Builder:
     """Accumulates text and segments; merges neighbours of the same kind and message."""
@@ -309,22 +306,42 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     """
     msgs = _check_messages(messages)
     values = _values(spec, variables)
-    in_place = spec.placement == "in_place"
-    sys_index, sys_raw = (None, None) if in_place else _find_system(msgs)
-    if sys_index is not None and spec.placement == "reject":
-        raise RenderError(
-            "this format does not support a system message. Drop it, or use a format whose "
-            "`system_placement` is not `reject`.", message_index=sys_index)
+    sys_index, sys_raw = _system_message(spec, msgs)
     if spec.require_alternation:
         _check_alternation(msgs)
     emit, sys_text = system_decision(spec, sys_index, sys_raw)
-    if in_place and msgs and msgs[0][1] == "system":
+    if spec.placement == "in_place" and msgs and msgs[0][1] == "system":
         emit = False  # the default stands in only when the conversation does not open with a system message
     out = _Builder()
     out.add("bos", spec.bos)
     if emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
         _add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
+    _add_turns(out, spec, msgs, values, sys_text=sys_text if target is not None else None, sys_index=sys_index,
+               target=target)
+    if add_generation_prompt:
+        out.add("generation_prompt", spec.trailing_assistant)
+    else:
+        out.add("final_suffix", spec.final_suffix)
+    return out.build()
+
+
+def _system_message(spec: Spec, msgs: list[tuple[int, str, str]]) -> tuple[int | None, str | None]:
+    """The conversation's system message (index, text), refused where the format has none;
+    ``(None, None)`` with ``in_place``, which renders every system message where it is."""
+    if spec.placement == "in_place":
+        return None, None
+    sys_index, sys_raw = _find_system(msgs)
+    if sys_index is not None and spec.placement == "reject":
+        raise RenderError(
+            "this format does not support a system message. Drop it, or use a format whose "
+            "`system_placement` is not `reject`.", message_index=sys_index)
+    return sys_index, sys_raw
+
+
+def _add_turns(out: _Builder, spec: Spec, msgs: list[tuple[int, str, str]], values: Mapping[str, str], *,
+               sys_text: str | None, sys_index: int | None, target: int | None) -> None:
+    """Every message in order; user message ``target`` receives the system text."""
     before, after = spec.assistant.around("instruction")
     assistant_around = (_fill(before, values), _fill(after, values))
     before, after = spec.user.around("instruction")
@@ -335,15 +352,10 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
             _add_user(out, spec, i, content, sys_text if i == target else None, sys_index, values, user_around)
         elif role == "assistant":
             _add_assistant(out, spec, i, content, assistant_around)
-        elif in_place:
+        elif spec.placement == "in_place":
             emit_here, text = system_decision(spec, i, content)
             if emit_here:
                 _add_system(out, spec, text, i, values)
-    if add_generation_prompt:
-        out.add("generation_prompt", spec.trailing_assistant)
-    else:
-        out.add("final_suffix", spec.final_suffix)
-    return out.build()
 
 
 def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:

@@ -98,7 +98,7 @@ class RoleTemplate:
     """A parsed role string such as ``"[INST] {system}{instruction} [/INST]"``.
 
     Examples:
-        >>> t = parse_role_template("<{x}>{{{instruction}}}", "user")
+        >>> t = parse_role_template("<{x}>{{{instruction}}}")
         >>> [p.field or p.text for p in t.pieces]
         ['<', 'x', '>{', 'instruction', '}']
     """
@@ -153,7 +153,7 @@ class Spec:
 
 
 # --------------------------------------------------------------------------- role strings
-def parse_role_template(text: str, role: str) -> RoleTemplate:
+def parse_role_template(text: str) -> RoleTemplate:
     """Parse a role string with Python ``str.format`` rules (``{{``/``}}`` are braces).
 
     Raises ValueError with a user-facing message for anything but plain ``{name}`` fields.
@@ -250,7 +250,7 @@ def _check_role(name: str, text: str | None, allowed: set[str], required: set[st
     if text is None:
         return None
     try:
-        tmpl = parse_role_template(text, name)
+        tmpl = parse_role_template(text)
     except ValueError as exc:
         problems.append(at(name, f"{exc}. Found {text!r}."))
         return None
@@ -274,6 +274,28 @@ def _check_role(name: str, text: str | None, allowed: set[str], required: set[st
     return tmpl
 
 
+def _check_variables(m: _PromptFormatModel, problems: list, at) -> None:
+    for var in m.variables:
+        if not _IDENT.match(var) or var in RESERVED_NAMES or var.startswith("tf_"):
+            problems.append(at(f"variables.{var}", (
+                "is not a usable variable name: use letters, digits and underscores, not starting "
+                f"with `tf_` and none of {', '.join(sorted(RESERVED_NAMES))}.")))
+
+
+def _check_strip_with_system(m: _PromptFormatModel, user: RoleTemplate | None, in_user: bool, problems: list,
+                             at) -> None:
+    if not in_user:
+        problems.append(at("strip.user", (
+            "is `with_system` but the system text is not placed in user turns. Use true/false, "
+            "or place the system text in a user turn.")))
+    elif user is not None and not any(
+        a.field == "system" and b.field == "instruction" for a, b in zip(user.pieces, user.pieces[1:])
+    ):
+        problems.append(at("strip.user", (
+            "is `with_system`, which strips the system block and the user text together, so "
+            f"`user` must contain `{{system}}{{instruction}}` side by side. Found {m.user!r}.")))
+
+
 def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, list[Problem]]:
     problems: list[Problem] = []
 
@@ -281,11 +303,7 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
         path = base + tuple(fld.split("."))
         return Problem(index.where(path), ".".join(str(p) for p in path), msg)
 
-    for var in m.variables:
-        if not _IDENT.match(var) or var in RESERVED_NAMES or var.startswith("tf_"):
-            problems.append(at(f"variables.{var}", (
-                "is not a usable variable name: use letters, digits and underscores, not starting "
-                f"with `tf_` and none of {', '.join(sorted(RESERVED_NAMES))}.")))
+    _check_variables(m, problems, at)
     placement = _resolve_placement(m, problems, at)
     variables = set(m.variables)
     in_user = placement in IN_USER_PLACEMENTS
@@ -296,20 +314,10 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
     user_allowed = variables | {"instruction"} | ({"system"} if in_user else set())
     user = _check_role("user", m.user, user_allowed, {"instruction"} | ({"system"} if in_user else set()), problems, at)
     assistant = _check_role("assistant", m.assistant, variables | {"instruction"}, {"instruction"}, problems, at)
-
     strip = m.strip or _StripModel()
     strip_user = strip.user if strip.user is not None else m.strip_whitespace
     if strip_user == "with_system":
-        if not in_user:
-            problems.append(at("strip.user", (
-                "is `with_system` but the system text is not placed in user turns. Use true/false, "
-                "or place the system text in a user turn.")))
-        elif user is not None and not any(
-            a.field == "system" and b.field == "instruction" for a, b in zip(user.pieces, user.pieces[1:])
-        ):
-            problems.append(at("strip.user", (
-                "is `with_system`, which strips the system block and the user text together, so "
-                f"`user` must contain `{{system}}{{instruction}}` side by side. Found {m.user!r}.")))
+        _check_strip_with_system(m, user, in_user, problems, at)
     resolved = dict(
         system=system, user=user, assistant=assistant,
         trailing_assistant=m.trailing_assistant, bos=m.bos,
@@ -364,7 +372,7 @@ def _partial_checks(fmt: dict, base: tuple, index: LineIndex) -> list[Problem]:
         text = fmt.get(role)
         if isinstance(text, str):
             try:
-                parse_role_template(text, role)
+                parse_role_template(text)
             except ValueError as exc:
                 problems.append(Problem(index.where(base + (role,)), ".".join(base + (role,)), f"{exc}."))
     return problems

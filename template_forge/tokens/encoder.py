@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from template_forge.errors import RenderError
+from template_forge.errors import DataError, RenderError
 from template_forge.format.render import Rendered, render
 from template_forge.format.spec import Spec
 from template_forge.tokens.vocab import ENGINES, Vocab, cached_vocab, load_tokenizer
@@ -357,7 +357,8 @@ class Encoder:
         if job.pieces is None:
             enc = vocab.tok.encode(text, add_special_tokens=False)
             if enc.ids != job.ids.tolist():
-                raise AssertionError(f"the {vocab.engine} engine disagrees with the tokenizer; use engine='hf'")
+                raise DataError(f"the {vocab.engine} engine and the tokenizer encode a conversation differently; "
+                                "encode with engine='hf'.")
             off = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
             return off[:, 0], off[:, 1]
         starts: list[int] = []
