@@ -1,11 +1,13 @@
 """template_forge: a chat prompt format as a small declarative spec, and everything derived from it.
 
-The stages, each a module, data flowing one way::
+The stages, each a sub-package, data flowing one way::
 
-    spec (YAML → Spec) → render (text + segment spans) → compiler (Spec → Jinja chat_template)
-                                   └→ mask (input_ids + loss_mask) → pipeline (JSONL → Arrow shards)
-                                        → pack (best-fit-decreasing plan, positions, labels)
-                                        → shards (packed Arrow shards + manifest) → prepare (both at once)
+    format/  spec (YAML → Spec) → render (text + segment spans) → compiler (Spec → Jinja), check
+       ↓
+    tokens/  vocab (what a tokenizer is made of) → encoder (input_ids + loss_mask); convert, view
+       ↓
+    data/    conversations (JSONL) → prepare → tokenized (Arrow shards + manifest, provenance)
+             → packing (best-fit-decreasing plan, positions, labels) → packed (packed shards)
 
 Importing the package loads none of torch, transformers, tokenizers or numpy; ``encode``,
 ``Encoder``, ``Encoded``, ``TokenizedDataset``, ``plan_packs``, ``PackedDataset``… load numpy,

@@ -49,7 +49,7 @@ ALSO = {"llama3.1": ["llama-3.3-instruct"], "mistral-v1": ["mistral-7b-instruct-
 #: Built-ins that are llmforge's own formats or have no official template.
 NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama3"}
 #: Built-ins that follow a vendor's own encoder where it departs from the official template
-#: (token parity with the encoder is tested in test_mask.py).
+#: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
 
 
