@@ -72,16 +72,16 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     inputs = load_weights_and_format(config, dist=dist, say=say, show=show)
     data = load_data(config, inputs, out=start.out, dist=dist, say=say, show=show)
     run = build_run(config, inputs, total_steps=data.schedule.total_steps, dist=dist)
-    at = restore(start, run, data, dist=dist, say=say)
-    say(describe(config, inputs, data, run, dist))
+    at = restore(start, run, data=data, dist=dist, say=say)
+    say(describe(config, inputs, data=data, run=run, dist=dist))
     total = data.schedule.total_steps
     end = total if stop_at_step is None else min(total, stop_at_step)
-    at = train_steps(config, start, data, run, at, end=end, dist=dist, say=say, show=show)
+    at = train_steps(config, start, data=data, run=run, at=at, end=end, dist=dist, say=say, show=show)
 
     if at.step < total:
         say(f"stopped at step {at.step} of {total} (--stop-at-step); continue with --resume.")
     else:
-        final_output(config, inputs, run, out=start.out, dist=dist, say=say)
+        final_output(config, inputs, run=run, out=start.out, dist=dist, say=say)
     finish(dist)
     return start.out
 
@@ -245,7 +245,7 @@ def lr_lambda(warmup: int, total: int, kind: str):
     return f
 
 
-def describe(config: TrainConfig, inputs: Inputs, data: Data, run: Run, dist: Dist) -> str:
+def describe(config: TrainConfig, inputs: Inputs, *, data: Data, run: Run, dist: Dist) -> str:
     """The line that opens training."""
     trainable = sum(p.numel() for p in run.params)
     return (f"training {config.model_id} ({inputs.weights.base_label}) with LoRA "
@@ -263,7 +263,7 @@ class Position:
     trained_tokens: int = 0
 
 
-def restore(start: Start, run: Run, data: Data, *, dist: Dist, say: Say) -> Position:
+def restore(start: Start, run: Run, *, data: Data, dist: Dist, say: Say) -> Position:
     """The checkpoint --resume continues from (adapter, optimizer, scheduler, RNG), or step 0;
     metrics.jsonl keeps the records up to there."""
     metrics = Metrics(start.out / METRICS, enabled=dist.main)
@@ -282,7 +282,7 @@ def restore(start: Start, run: Run, data: Data, *, dist: Dist, say: Say) -> Posi
 
 
 # --------------------------------------------------------------------------- train
-def train_steps(config: TrainConfig, start: Start, data: Data, run: Run, at: Position, *, end: int, dist: Dist,
+def train_steps(config: TrainConfig, start: Start, *, data: Data, run: Run, at: Position, end: int, dist: Dist,
                 say: Say, show: bool) -> Position:
     """Optimizer steps from ``at`` up to ``end``; an evaluation and a checkpoint every
     ``data.every`` steps and at ``end``."""
@@ -296,14 +296,15 @@ def train_steps(config: TrainConfig, start: Start, data: Data, run: Run, at: Pos
     bar = tqdm(total=total, initial=at.step, desc="train", unit="step", disable=not show, ncols=min(width, 140))
     with pack_log(packs_path, at.step) as log_packs:
         while at.step < end:
-            at, record = train_step(config, data, run, at, dist=dist, log_packs=log_packs)
+            at, record = train_step(config, data, run=run, at=at, dist=dist, log_packs=log_packs)
             metrics.write(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}",
                             tok_s=f"{record['tokens_per_s']:.0f}")
             if at.step % data.every == 0 or at.step == end:
                 msg = f"step {at.step}/{total}: loss {record['loss']:.4f}"
-                eval_loss, where = evaluate_and_save(config, start, data, run, at, metrics=metrics, dist=dist)
+                eval_loss, where = evaluate_and_save(config, start, data=data, run=run, at=at, metrics=metrics,
+                                                     dist=dist)
                 if eval_loss is not None:
                     msg += f", eval loss {eval_loss:.4f}"
                 (bar.write if show else say)(f"{msg}; checkpoint {where.name}")
@@ -311,7 +312,7 @@ def train_steps(config: TrainConfig, start: Start, data: Data, run: Run, at: Pos
     return at
 
 
-def train_step(config: TrainConfig, data: Data, run: Run, at: Position, *, dist: Dist,
+def train_step(config: TrainConfig, data: Data, *, run: Run, at: Position, dist: Dist,
                log_packs: Callable) -> tuple[Position, dict]:
     """One optimizer step over this rank's micro-batches; the new position and its metrics record."""
     t0 = time.perf_counter()
@@ -335,7 +336,7 @@ def train_step(config: TrainConfig, data: Data, run: Run, at: Position, *, dist:
                 "tokens_per_s": global_tokens / seconds, "total_trained_tokens": at.trained_tokens}
 
 
-def evaluate_and_save(config: TrainConfig, start: Start, data: Data, run: Run, at: Position, *, metrics: Metrics,
+def evaluate_and_save(config: TrainConfig, start: Start, *, data: Data, run: Run, at: Position, metrics: Metrics,
                       dist: Dist) -> tuple[float | None, Path]:
     """The validation loss (None without a validation set), and checkpoint ``at.step``'s folder."""
     eval_loss = None
@@ -347,11 +348,11 @@ def evaluate_and_save(config: TrainConfig, start: Start, data: Data, run: Run, a
         metrics.write({"step": at.step, "epoch": round(data.schedule.epoch_of(at.step), 4), "eval_loss": eval_loss,
                        "eval_tokens": eval_tokens})
     where = ckpt.save(start.out, at.step, dist=dist, model=run.model, optimizer=run.optimizer,
-                      scheduler=run.scheduler, keep=config.max_num_checkpoints, state=_state(start, data, at))
+                      scheduler=run.scheduler, keep=config.max_num_checkpoints, state=_state(start, data, at=at))
     return eval_loss, where
 
 
-def _state(start: Start, data: Data, at: Position) -> dict:
+def _state(start: Start, data: Data, *, at: Position) -> dict:
     """A checkpoint's ``state.json``."""
     s = data.schedule
     return {"step": at.step, "epoch": s.epoch_of(at.step), "total_steps": s.total_steps,
@@ -362,7 +363,7 @@ def _state(start: Start, data: Data, at: Position) -> dict:
 
 
 # --------------------------------------------------------------------------- final output
-def final_output(config: TrainConfig, inputs: Inputs, run: Run, *, out: Path, dist: Dist, say: Say) -> None:
+def final_output(config: TrainConfig, inputs: Inputs, *, run: Run, out: Path, dist: Dist, say: Say) -> None:
     """The adapter and the tokenizer serving the trained format in ``out``; ``ranks.json``."""
     from template_forge.format.compiler import compile_template
 
