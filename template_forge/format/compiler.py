@@ -20,6 +20,7 @@ order the template runs them: variables → validation → system → messages �
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from template_forge.format.render import system_decision
 from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
@@ -194,43 +195,44 @@ def _stripped(spec: Spec, raw: str) -> str:
     return f"({raw} | trim)" if spec.strip_system else raw
 
 
+@dataclass(frozen=True)
+class _SystemVars:
+    """The Jinja names the system section gives (placements ``separate`` and into a user turn)."""
+
+    raw: str  # the system text as written: the conversation's, or the default
+    present: str | None  # the condition that there is one; None: always (a default stands in)
+    text: str  # as rendered: stripped where the spec strips it
+    emit: str  # the condition for rendering it; "true": always
+
+
+def _system_vars(spec: Spec) -> _SystemVars:
+    has_default = bool(spec.default_system_message or spec.add_system_tags)
+    raw, present = ("tf_raw", None) if has_default else ("tf.sys_text", "tf.sys_index >= 0")
+    text = "tf_text" if spec.strip_system else raw
+    return _SystemVars(raw, present, text, _emit_condition(spec, present=present, raw=raw, text=text))
+
+
 def _generate_system(spec: Spec) -> list[str]:
     """Whether and with what text the system template renders, for the placements that take
     one system message (``separate`` and into a user turn)."""
     if spec.placement in ("in_place", "drop", "reject"):
         return []
-    has_default = bool(spec.default_system_message or spec.add_system_tags)
-    lines = [_comment("The system text: the conversation's, or the default, and whether it is rendered." if has_default
-                      else "The system text: the conversation's system message, and whether it is rendered.")]
-    if has_default:
+    names = _system_vars(spec)
+    if names.present is None:
         default = jinja_literal(spec.default_system_message)
-        lines.append(f"{{%- set tf_raw = tf.sys_text if tf.sys_index >= 0 else {default} -%}}")
-        raw, present = "tf_raw", None
+        lines = [_comment("The system text: the conversation's, or the default, and whether it is rendered."),
+                 f"{{%- set tf_raw = tf.sys_text if tf.sys_index >= 0 else {default} -%}}"]
     else:
-        raw, present = "tf.sys_text", "tf.sys_index >= 0"
+        lines = [_comment("The system text: the conversation's system message, and whether it is rendered.")]
     if spec.strip_system:
-        lines.append(f"{{%- set tf_text = {_stripped(spec, raw)} -%}}")
-    emit = _emit_condition(spec, present=present, raw=raw, text="tf_text" if spec.strip_system else raw)
-    if emit != "true":
-        lines.append(f"{{%- set tf_emit = {emit} -%}}")
+        lines.append(f"{{%- set tf_text = {_stripped(spec, names.raw)} -%}}")
+    if names.emit != "true":
+        lines.append(f"{{%- set tf_emit = {names.emit} -%}}")
     return lines
 
 
 def _system_expression(spec: Spec, text: str) -> str:
     return pieces_expression(spec.system.pieces, {"instruction": text})
-
-
-def _system_text(spec: Spec) -> str:
-    """The name the system section gave the system text."""
-    return "tf_text" if spec.strip_system else ("tf_raw" if spec.default_system_message or spec.add_system_tags
-                                                 else "tf.sys_text")
-
-
-def _system_emitted(spec: Spec) -> bool:
-    """Whether the system section set ``tf_emit`` (otherwise the system text always renders)."""
-    raw = "tf_raw" if spec.default_system_message or spec.add_system_tags else "tf.sys_text"
-    present = None if spec.default_system_message or spec.add_system_tags else "tf.sys_index >= 0"
-    return _emit_condition(spec, present=present, raw=raw, text=_system_text(spec)) != "true"
 
 
 def _user_expression(spec: Spec) -> str:
@@ -260,10 +262,11 @@ def _user_lines(spec: Spec) -> list[str]:
     if not spec.system_in_user:
         return ["        {{- " + _user_expression(spec) + " -}}"]
     target = "loop.last" if spec.placement == "final_user" else f"loop.index0 == tf.{spec.placement}"
-    condition = f"tf_emit and {target}" if _system_emitted(spec) else target
+    names = _system_vars(spec)
+    condition = f"tf_emit and {target}" if names.emit != "true" else target
     return [
         f"        {{%- if {condition} -%}}",
-        "            {%- set tf_sys_part = " + _system_expression(spec, _system_text(spec)) + " -%}",
+        "            {%- set tf_sys_part = " + _system_expression(spec, names.text) + " -%}",
         "        {%- else -%}",
         "            {%- set tf_sys_part = '' -%}",
         "        {%- endif -%}",
@@ -310,8 +313,9 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
     if spec.bos:
         lines.append("{{- " + jinja_literal(spec.bos) + " -}}")
     if spec.placement == "separate":
-        block = "{{- " + _system_expression(spec, _system_text(spec)) + " -}}"
-        lines += ["{%- if tf_emit -%}", "    " + block, "{%- endif -%}"] if _system_emitted(spec) else [block]
+        names = _system_vars(spec)
+        block = "{{- " + _system_expression(spec, names.text) + " -}}"
+        lines += ["{%- if tf_emit -%}", "    " + block, "{%- endif -%}"] if names.emit != "true" else [block]
     if spec.placement == "in_place":
         lines += _in_place_default(spec)
     lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}", *_user_lines(spec),
