@@ -185,12 +185,11 @@ def tokenize_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, sp
         rows = ordered_map(_work, (encoder, settings), _chunks(data, lines_per_chunk, digest, progress),
                            default_workers() if workers is None else max(1, workers))
         report, shards, lengths = _write_rows(tmp, rows, on_error=on_error, shard_bytes=shard_bytes)
-        provenance = Provenance(
-            digest.hexdigest(), fingerprint_spec(encoder.spec), encoder.vocab.sha256, encoder.policy,
-            encoder.parse_special, max_length, overlong, on_error, source_path=str(data.resolve()),
-            spec_name=spec_name or encoder.spec.name, tokenizer_engine=encoder.engine,
-            tokenizer_vocab_size=encoder.vocab.tok.get_vocab_size(with_added_tokens=True),
-            tokenizer_path=encoder.vocab.path)
+        provenance = _provenance(
+            digest.hexdigest(), encoder, max_length=max_length, overlong=overlong, on_error=on_error,
+            source_path=str(data.resolve()), spec_name=spec_name or encoder.spec.name,
+            tokenizer_engine=encoder.engine, tokenizer_path=encoder.vocab.path,
+            tokenizer_vocab_size=encoder.vocab.tok.get_vocab_size(with_added_tokens=True))
         report.manifest = _manifest(provenance, encoder, report, shards, lengths)
         (tmp / MANIFEST).write_text(json.dumps(report.manifest, indent=2) + "\n")
         os.chmod(tmp, 0o755)
@@ -261,11 +260,17 @@ def describe_skips(report: Report) -> list[str]:
 
 
 # --------------------------------------------------------------------------- tforge prepare
+def _provenance(source_sha256: str, encoder: Encoder, **rest) -> Provenance:
+    """The record of rows made from ``source_sha256`` by ``encoder``: one place builds it, so the
+    record prepare expects and the one tokenize writes cannot drift apart."""
+    return Provenance(source_sha256, fingerprint_spec(encoder.spec), encoder.vocab.sha256, encoder.policy,
+                      encoder.parse_special, **rest)
+
+
 def expected_provenance(data: str | Path, encoder: Encoder, *, on_error: str = "stop") -> Provenance:
     """The record ``tforge prepare`` would write for its tokenized rows of ``data``
     (the whole-file sha256 costs one read of it)."""
-    return Provenance(sha256_file(Path(data)), fingerprint_spec(encoder.spec), encoder.vocab.sha256, encoder.policy,
-                      encoder.parse_special, max_length=None, overlong="drop", on_error=on_error)
+    return _provenance(sha256_file(Path(data)), encoder, max_length=None, overlong="drop", on_error=on_error)
 
 
 def prepare_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, context_length: int,
@@ -295,9 +300,8 @@ def prepare_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, con
     if occupied(out_dir) and not overwrite:
         why = f" It was prepared from other inputs ({', '.join(stale)} differ)." if stale else ""
         raise DataError(f"{out_dir} already exists.{why} Choose another output folder or pass --overwrite.")
-    if expected and _tokenized_provenance(work) == expected:  # left by an interrupted run of the same inputs
-        tokenized = read_manifest(work)
-    else:
+    tokenized = _tokenized_manifest(work, expected) if expected else None  # left by an interrupted run
+    if tokenized is None:
         tokenized = tokenize_file(data, encoder, work, spec_name=spec_name, on_error=on_error, workers=workers,
                                   overwrite=True, progress=on_tokenize).manifest
     manifest = pack_tokenized(work, out_dir, context_length=context_length, overflow=overflow, seed=seed,
@@ -309,9 +313,10 @@ def prepare_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, con
     return manifest, False
 
 
-def _tokenized_provenance(work: Path) -> Provenance | None:
-    """The record of an intermediate tokenized folder, if there is a readable one."""
+def _tokenized_manifest(work: Path, expected: Provenance) -> dict | None:
+    """The manifest of an intermediate tokenized folder made from the expected inputs, if there is one."""
     try:
-        return Provenance.of_manifest(read_manifest(work, expect=TOKENIZED_FORMAT))
+        manifest = read_manifest(work, expect=TOKENIZED_FORMAT)
+        return manifest if Provenance.of_manifest(manifest) == expected else None
     except DataError:
         return None
