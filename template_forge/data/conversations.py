@@ -1,9 +1,12 @@
-"""Conversation files: JSONL with one ``{"messages": [...]}`` per line (OpenAI chat format,
-as llmforge reads ``train_path``), validated line by line with located errors.
+"""Conversation files: JSONL with one ``{"messages": [...], "tools": [...]}`` per line (OpenAI
+chat format, as llmforge reads ``train_path``; ``tools`` optional), validated line by line with
+located errors.
 
 Every problem is a :class:`BadLine` carrying ``file:line``, the message index where there is
 one, a short ``reason`` code (for counting skipped lines) and a message that says what was
-expected and how to fix it.
+expected and how to fix it. The messages themselves are checked by
+:func:`~template_forge.format.messages.check_messages` (roles, text, tool calls, tool results,
+reasoning), the same check the renderer runs.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from template_forge.errors import DataError
-from template_forge.format.render import ROLES, alternation_break
+from template_forge.format import messages as _messages
+from template_forge.format.messages import TOOL_ROLES, MessageError, check_messages, check_tools
+from template_forge.format.render import alternation_break
+
+_kind = _messages._kind
 
 #: Reason codes, in the order checks run.
 REASONS = {
@@ -23,9 +30,7 @@ REASONS = {
     "not_an_object": "not a JSON object",
     "missing_messages": "no `messages` list",
     "empty_conversation": "empty conversation",
-    "bad_message": "a message is not an object",
-    "unknown_role": "unknown role",
-    "bad_content": "content is not a string",
+    **_messages.REASONS,  # bad_message, unknown_role, bad_content, then the tool-call checks
     "no_assistant": "no assistant turn",
     "bad_order": "roles out of order",
     "unrenderable": "the format cannot render it",
@@ -55,7 +60,7 @@ class BadLine:
 
 def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = False,
                need_assistant: bool = True) -> list[dict] | BadLine:
-    """Decode and check one JSONL line; return its messages or a :class:`BadLine`.
+    """Decode and check one JSONL line; return its messages (the dicts as read) or a :class:`BadLine`.
 
     Examples:
         >>> parse_line(b'{"messages": [{"role": "user", "content": "Hi"}, '
@@ -63,6 +68,23 @@ def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = 
         'Yo'
         >>> print(parse_line(b'{"messages": [{"role": "human", "content": "Hi"}]}', path="d.jsonl", line=7))
         d.jsonl:7: message 0: unknown role 'human'; expected system, user or assistant. Map ShareGPT roles: human → user, gpt → assistant.
+    """
+    parsed = parse_record(raw, path=path, line=line, require_alternation=require_alternation,
+                          need_assistant=need_assistant)
+    return parsed if isinstance(parsed, BadLine) else parsed[0]
+
+
+def parse_record(raw: bytes, *, path: str, line: int, require_alternation: bool = False,
+                 need_assistant: bool = True) -> tuple[list[dict], list[dict]] | BadLine:
+    """:func:`parse_line` that also returns the line's ``tools`` (``[]`` when it has none).
+
+    Examples:
+        >>> messages, tools = parse_record(b'{"messages": [{"role": "user", "content": "Time?"}], '
+        ...                                b'"tools": [{"name": "now"}]}', path="d.jsonl", line=1, need_assistant=False)
+        >>> tools
+        [{'name': 'now'}]
+        >>> print(parse_record(b'{"messages": [{"role": "user", "content": "Hi"}], "tools": {}}', path="d.jsonl", line=2))
+        d.jsonl:2: `tools` must be a list of tool schemas, found a JSON object.
     """
     def bad(reason: str, message: str, index: int | None = None) -> BadLine:
         return BadLine(path, line, reason, message, index)
@@ -87,42 +109,41 @@ def parse_line(raw: bytes, *, path: str, line: int, require_alternation: bool = 
         return bad("missing_messages", f"`messages` must be a list, found a JSON {_kind(messages)}.")
     if not messages:
         return bad("empty_conversation", "`messages` is empty; drop the line.")
-    return _check_messages(messages, bad, require_alternation=require_alternation, need_assistant=need_assistant)
+    return _check_record(messages, record.get("tools"), bad, require_alternation=require_alternation,
+                         need_assistant=need_assistant)
 
 
-def _check_messages(messages: list, bad, *, require_alternation: bool, need_assistant: bool) -> list[dict] | BadLine:
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            return bad("bad_message", f"expected an object with `role` and `content`, found a JSON {_kind(msg)}.", i)
-        role = msg.get("role")
-        if role not in ROLES:
-            hint = " Map ShareGPT roles: human → user, gpt → assistant." if role in ("human", "gpt") else ""
-            return bad("unknown_role", f"unknown role {role!r}; expected system, user or assistant.{hint}", i)
-        content = msg.get("content")
-        if not isinstance(content, str):
-            what = "missing" if content is None else f"a JSON {_kind(content)}"
-            return bad("bad_content", f"`content` must be a string, found {what}. Flatten multi-part content to text.", i)
-    if need_assistant and not any(m["role"] == "assistant" for m in messages):
+def _check_record(messages: list, tools: Any, bad, *, require_alternation: bool,
+                  need_assistant: bool) -> tuple[list[dict], list[dict]] | BadLine:
+    try:
+        checked = check_messages(messages)
+        tools = check_tools(tools)
+    except MessageError as exc:
+        return bad(exc.reason, str(exc), exc.message_index)
+    if need_assistant and not any(m.role == "assistant" for m in checked):
         return bad("no_assistant", "no assistant message, so nothing would be trained. Drop the line, or "
                    "use policy causal_lm.")
-    found = alternation_break(m["role"] for m in messages) if require_alternation else None
+    # Tool results sit between assistant turns; the user/assistant alternation ignores them.
+    turns = [m for m in checked if m.role not in TOOL_ROLES] if require_alternation else []
+    found = alternation_break(m.role for m in turns)
     if found:
-        i, expected = found
-        return bad("bad_order", f"expected the {expected} turn, found a {messages[i]['role']} message: this format "
+        k, expected = found
+        return bad("bad_order", f"expected the {expected} turn, found a {turns[k].role} message: this format "
                    "needs user/assistant turns to alternate, starting with user. Merge consecutive "
-                   "messages of the same role.", i)
-    return messages
-
-
-def _kind(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null",
-            int: "number", float: "number"}.get(type(value), type(value).__name__)
+                   "messages of the same role.", turns[k].index)
+    return messages, tools
 
 
 def read_conversation(source: str, *, line: int | None = None) -> list:
     """One conversation's messages: a JSON file (a list of messages, or an object with
     ``messages``), ``-`` for standard input, or line ``line`` of a JSONL file (its first
     line when ``line`` is not given), checked as ``tforge tokenize`` checks it."""
+    return read_record(source, line=line)[0]
+
+
+def read_record(source: str, *, line: int | None = None) -> tuple[list, list[dict]]:
+    """:func:`read_conversation` that also returns the conversation's ``tools`` (``[]`` when
+    it has none, or when the source is a bare list of messages)."""
     if line is None and source.endswith(".jsonl"):
         line = 1
     if line is not None:
@@ -135,18 +156,22 @@ def read_conversation(source: str, *, line: int | None = None) -> list:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg}).") from None
+    tools: Any = None
     if isinstance(data, dict) and "messages" in data:
-        data = data["messages"]
+        data, tools = data["messages"], data.get("tools")
     if not isinstance(data, list):
         raise DataError(f"{source}: expected a list of messages or an object with `messages`, found {type(data).__name__}.")
-    return data
+    try:
+        return data, check_tools(tools)
+    except MessageError as exc:
+        raise DataError(f"{source}: {exc}") from None
 
 
-def _read_jsonl_line(path: str, line: int) -> list:
+def _read_jsonl_line(path: str, line: int) -> tuple[list, list[dict]]:
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, 1):
             if number == line:
-                parsed = parse_line(raw.rstrip(b"\r\n"), path=path, line=number, need_assistant=False)
+                parsed = parse_record(raw.rstrip(b"\r\n"), path=path, line=number, need_assistant=False)
                 if isinstance(parsed, BadLine):
                     raise parsed.error()
                 return parsed

@@ -29,7 +29,7 @@ BAD_LINES = [
     (b'{"messages": ["hi"]}', "bad_message", "message 0: expected an object"),
     (b'{"messages": [{"role": "user", "content": "a"}, {"role": "gpt", "content": "b"}]}', "unknown_role",
      "message 1: unknown role 'gpt'; expected system, user or assistant. Map ShareGPT roles"),
-    (b'{"messages": [{"role": "user", "content": ["a"]}]}', "bad_content", "message 0: `content` must be a string, found a JSON array"),
+    (b'{"messages": [{"role": "user", "content": {"text": "a"}}]}', "bad_content", "message 0: `content` must be a string, found a JSON object"),
     (b'{"messages": [{"role": "user"}]}', "bad_content", "found missing"),
     (b'{"messages": [{"role": "user", "content": "a"}]}', "no_assistant", "no assistant message"),
 ]
