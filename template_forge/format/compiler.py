@@ -22,68 +22,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from template_forge.format import compile_turns, turns
+from template_forge.format.jinja import concat, jinja_literal, pieces_expression, raise_
 from template_forge.format.render import system_decision
-from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
+from template_forge.format.roles import Piece
+from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Spec
 
-
-# --------------------------------------------------------------------------- literals and expressions
-def jinja_literal(text: str) -> str:
-    """A Jinja string literal whose value is exactly ``text``.
-
-    Jinja decodes literals with ``unicode-escape`` after normalising raw newlines, so
-    backslashes, quotes and control characters are escaped; printable non-ASCII
-    characters stay readable.
-
-    Examples:
-        >>> jinja_literal("a'b\\n{{ c }}")
-        "'a\\\\'b\\\\n{{ c }}'"
-    """
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == "'":
-            out.append("\\'")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return "'" + "".join(out) + "'"
-
-
-def _concat(exprs: list[str]) -> str:
-    """Join expressions with ``~``; merge neighbouring literals; ``''`` when empty."""
-    return " ~ ".join(exprs) if exprs else "''"
-
-
-def pieces_expression(pieces: tuple[Piece, ...] | list[Piece], fields: dict[str, str]) -> str:
-    """Jinja expression for role-template pieces; ``fields`` maps ``instruction``/``system``
-    to expressions, anything else is a template variable of the same name."""
-    exprs: list[str] = []
-    pending = ""
-    for p in pieces:
-        if p.field is None:
-            pending += p.text
-            continue
-        if pending:
-            exprs.append(jinja_literal(pending))
-            pending = ""
-        exprs.append(fields.get(p.field, p.field))
-    if pending:
-        exprs.append(jinja_literal(pending))
-    return _concat(exprs)
-
-
-def _raise(message_expr: str) -> str:
-    return "{{- raise_exception(" + message_expr + ") -}}"
+__all__ = ["compile_template", "jinja_literal", "pieces_expression"]
 
 
 # --------------------------------------------------------------------------- sections
@@ -101,9 +46,43 @@ def _generate_variables(spec: Spec) -> list[str]:
     if not spec.variables:
         return []
     lines = [_comment("Template variables: pass them to apply_chat_template, or take these defaults.")]
-    for var, default in spec.variables:
-        lines.append(f"{{%- if {var} is not defined -%}}{{%- set {var} = {jinja_literal(default)} -%}}{{%- endif -%}}")
+    for var in spec.variables:
+        if var.kind == "clock":
+            default = f"strftime_now({jinja_literal(var.strftime)})"
+        elif var.kind == "bool":
+            default = "true" if var.default else "false"
+        else:
+            default = jinja_literal(var.default)
+        lines.append(f"{{%- if {var.name} is not defined -%}}{{%- set {var.name} = {default} -%}}{{%- endif -%}}")
+        if var.kind == "bool":
+            lines.append(f"{{%- if {var.name} is not boolean -%}}"
+                         + raise_(jinja_literal(f"template variable `{var.name}` must be true or false.")) + "{%- endif -%}")
+        elif var.choices is not None:
+            choices = "[" + ", ".join(jinja_literal(c) for c in var.choices) + "]"
+            lines.append(f"{{%- if {var.name} not in {choices} -%}}" + raise_(jinja_literal(
+                f"template variable `{var.name}` must be one of {', '.join(var.choices)}.")) + "{%- endif -%}")
     return lines
+
+
+def _generation_prompt_expression(spec: Spec) -> str:
+    """The generation prompt: the first alternative whose conditions hold, else trailing_assistant."""
+    expr = jinja_literal(spec.trailing_assistant)
+    for alt in reversed(spec.generation_prompts):
+        tests = " and ".join(f"{k} is {'true' if v else 'false'}" if isinstance(v, bool) else
+                             f"{k} == {jinja_literal(v)}" for k, v in alt.when)
+        expr = f"({jinja_literal(alt.text)} if {tests} else {expr})"
+    return expr
+
+
+def _users_tracked(spec: Spec) -> list[str]:
+    """The user turns the template must know: where the system text or the tools go, and the
+    last one before which reasoning is cut."""
+    wanted = {spec.placement} & {"first_user", "last_user"}
+    if spec.tools is not None and spec.tools.user is not None:
+        wanted.add(f"{spec.tools.user_turn}_user")
+    if spec.reasoning is not None and spec.reasoning.keep == "after_last_user":
+        wanted.add("last_user")
+    return sorted(wanted)
 
 
 def _state_fields(spec: Spec) -> list[str]:
@@ -113,8 +92,7 @@ def _state_fields(spec: Spec) -> list[str]:
         fields.append("sys_index=-1")
         if spec.placement not in ("drop", "reject"):
             fields.append("sys_text=''")
-    if spec.placement in ("first_user", "last_user"):
-        fields.append(f"{spec.placement}=-1")
+    fields += [f"{name}=-1" for name in _users_tracked(spec)]
     if spec.require_alternation:
         fields.append("turn=0")
     return fields
@@ -127,27 +105,30 @@ def _generate_validation(spec: Spec) -> list[str]:
     lines = [_comment("Check the conversation as template_forge's renderer does, and refuse what it refuses.")]
     if fields:
         lines.append(f"{{%- set tf = namespace({', '.join(fields)}) -%}}")
+    roles = ["system", "user", "assistant"] + (["tool", "ipython"] if spec.tool_results is not None else [])
     lines += [
         "{%- for message in messages -%}",
-        "    {%- if message['role'] not in ['system', 'user', 'assistant'] -%}",
-        "        " + _raise(at + " ~ 'unknown role; expected one of system, user, assistant.'"),
-        "    {%- elif message['content'] is not string -%}",
-        "        " + _raise(at + " ~ 'content must be a string.'"),
-        "    {%- endif -%}",
-        "{%- endfor -%}",
+        f"    {{%- if message['role'] not in [{', '.join(jinja_literal(r) for r in roles)}] -%}}",
+        "        " + raise_(at + f" ~ 'unknown role; expected one of {', '.join(roles)}.'"),
+        "    {%- elif message['content'] is not string and not (message['content'] is none and message.tool_calls) -%}",
+        "        " + raise_(at + " ~ 'content must be a string.'"),
     ]
+    if spec.tool_calls is None:
+        lines += ["    {%- elif message.tool_calls -%}",
+                  "        " + raise_(at + " ~ 'this format cannot render tool calls.'")]
+    lines += ["    {%- endif -%}", "{%- endfor -%}"]
     lines += _track_messages(spec, at)
     if spec.placement == "reject":
         lines += [
             "{%- if tf.sys_index >= 0 -%}",
-            "    " + _raise("'message ' ~ tf.sys_index ~ ': this format does not support a system message.'"),
+            "    " + raise_("'message ' ~ tf.sys_index ~ ': this format does not support a system message.'"),
             "{%- endif -%}",
         ]
     if spec.require_alternation:
         lines += [
-            "{%- for message in messages if message['role'] != 'system' -%}",
+            "{%- for message in messages if message['role'] not in ['system', 'tool', 'ipython'] and not message.tool_calls -%}",
             "    {%- if (message['role'] == 'user') != (tf.turn % 2 == 0) -%}",
-            "        " + _raise("'Conversation roles must alternate user/assistant/user/assistant/... after the optional system message.'"),
+            "        " + raise_("'Conversation roles must alternate user/assistant/user/assistant/... after the optional system message.'"),
             "    {%- endif -%}",
             "    {%- set tf.turn = tf.turn + 1 -%}",
             "{%- endfor -%}",
@@ -162,18 +143,20 @@ def _track_messages(spec: Spec, at: str) -> list[str]:
         branches += [
             "    {%- if message['role'] == 'system' -%}",
             "        {%- if tf.sys_index >= 0 -%}",
-            "            " + _raise(at + " ~ 'messages ' ~ tf.sys_index ~ ' and ' ~ loop.index0 ~ ' are both system messages; at most one is supported.'"),
+            "            " + raise_(at + " ~ 'messages ' ~ tf.sys_index ~ ' and ' ~ loop.index0 ~ ' are both system messages; at most one is supported.'"),
             "        {%- endif -%}",
             "        {%- set tf.sys_index = loop.index0 -%}",
         ]
         if spec.placement not in ("drop", "reject"):
             branches.append("        {%- set tf.sys_text = message['content'] -%}")
-    if spec.placement in ("first_user", "last_user"):
+    users = _users_tracked(spec)
+    if users:
         keyword = "elif" if branches else "if"
-        guard = "{%- if tf.first_user < 0 -%}" if spec.placement == "first_user" else ""
-        branches += [f"    {{%- {keyword} message['role'] == 'user' -%}}",
-                     f"        {guard}{{%- set tf.{spec.placement} = loop.index0 -%}}"
-                     + ("{%- endif -%}" if guard else "")]
+        branches.append(f"    {{%- {keyword} message['role'] == 'user' -%}}")
+        if "first_user" in users:
+            branches.append("        {%- if tf.first_user < 0 -%}{%- set tf.first_user = loop.index0 -%}{%- endif -%}")
+        if "last_user" in users:
+            branches.append("        {%- set tf.last_user = loop.index0 -%}")
     if not branches:
         return []
     return ["{%- for message in messages -%}", *branches, "    {%- endif -%}", "{%- endfor -%}"]
@@ -231,6 +214,23 @@ def _generate_system(spec: Spec) -> list[str]:
     return lines
 
 
+def _generate_tools_and_prompt(spec: Spec) -> list[str]:
+    """The tool definitions' text, the turn that takes them, and the generation prompt the
+    switches choose (read by assistant turns too: what it supplies is prompt)."""
+    lines = []
+    if spec.tools is not None or spec.agentic:
+        lines += [_comment("The tool definitions, as the format writes them.")] + compile_turns.definitions_lines(spec)
+    if spec.tools is not None and spec.tools.user is not None:
+        turn = f"{spec.tools.user_turn}_user"
+        lines += [f"{{%- if tf_has_tools and tf.{turn} < 0 -%}}",
+                  "    " + raise_(f"'the tool definitions go into the {spec.tools.user_turn} user turn, but the "
+                                  "conversation has no user message.'"), "{%- endif -%}"]
+    if spec.generation_prompts or compile_turns.may_move_prompt(spec):
+        lines += [_comment("The generation prompt, as the variables choose it."),
+                  f"{{%- set tf_gen = {_generation_prompt_expression(spec)} -%}}"]
+    return lines
+
+
 def _system_expression(spec: Spec, text: str) -> str:
     return pieces_expression(spec.system.pieces, {"instruction": text})
 
@@ -258,7 +258,23 @@ def _in_place_default(spec: Spec) -> list[str]:
             "{%- endif -%}"]
 
 
+def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
+    """``tools.user`` in place of ``user`` for the turn that takes the tool definitions."""
+    if spec.tools is None or spec.tools.user is None:
+        return lines
+    content = "(message['content'] | trim)" if spec.strip_user is True else "message['content']"
+    expr = pieces_expression(spec.tools.user.pieces, {"instruction": content, "system": "tf_sys_part",
+                                                      "tools": "tf_defs.text"})
+    at = f"loop.index0 == tf.{spec.tools.user_turn}_user"
+    return lines[:-1] + [f"        {{%- if tf_has_tools and {at} -%}}", "            {{- " + expr + " -}}",
+                         "        {%- else -%}", "    " + lines[-1], "        {%- endif -%}"]
+
+
 def _user_lines(spec: Spec) -> list[str]:
+    return _tools_user_lines(spec, _plain_user_lines(spec))
+
+
+def _plain_user_lines(spec: Spec) -> list[str]:
     if not spec.system_in_user:
         return ["        {{- " + _user_expression(spec) + " -}}"]
     target = "loop.last" if spec.placement == "final_user" else f"loop.index0 == tf.{spec.placement}"
@@ -274,19 +290,38 @@ def _user_lines(spec: Spec) -> list[str]:
     ]
 
 
+def _stop_split(spec: Spec, pieces) -> tuple[str, str]:
+    """Expressions for the trained part of an assistant suffix and the untrained rest."""
+    trained, end = turns.stop_split(spec, pieces, spec.variable_defaults())
+    if any(p.field is not None for p in pieces):
+        return pieces_expression(pieces, {}), "''"
+    return jinja_literal(trained), jinja_literal(end)
+
+
+def _plain_assistant(spec: Spec) -> bool:
+    """Whether the assistant turn is the plain one: the template, the content, the suffix."""
+    return not (spec.tool_calls or spec.reasoning or spec.final_assistant or compile_turns.may_move_prompt(spec))
+
+
 def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
+    if not _plain_assistant(spec):
+        return compile_turns.assistant_lines(spec, flavour, lambda s, _text, tail: _stop_split(s, tail))
     before, after = spec.assistant.around("instruction")
     content = "(message['content'] | trim)" if spec.strip_assistant else "message['content']"
-    trained = _concat([content] + ([pieces_expression(after, {})] if after else []))
+    trained, end = _stop_split(spec, after)
+    trained = concat([content] + ([trained] if trained != "''" else []))
     lines = ["        {{- " + pieces_expression(before, {}) + " -}}"] if before else []
+    end_line = ["        {{- " + end + " -}}"] if end != "''" else []
     if flavour == "training":
-        return lines + ["        {%- generation -%}{{- " + trained + " -}}{%- endgeneration -%}"]
-    return lines + ["        {{- " + trained + " -}}"]
+        return lines + ["        {%- generation -%}{{- " + trained + " -}}{%- endgeneration -%}"] + end_line
+    return lines + ["        {{- " + concat([trained] + ([end] if end_line else [])) + " -}}"]
 
 
 def _in_place_lines(spec: Spec) -> list[str]:
     text = _stripped(spec, "message['content']")
     emit = _emit_condition(spec, present=None, raw="message['content']", text=text)
+    if spec.tools is not None and spec.tools.system is not None:  # the opening one went into the tools block
+        emit = ("not (tf_has_tools and loop.first)" + ("" if emit == "true" else f" and {emit}"))
     block = "{{- " + _system_expression(spec, text) + " -}}"
     if emit == "true":
         return ["    {%- elif message['role'] == 'system' -%}", "        " + block]
@@ -315,22 +350,48 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
     if spec.placement == "separate":
         names = _system_vars(spec)
         block = "{{- " + _system_expression(spec, names.text) + " -}}"
-        lines += ["{%- if tf_emit -%}", "    " + block, "{%- endif -%}"] if names.emit != "true" else [block]
+        plain = ["{%- if tf_emit -%}", "    " + block, "{%- endif -%}"] if names.emit != "true" else [block]
+        lines += _with_tools_system(spec, plain, names.text if names.emit == "true" else
+                                    f"({names.text} if tf_emit else none)")
     if spec.placement == "in_place":
-        lines += _in_place_default(spec)
+        lines += _with_tools_system(spec, _in_place_default(spec), _in_place_tools_text(spec))
     lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}", *_user_lines(spec),
               "    {%- elif message['role'] == 'assistant' -%}", *_assistant_lines(spec, flavour)]
+    if spec.tool_results is not None:
+        lines += compile_turns.tool_result_lines(spec)
     if spec.placement == "in_place":
         lines += _in_place_lines(spec)
     return lines + ["    {%- endif -%}", "{%- endfor -%}"]
 
 
+def _with_tools_system(spec: Spec, plain: list[str], text: str) -> list[str]:
+    """``tools.system`` when tools are given, else the plain system lines."""
+    if spec.tools is None or spec.tools.system is None:
+        return plain
+    block = ["    {%- set tf_st = " + text + " -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}"]
+    return ["{%- if tf_has_tools -%}", *block] + (["{%- else -%}"] + ["    " + x for x in plain]
+                                                          if plain else []) + ["{%- endif -%}"]
+
+
+def _in_place_tools_text(spec: Spec) -> str:
+    """``in_place`` with tools: the opening system message, else the default, as the
+    tools block's system text (an expression whose value is none when there is none)."""
+    opening = "(messages | length > 0 and messages[0]['role'] == 'system')"
+    text = _stripped(spec, "messages[0]['content']")
+    emit = _emit_condition(spec, present=None, raw="messages[0]['content']", text=text)
+    given = text if emit == "true" else f"({text} if {emit} else none)"
+    emit_default, default = system_decision(spec, None, None)
+    return f"({given} if {opening} else {jinja_literal(default) if emit_default else 'none'})"
+
+
 def _generate_ending(spec: Spec) -> list[str]:
-    if not (spec.trailing_assistant or spec.final_suffix):
+    if not (spec.trailing_assistant or spec.final_suffix or spec.generation_prompts):
         return []
     lines = [_comment("The end: the generation prompt (at inference)" + (", else the final suffix." if spec.final_suffix else "."))]
     lines.append("{%- if add_generation_prompt -%}")
-    if spec.trailing_assistant:
+    if spec.generation_prompts:
+        lines.append("    {{- tf_gen -}}")
+    elif spec.trailing_assistant:
         lines.append("    {{- " + jinja_literal(spec.trailing_assistant) + " -}}")
     if spec.final_suffix:
         lines += ["{%- else -%}", "    {{- " + jinja_literal(spec.final_suffix) + " -}}"]
@@ -360,6 +421,7 @@ def compile_template(spec: Spec, *, training: bool = False) -> str:
         _generate_variables(spec),
         _generate_validation(spec),
         _generate_system(spec),
+        _generate_tools_and_prompt(spec),
         _generate_messages(spec, flavour),
         _generate_ending(spec),
     ]

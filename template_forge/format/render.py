@@ -13,145 +13,50 @@ format and ``[system, user, assistant]``::
                                                    └── trained ───┘
 
 ``assistant_content`` + ``assistant_suffix`` are what the model learns to say (the
-suffix carries the end-of-turn token, so the model learns to stop). The compiled
-training template wraps exactly these spans in ``{% generation %}``.
+suffix carries the end-of-turn token, so the model learns to stop); with ``stop`` strings,
+the suffix's text after the end-of-turn token is ``assistant_end``, never trained, as the
+model never generates it. Reasoning, tool calls and tool results have kinds of their own.
+The compiled training template wraps exactly the trained spans in ``{% generation %}``.
+The turns themselves are written by :mod:`template_forge.format.turns`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Container, Iterable, Mapping, NamedTuple, Sequence
 
 from template_forge.errors import RenderError
-from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Piece, Spec
-
-ROLES = ("system", "user", "assistant")
+from template_forge.format import turns
+from template_forge.format.messages import ROLES, TOOL_ROLES, Message, MessageError, check_messages, check_tools
+from template_forge.format.rendered import Rendered, Segment, _Builder
+from template_forge.format.roles import fill
+from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Spec
 
 #: Segment kinds, in the order they can appear inside one message.
 SEGMENT_KINDS = (
-    "bos", "system", "user", "assistant_prefix", "assistant_content", "assistant_suffix",
-    "generation_prompt", "final_suffix",
+    "bos", "system", "tools", "user", "assistant_prefix", "assistant_reasoning", "assistant_content",
+    "assistant_calls", "assistant_suffix", "assistant_end", "tool", "generation_prompt", "final_suffix",
 )
 
 
-_new_segment = tuple.__new__
-
-
-class Segment(NamedTuple):
-    """A span ``text[start:end]`` of one kind, from message ``message_index`` (None: from the spec)."""
-
-    kind: str
-    start: int
-    end: int
-    message_index: int | None = None
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """A rendered conversation: the text and its segments.
-
-    Examples:
-        >>> from template_forge.format.spec import load_builtin
-        >>> r = render(load_builtin("chatml"), [{"role": "user", "content": "Hi"},
-        ...                                      {"role": "assistant", "content": "Yo"}])
-        >>> [r.text[s:e] for s, e in r.trained_spans()]
-        ['Yo<|im_end|>\\n']
-    """
-
-    text: str
-    segments: tuple[Segment, ...]
-    #: Character spans of message text (contents, system text) as opposed to template text.
-    #: Special-token strings are control tokens only outside these spans.
-    content_spans: tuple[tuple[int, int], ...] = ()
-    #: ``(message_index, start, end)`` of each assistant turn's trained text (content +
-    #: suffix), empty ones included: transformers still marks a token that straddles an
-    #: empty ``{% generation %}`` span.
-    assistant_turns: tuple[tuple[int, int, int], ...] = ()
-
-    def trained_spans(self, only: Container[int] | None = None, *, keep_empty: bool = False) -> list[tuple[int, int]]:
-        """Character spans of trained text (assistant content + suffix), adjacent ones merged.
-
-        Args:
-            only: the assistant message indices to include (default: all).
-            keep_empty: keep an empty turn as a zero-width span, as transformers records an
-                empty ``{% generation %}`` block (it marks a token that straddles it).
-        """
-        spans: list[tuple[int, int]] = []
-        for index, start, end in self.assistant_turns:
-            if (only is not None and index not in only) or (start == end and not keep_empty):
-                continue
-            if spans and spans[-1][1] == start and spans[-1][0] < start < end:
-                spans[-1] = (spans[-1][0], end)
-            else:
-                spans.append((start, end))
-        return spans
-
-
-class _Builder:
-    """Accumulates text and segments; merges neighbours of the same kind and message."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.pos = 0
-        self.segments: list[Segment] = []
-        self.content: list[tuple[int, int]] = []
-        self.turns: list[tuple[int, int, int]] = []
-
-    def add(self, kind: str, text: str, index: int | None = None, *, content: tuple[int, int] | None = None) -> None:
-        """Append ``text``; ``content`` is the (start, end) of message text inside it, if any."""
-        if not text:
-            return
-        pos = self.pos
-        end = pos + len(text)
-        if content is not None and content[1] > content[0]:
-            self.content.append((pos + content[0], pos + content[1]))
-        segments = self.segments
-        last = segments[-1] if segments else None
-        if last is not None and last[0] == kind and last[3] == index and last[2] == pos:
-            segments[-1] = _new_segment(Segment, (kind, last[1], end, index))
-        else:
-            segments.append(_new_segment(Segment, (kind, pos, end, index)))
-        self.parts.append(text)
-        self.pos = end
-
-    def build(self) -> Rendered:
-        return Rendered("".join(self.parts), tuple(self.segments), tuple(self.content), tuple(self.turns))
-
-
 # --------------------------------------------------------------------------- validation
-def _check_messages(messages: Any) -> list[tuple[int, str, str]]:
+def _check_messages(messages: Any) -> list[Message]:
     if type(messages) is not list and (not isinstance(messages, Sequence) or isinstance(messages, (str, bytes))):
         raise RenderError(f"a conversation must be a list of messages, found {type(messages).__name__}.")
-    out = []
-    for i, msg in enumerate(messages):
-        if type(msg) is dict:
-            role, content = msg.get("role"), msg.get("content")
-            if role in ROLES and type(content) is str:
-                out.append((i, role, content))
-                continue
-        if not isinstance(msg, Mapping):
-            raise RenderError(f"expected a mapping with `role` and `content`, found {type(msg).__name__}.", message_index=i)
-        role = msg.get("role")
-        if role not in ROLES:
-            raise RenderError(
-                f"unknown role {role!r}; expected one of {', '.join(ROLES)}. Rename the role "
-                "(e.g. `human` → `user`, `gpt` → `assistant`) or drop the message.", message_index=i)
-        content = msg.get("content")
-        if not isinstance(content, str):
-            raise RenderError(
-                f"`content` of this {role} message must be a string, found {type(content).__name__}. "
-                "Flatten multi-part content to text.", message_index=i)
-        out.append((i, role, content))
-    return out
+    try:
+        return check_messages(messages)
+    except MessageError as exc:
+        raise RenderError(str(exc), message_index=exc.message_index) from None
 
 
-def _find_system(msgs: list[tuple[int, str, str]]) -> tuple[int | None, str | None]:
-    found = [(i, c) for i, r, c in msgs if r == "system"]
+def _find_system(msgs: list[Message]) -> tuple[int | None, str | None]:
+    found = [m for m in msgs if m.role == "system"]
     if len(found) > 1:
         raise RenderError(
-            f"messages {found[0][0]} and {found[1][0]} are both system messages; at most one is "
-            "supported. Merge them into one.", message_index=found[1][0])
-    return found[0] if found else (None, None)
+            f"messages {found[0].index} and {found[1].index} are both system messages; at most one is "
+            "supported. Merge them into one.", message_index=found[1].index)
+    return (found[0].index, found[0].content) if found else (None, None)
 
 
 def alternation_break(roles: Iterable[str]) -> tuple[int, str] | None:
@@ -164,7 +69,7 @@ def alternation_break(roles: Iterable[str]) -> tuple[int, str] | None:
     """
     turn = 0
     for i, role in enumerate(roles):
-        if role == "system":
+        if role == "system" or role in TOOL_ROLES:
             continue
         expected = "user" if turn % 2 == 0 else "assistant"
         if role != expected:
@@ -173,14 +78,16 @@ def alternation_break(roles: Iterable[str]) -> tuple[int, str] | None:
     return None
 
 
-def _check_alternation(msgs: list[tuple[int, str, str]]) -> None:
-    found = alternation_break(role for _, role, _ in msgs)
+def _check_alternation(msgs: list[Message]) -> None:
+    """Mistral's rule: tool results and assistant turns with tool calls stand outside the alternation."""
+    kept = [m for m in msgs if not m.tool_calls]
+    found = alternation_break(m.role for m in kept)
     if found:
         i, expected = found
         raise RenderError(
             f"roles must alternate user/assistant/user/… after the optional system message; "
-            f"expected {expected}, found {msgs[i][1]}. Merge consecutive messages of the same role.",
-            message_index=i)
+            f"expected {expected}, found {kept[i].role}. Merge consecutive messages of the same role.",
+            message_index=kept[i].index)
 
 
 # --------------------------------------------------------------------------- system decisions
@@ -203,97 +110,69 @@ def system_decision(spec: Spec, sys_index: int | None, sys_raw: str | None) -> t
     return (raw != "" if spec.placement in OWN_SEGMENT_PLACEMENTS else True), text
 
 
-def system_target(spec: Spec, msgs: list[tuple[int, str, str]]) -> int | None:
+def system_target(spec: Spec, msgs: list[Message]) -> int | None:
     """Index of the user message that receives ``{system}``, if any."""
-    users = [i for i, r, _ in msgs if r == "user"]
+    users = [m.index for m in msgs if m.role == "user"]
     if spec.placement == "first_user" and users:
         return users[0]
     if spec.placement == "last_user" and users:
         return users[-1]
-    if spec.placement == "final_user" and msgs and msgs[-1][1] == "user":
-        return msgs[-1][0]
+    if spec.placement == "final_user" and msgs and msgs[-1].role == "user":
+        return msgs[-1].index
     return None
 
 
 # --------------------------------------------------------------------------- rendering
-def _fill(pieces: Iterable[Piece], values: Mapping[str, str]) -> str:
-    return "".join(p.text if p.field is None else values[p.field] for p in pieces)
-
-
-def _add_user(out: _Builder, spec: Spec, index: int, content: str, system_text: str | None,
-              sys_index: int | None, values: Mapping[str, str], around: tuple[str, str]) -> None:
-    """Add a user turn; ``around`` is the user template before/after ``{instruction}``,
-    filled, with no system text."""
-    tmpl = spec.user
-    sys_part, sys_span = _system_block(spec, system_text, values) if system_text is not None else ("", (0, 0))
-    if spec.strip_user == "with_system":
-        # Strip the system block and the user text as one string (Llama 2's `content.strip()`).
-        merged = sys_part + content
-        lead = len(merged) - len(merged.lstrip())
-        kept = merged.strip()
-        cut = max(len(sys_part) - lead, 0)
-        sys_part, content = kept[:cut], kept[cut:]
-        sys_span = (max(sys_span[0] - lead, 0), min(max(sys_span[1] - lead, 0), len(sys_part)))
-    elif spec.strip_user:
-        content = content.strip()
-    if not sys_part:  # the common case: one segment, the content inside it
-        before, after = around
-        out.add("user", before + content + after, index, content=(len(before), len(before) + len(content)))
-        return
-    for piece in tmpl.pieces:
-        if piece.field == "system":
-            out.add("system", sys_part, sys_index, content=sys_span)
-        elif piece.field == "instruction":
-            out.add("user", content, index, content=(0, len(content)))
-        else:
-            out.add("user", piece.text if piece.field is None else values[piece.field], index)
-
-
-def _system_block(spec: Spec, text: str, values: Mapping[str, str]) -> tuple[str, tuple[int, int]]:
-    """The filled system template and the span of the system text inside it."""
-    before, after = spec.system.around("instruction")
-    head = _fill(before, values)
-    return head + text + _fill(after, values), (len(head), len(head) + len(text))
-
-
-def _add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, str]) -> None:
-    block, span = _system_block(spec, text, values)
-    out.add("system", block, index, content=span)
-
-
-def _add_assistant(out: _Builder, spec: Spec, index: int, content: str, around: tuple[str, str]) -> None:
-    out.add("assistant_prefix", around[0], index)
-    start = out.pos
-    content = content.strip() if spec.strip_assistant else content
-    out.add("assistant_content", content, index, content=(0, len(content)))
-    out.add("assistant_suffix", around[1], index)
-    out.turns.append((index, start, out.pos))
-
-
-def _values(spec: Spec, variables: Mapping[str, str] | None) -> dict[str, str]:
+def _values(spec: Spec, variables: Mapping[str, Any] | None, now: datetime | None) -> dict[str, Any]:
+    """Every variable's value: the caller's (checked against its type), else the default; a
+    clock reads ``now`` (default: the time of rendering), as ``strftime_now`` does."""
     values = spec.variable_defaults()
-    for key, value in (variables or {}).items():
-        if key not in values:
-            known = ", ".join(values) or "none"
-            raise RenderError(f"unknown template variable `{key}`; this format declares: {known}.")
-        if not isinstance(value, str):
-            raise RenderError(f"template variable `{key}` must be a string, found {type(value).__name__}.")
-        values[key] = value
+    given = dict(variables or {})
+    for var in spec.variables:
+        if var.name not in given:
+            if var.kind == "clock":
+                values[var.name] = (now or datetime.now()).strftime(var.strftime)
+            continue
+        value = given.pop(var.name)
+        wanted = bool if var.kind == "bool" else str
+        if type(value) is not wanted:
+            raise RenderError(f"template variable `{var.name}` must be {'true or false' if wanted is bool else 'a string'}"
+                              f", found {type(value).__name__} {value!r}.")
+        if var.choices is not None and value not in var.choices:
+            raise RenderError(f"template variable `{var.name}` is {value!r}, not one of {', '.join(var.choices)}.")
+        values[var.name] = value
+    if given:
+        known = ", ".join(spec.variable_defaults()) or "none"
+        raise RenderError(f"unknown template variable `{next(iter(given))}`; this format declares: {known}.")
     return values
 
 
+def generation_prompt(spec: Spec, values: Mapping[str, Any]) -> str:
+    """The generation prompt under these variable values: the first ``generation_prompt``
+    alternative whose conditions hold, else ``trailing_assistant``."""
+    for alt in spec.generation_prompts:
+        if all(values.get(k) == v and type(values.get(k)) is type(v) for k, v in alt.when):
+            return alt.text
+    return spec.trailing_assistant
+
+
 def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = False,
-           variables: Mapping[str, str] | None = None) -> Rendered:
+           variables: Mapping[str, Any] | None = None, tools: Sequence[Mapping[str, Any]] | None = None,
+           now: datetime | None = None) -> Rendered:
     """Render a conversation (OpenAI-style ``messages``) with a spec.
 
     Args:
         spec: the prompt format.
-        messages: ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``; other keys
-            are ignored. At most one system message, wherever it is (any number with
-            ``system_placement: in_place``).
-        add_generation_prompt: append ``trailing_assistant`` (inference); otherwise append
+        messages: ``[{"role": "system"|"user"|"assistant"|"tool", "content": str, ...}, ...]``;
+            assistant messages may carry ``tool_calls`` and ``reasoning_content``, tool results
+            ``tool_call_id`` and ``name``; other keys are ignored. At most one system message,
+            wherever it is (any number with ``system_placement: in_place``).
+        add_generation_prompt: append the generation prompt (inference); otherwise append
             ``final_suffix``.
-        variables: values for the spec's template variables (defaults from the spec).
+        variables: values for the spec's template variables (defaults from the spec), typed
+            as declared (``enable_thinking=False``), as ``apply_chat_template`` passes them.
+        tools: function schemas, as ``apply_chat_template(tools=...)`` takes them.
+        now: the time a clock variable reads (default: now), as a frozen ``strftime_now``.
 
     Raises:
         RenderError: for a conversation the format cannot render, naming the message index.
@@ -305,28 +184,63 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
         '[INST] hello1 + hello2 [/INST]'
     """
     msgs = _check_messages(messages)
-    values = _values(spec, variables)
+    values = _values(spec, variables, now)
+    defs = _definitions(spec, tools)
+    _check_support(spec, msgs)
     sys_index, sys_raw = _system_message(spec, msgs)
     if spec.require_alternation:
         _check_alternation(msgs)
     emit, sys_text = system_decision(spec, sys_index, sys_raw)
-    if spec.placement == "in_place" and msgs and msgs[0][1] == "system":
+    opens_with_system = bool(msgs) and msgs[0].role == "system"
+    if spec.placement == "in_place" and opens_with_system:
         emit = False  # the default stands in only when the conversation does not open with a system message
     out = _Builder()
     out.add("bos", spec.bos)
-    if emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
-        _add_system(out, spec, sys_text, sys_index, values)
+    skip = None
+    if defs is not None and spec.tools.system is not None:
+        if spec.placement == "in_place":  # the opening system message goes into the tools block
+            skip = 0 if opens_with_system else None
+            emit, sys_text = system_decision(spec, skip, msgs[0].content if opens_with_system else None)
+            sys_index = skip
+        turns.add_tools_system(out, spec, sys_text if emit else None, sys_index, values, defs)
+    elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
+        turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
+    gen = generation_prompt(spec, values)
     _add_turns(out, spec, msgs, values, sys_text=sys_text if target is not None else None, sys_index=sys_index,
-               target=target)
+               target=target, skip=skip, gen=gen, defs=defs if defs is not None and spec.tools.user else None)
     if add_generation_prompt:
-        out.add("generation_prompt", spec.trailing_assistant)
+        out.add("generation_prompt", gen)
     else:
         out.add("final_suffix", spec.final_suffix)
     return out.build()
 
 
-def _system_message(spec: Spec, msgs: list[tuple[int, str, str]]) -> tuple[int | None, str | None]:
+def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str | None:
+    """The tool definitions' text, or None when no tools are given (an empty list is none)."""
+    try:
+        schemas = check_tools(tools)
+    except MessageError as exc:
+        raise RenderError(f"tools: {exc}") from None
+    if not schemas:
+        return None
+    if spec.tools is None:
+        raise RenderError("this format does not render tool definitions, but tools were given. Use a format "
+                          "with tool support (see `tforge formats`), or leave the tools out.")
+    return turns.definitions(spec, schemas)
+
+
+def _check_support(spec: Spec, msgs: list[Message]) -> None:
+    for m in msgs:
+        if m.tool_calls and spec.tool_calls is None:
+            raise RenderError("this assistant message has tool calls, which this format cannot render. Use a "
+                              "format with tool support (see `tforge formats`), or drop the calls.", message_index=m.index)
+        if m.role in TOOL_ROLES and spec.tool_results is None:
+            raise RenderError(f"this format cannot render tool results (role `{m.role}`). Use a format with tool "
+                              "support (see `tforge formats`), or drop the message.", message_index=m.index)
+
+
+def _system_message(spec: Spec, msgs: list[Message]) -> tuple[int | None, str | None]:
     """The conversation's system message (index, text), refused where the format has none;
     ``(None, None)`` with ``in_place``, which renders every system message where it is."""
     if spec.placement == "in_place":
@@ -339,23 +253,44 @@ def _system_message(spec: Spec, msgs: list[tuple[int, str, str]]) -> tuple[int |
     return sys_index, sys_raw
 
 
-def _add_turns(out: _Builder, spec: Spec, msgs: list[tuple[int, str, str]], values: Mapping[str, str], *,
-               sys_text: str | None, sys_index: int | None, target: int | None) -> None:
-    """Every message in order; user message ``target`` receives the system text."""
-    before, after = spec.assistant.around("instruction")
-    assistant_around = (_fill(before, values), _fill(after, values))
-    before, after = spec.user.around("instruction")
+def _tools_turn(spec: Spec, msgs: list[Message]) -> int:
+    users = [m.index for m in msgs if m.role == "user"]
+    if not users:
+        raise RenderError(f"the tool definitions go into the {spec.tools.user_turn} user turn, but this conversation "
+                          "has no user message. Add one, or leave the tools out.")
+    return users[0] if spec.tools.user_turn == "first" else users[-1]
+
+
+def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[str, Any], *,
+               sys_text: str | None, sys_index: int | None, target: int | None, skip: int | None, gen: str,
+               defs: str | None) -> None:
+    """Every message in order; user message ``target`` receives the system text, and the
+    ``tools.user`` turn the tool definitions ``defs``; tool results grouped."""
     no_system = {**values, "system": ""}
-    user_around = (_fill(before, no_system), _fill(after, no_system))
-    for i, role, content in msgs:
-        if role == "user":
-            _add_user(out, spec, i, content, sys_text if i == target else None, sys_index, values, user_around)
-        elif role == "assistant":
-            _add_assistant(out, spec, i, content, assistant_around)
-        elif spec.placement == "in_place":
-            emit_here, text = system_decision(spec, i, content)
+    before, after = spec.user.around("instruction")
+    user_around = (fill(before, no_system), fill(after, no_system))
+    tools_at = _tools_turn(spec, msgs) if defs is not None else None
+    last_user = max((m.index for m in msgs if m.role == "user"), default=None)
+    last = msgs[-1].index if msgs else None
+    k = 0
+    while k < len(msgs):
+        m = msgs[k]
+        k += 1
+        if m.role == "user":
+            turns.add_user(out, spec, m, values, system_text=sys_text if m.index == target else None,
+                           sys_index=sys_index, around=user_around, tools=defs if m.index == tools_at else None)
+        elif m.role == "assistant":
+            turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen)
+        elif m.role in TOOL_ROLES:
+            group = [m]
+            while k < len(msgs) and msgs[k].role in TOOL_ROLES:
+                group.append(msgs[k])
+                k += 1
+            turns.add_tool_results(out, spec, group, values)
+        elif spec.placement == "in_place" and m.index != skip:
+            emit_here, text = system_decision(spec, m.index, m.content)
             if emit_here:
-                _add_system(out, spec, text, i, values)
+                turns.add_system(out, spec, text, m.index, values)
 
 
 def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:
@@ -377,9 +312,12 @@ def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:
         >>> promises_prefix(load_builtin("mistral-v3"))
         False
     """
-    if spec.final_suffix or spec.placement in ("last_user", "final_user"):
+    if spec.final_suffix or spec.placement in ("last_user", "final_user") or spec.final_assistant:
+        return False
+    if spec.reasoning is not None and spec.reasoning.keep == "after_last_user":
         return False
     if not generation_prompt:
         return True
     before, _ = spec.assistant.around("instruction")
-    return spec.trailing_assistant == _fill(before, spec.variable_defaults())
+    values = spec.variable_defaults()
+    return spec.trailing_assistant == fill(before, values) and not spec.generation_prompts

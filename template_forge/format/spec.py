@@ -15,8 +15,6 @@ with ``file:line``, the field path, what was found and how to fix it.
 
 from __future__ import annotations
 
-import re
-import string
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +23,11 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from template_forge.errors import Problem, SpecError
+from template_forge.format import agentic
+from template_forge.format.agentic import (GenerationPrompt, Reasoning, ToolCalls, ToolResults, Tools, Variable,
+                                           VariableModel)
 from template_forge.format.formats import builtin_file
+from template_forge.format.roles import _IDENT, Piece, RoleTemplate, check_role, parse_role_template
 from template_forge.yaml_lines import LineIndex, describe, did_you_mean, parse_yaml, pydantic_problems
 
 Placement = Literal["separate", "in_place", "first_user", "last_user", "final_user", "drop", "reject"]
@@ -43,7 +45,6 @@ RESERVED_NAMES = frozenset(
      "eos_token", "tools", "documents", "raise_exception", "namespace", "loop", "range",
      "true", "false", "none", "True", "False", "None", "strftime_now", "dict", "ns"}
 )
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Top-level keys of a format file besides `prompt_format:` (metadata, not format).
 _META_KEYS = ("name", "description", "models", "conformance")
@@ -78,43 +79,23 @@ class _PromptFormatModel(BaseModel):
     empty_system: EmptySystem = "auto"
     require_alternation: StrictBool = False
     final_suffix: StrictStr = ""
-    variables: dict[StrictStr, StrictStr] = {}
+    variables: dict[StrictStr, VariableModel] = {}
+    # agentic extensions (docs/spec.md, "Tools and reasoning")
+    stop: list[StrictStr] = []
+    final_assistant: StrictStr | None = None
+    tools: agentic.ToolsModel | None = None
+    tool_calls: agentic.ToolCallsModel | None = None
+    tool_results: agentic.ToolResultsModel | None = None
+    reasoning: agentic.ReasoningModel | None = None
+    generation_prompt: list[agentic.WhenModel] = []
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
+_SUB_MODELS = {"strip": _StripModel, "tools": agentic.ToolsModel, "tool_calls": agentic.ToolCallsModel,
+               "tool_results": agentic.ToolResultsModel, "reasoning": agentic.ReasoningModel}
 
 
 # --------------------------------------------------------------------------- frozen values
-@dataclass(frozen=True)
-class Piece:
-    """A piece of a role template: literal ``text``, or a ``{field}`` reference."""
-
-    text: str = ""
-    field: str | None = None
-
-
-@dataclass(frozen=True)
-class RoleTemplate:
-    """A parsed role string such as ``"[INST] {system}{instruction} [/INST]"``.
-
-    Examples:
-        >>> t = parse_role_template("<{x}>{{{instruction}}}")
-        >>> [p.field or p.text for p in t.pieces]
-        ['<', 'x', '>{', 'instruction', '}']
-    """
-
-    source: str
-    pieces: tuple[Piece, ...]
-
-    def around(self, name: str) -> tuple[tuple[Piece, ...], tuple[Piece, ...]]:
-        """The pieces before and after the (single) ``{name}`` field."""
-        i = next(k for k, p in enumerate(self.pieces) if p.field == name)
-        return self.pieces[:i], self.pieces[i + 1 :]
-
-    def fields(self) -> list[str]:
-        return [p.field for p in self.pieces if p.field is not None]
-
-
 @dataclass(frozen=True)
 class Spec:
     """A validated prompt format. Build it with :func:`load_spec` or :func:`spec_from_dict`.
@@ -138,7 +119,14 @@ class Spec:
     strip_assistant: bool
     require_alternation: bool
     final_suffix: str
-    variables: tuple[tuple[str, str], ...]
+    variables: tuple[Variable, ...]
+    stop: tuple[str, ...] = ()
+    final_assistant: RoleTemplate | None = None
+    tools: Tools | None = None
+    tool_calls: ToolCalls | None = None
+    tool_results: ToolResults | None = None
+    reasoning: Reasoning | None = None
+    generation_prompts: tuple[GenerationPrompt, ...] = ()
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()
@@ -148,38 +136,14 @@ class Spec:
     def system_in_user(self) -> bool:
         return self.placement in IN_USER_PLACEMENTS
 
-    def variable_defaults(self) -> dict[str, str]:
-        return dict(self.variables)
+    def variable_defaults(self) -> dict[str, str | bool | None]:
+        """Every variable's default (None for a clock, which reads the time of rendering)."""
+        return {v.name: v.default for v in self.variables}
 
-
-# --------------------------------------------------------------------------- role strings
-def parse_role_template(text: str) -> RoleTemplate:
-    """Parse a role string with Python ``str.format`` rules (``{{``/``}}`` are braces).
-
-    Raises ValueError with a user-facing message for anything but plain ``{name}`` fields.
-    """
-    pieces: list[Piece] = []
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as exc:
-        raise ValueError(
-            f"is not a valid format string ({exc}). Write a literal brace as `{{{{` or `}}}}`"
-        ) from None
-    for literal, name, spec, conversion in parsed:
-        if literal and pieces and pieces[-1].field is None:  # `{{` splits literals: rejoin them
-            pieces[-1] = Piece(text=pieces[-1].text + literal)
-        elif literal:
-            pieces.append(Piece(text=literal))
-        if name is None:
-            continue
-        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-        if conversion or spec or not _IDENT.match(name):
-            raise ValueError(
-                f"has the field `{shown}`; only plain `{{name}}` fields are supported. "
-                "Write a literal brace as `{{` or `}}`"
-            )
-        pieces.append(Piece(field=name))
-    return RoleTemplate(source=text, pieces=tuple(pieces))
+    @property
+    def agentic(self) -> bool:
+        """Whether the spec renders tools, tool calls, tool results or reasoning."""
+        return any((self.tools, self.tool_calls, self.tool_results, self.reasoning))
 
 
 # --------------------------------------------------------------------------- locating the format
@@ -218,7 +182,11 @@ def _locate_format(data: Any, index: LineIndex) -> tuple[Any, tuple, dict]:
 # --------------------------------------------------------------------------- validation
 def _problems(exc: ValidationError, base: tuple, index: LineIndex) -> list[Problem]:
     def known(loc: tuple) -> tuple[str, ...]:
-        return FIELD_NAMES if len(loc) == 1 else tuple(_StripModel.model_fields)
+        if len(loc) == 1:
+            return FIELD_NAMES
+        model = _SUB_MODELS.get(loc[0])
+        fields = model.model_fields if model is not None and len(loc) == 2 else {}
+        return tuple(f.alias or name for name, f in fields.items())
 
     return pydantic_problems(exc, where=index.where, base=base, known=known,
                              missing=lambda loc: "is required but missing. Add it (it must contain `{instruction}`).")
@@ -244,34 +212,6 @@ def _resolve_placement(m: _PromptFormatModel, problems: list, at) -> Placement:
         problems.append(at("system_placement", (
             f"is `{m.system_placement}` but `system_in_last_user` is true. Remove one of them.")))
     return m.system_placement
-
-
-def _check_role(name: str, text: str | None, allowed: set[str], required: set[str], problems, at):
-    if text is None:
-        return None
-    try:
-        tmpl = parse_role_template(text)
-    except ValueError as exc:
-        problems.append(at(name, f"{exc}. Found {text!r}."))
-        return None
-    fields = tmpl.fields()
-    for f in sorted(required):
-        if fields.count(f) != 1:
-            how = "is missing" if f not in fields else f"appears {fields.count(f)} times"
-            problems.append(at(name, f"must contain `{{{f}}}` exactly once, but it {how}. Found {text!r}."))
-    for f in fields:
-        if f in allowed:
-            continue
-        if f == "system" and name == "user":
-            problems.append(at(name, (
-                "contains `{system}` but the system text is not placed in user turns. Set "
-                "`system_in_user: true` (or a `system_placement` of first_user/last_user/final_user), "
-                "or remove `{system}`.")))
-        else:
-            problems.append(at(name, (
-                f"has the unknown field `{{{f}}}`.{did_you_mean(f, sorted(allowed))} Declare it under "
-                f"`variables:` with a default value, or write literal braces as `{{{{{f}}}}}`.")))
-    return tmpl
 
 
 def _check_variables(m: _PromptFormatModel, problems: list, at) -> None:
@@ -304,16 +244,17 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
         return Problem(index.where(path), ".".join(str(p) for p in path), msg)
 
     _check_variables(m, problems, at)
+    typed = agentic.check_variables(m.variables, problems, at)
     placement = _resolve_placement(m, problems, at)
-    variables = set(m.variables)
+    variables = agentic.fillable(typed)
     in_user = placement in IN_USER_PLACEMENTS
     if m.system is None and placement not in ("drop", "reject"):
         problems.append(at("system", "is required but missing. Add it, e.g. `system: \"{instruction}\\n\\n\"`."))
-    system = _check_role("system", m.system if m.system is not None else "{instruction}",
+    system = check_role("system", m.system if m.system is not None else "{instruction}",
                          variables | {"instruction"}, {"instruction"}, problems, at)
     user_allowed = variables | {"instruction"} | ({"system"} if in_user else set())
-    user = _check_role("user", m.user, user_allowed, {"instruction"} | ({"system"} if in_user else set()), problems, at)
-    assistant = _check_role("assistant", m.assistant, variables | {"instruction"}, {"instruction"}, problems, at)
+    user = check_role("user", m.user, user_allowed, {"instruction"} | ({"system"} if in_user else set()), problems, at)
+    assistant = check_role("assistant", m.assistant, variables | {"instruction"}, {"instruction"}, problems, at)
     strip = m.strip or _StripModel()
     strip_user = strip.user if strip.user is not None else m.strip_whitespace
     if strip_user == "with_system":
@@ -329,7 +270,7 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
         strip_user=strip_user,
         strip_assistant=strip.assistant if strip.assistant is not None else m.strip_whitespace,
         require_alternation=m.require_alternation, final_suffix=m.final_suffix,
-        variables=tuple(m.variables.items()),
+        variables=typed, **agentic.resolve(m, typed, problems, at),
     )
     return resolved, problems
 

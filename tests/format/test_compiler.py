@@ -66,7 +66,7 @@ def test_compiled_equals_render_for_generated_specs(d, messages, gen, data):
     spec = spec_from_dict(d)
     variables = None
     if spec.variables and data.draw(st.booleans()):
-        variables = {spec.variables[0][0]: data.draw(st.sampled_from(TRICKY))}
+        variables = {spec.variables[0].name: data.draw(st.sampled_from(TRICKY))}
     assert_same(spec, messages, gen, variables)
 
 
@@ -80,7 +80,7 @@ def test_compiled_builtin_equals_render(name, messages, gen):
 @pytest.mark.parametrize("bad", [
     [{"role": "tool", "content": "x"}],
     [{"role": "user", "content": None}],
-    [{"role": "user", "content": ["parts"]}],
+    [{"role": "user", "content": {"parts": 1}}],
     [{"content": "no role"}],
     [{"role": "system", "content": "a"}, {"role": "user", "content": "b"}, {"role": "system", "content": "c"}],
 ])

@@ -201,9 +201,9 @@ def test_prefix_promises_of_builtins():
 
 @pytest.mark.parametrize("bad,pattern", [
     ("not a list", r"must be a list of messages"),
-    (["x"], r"message 0: expected a mapping"),
-    ([{"role": "human", "content": "x"}], r"message 0: unknown role 'human'.*`human` → `user`"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": None}], r"message 1: `content` of this assistant message must be a string, found NoneType"),
+    (["x"], r"message 0: expected an object with `role` and `content`"),
+    ([{"role": "human", "content": "x"}], r"message 0: unknown role 'human'.*human → user"),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": None}], r"message 1: `content` must be a string, found null.*only when it has `tool_calls`"),
     ([{"role": "system", "content": "a"}, {"role": "system", "content": "b"}], r"message 1: messages 0 and 1 are both system"),
 ])
 def test_bad_conversations_name_the_message(bad, pattern):
