@@ -17,12 +17,18 @@ checked on the same data: tforge's ids equal the whole-string tokenization and i
 transformers'.
 
     python bench/preprocess.py [--limit 3000] [--repeat 3] [--tokenizers llama3,mistral-v3]
+    python bench/preprocess.py --agentic --tokenizers llama3 --format llama3.1   # tools and reasoning
+
+``--agentic`` turns the same conversations into agentic ones: two tool definitions on every
+line, after half of the user turns an assistant turn that calls a tool (its arguments made
+from the user text) and the tool's result, and reasoning on every final answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,15 +88,49 @@ def interleaved(methods: dict, repeat: int) -> tuple[dict[str, float], dict[str,
     return times, outs
 
 
+TOOLS = [
+    {"type": "function", "function": {"name": "search", "description": "Search the web.", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string", "description": "what to look for"}},
+        "required": ["query"]}}},
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city, today.", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["C", "F"]}},
+        "required": ["city"]}}},
+]
+
+
+def agentic(convs: list, seed: int = 0) -> list[dict]:
+    """The conversations as agentic records (see the module docs), deterministic per seed."""
+    rng = random.Random(seed)
+    out = []
+    for k, conv in enumerate(convs):
+        msgs: list[dict] = []
+        for m in conv:
+            if m["role"] == "assistant" and msgs and msgs[-1]["role"] == "user" and rng.random() < 0.5:
+                cid = f"c{k:06d}{len(msgs):03d}"
+                query = msgs[-1]["content"][:80]
+                msgs.append({"role": "assistant", "content": "", "tool_calls": [
+                    {"id": cid, "type": "function", "function": {"name": "search", "arguments": {"query": query}}}]})
+                msgs.append({"role": "tool", "tool_call_id": cid, "name": "search", "content": m["content"][:300]})
+            msgs.append(dict(m))
+        if msgs[-1]["role"] == "assistant":
+            msgs[-1]["reasoning_content"] = "Let me think. " + msgs[-1]["content"][:200]
+        out.append({"messages": msgs, "tools": TOOLS})
+    return out
+
+
+def _parts(conv):
+    return (conv["messages"], conv["tools"]) if isinstance(conv, dict) else (conv, None)
+
+
 def run(name: str, convs: list, args) -> dict:
     from transformers import AutoTokenizer
 
-    fmt, *_ = SETUPS[name]
+    fmt = args.format or SETUPS[name][0]
     folder = tokenizer_dir(name, args.cache)
     spec = load_builtin(fmt)
     vocab = Vocab(folder)
     encoder = Encoder(spec, vocab)
-    texts = [render(spec, c).text for c in convs]
+    texts = [render(spec, m, tools=t).text for m, t in map(_parts, convs)]
     workers = default_workers()
     methods = {
         f"tforge ({workers} workers)": lambda: encoder.encode_batch(convs, workers=workers),
@@ -116,8 +156,8 @@ def run(name: str, convs: list, args) -> dict:
     sample = convs[: args.hf_limit] if args.hf_limit else convs
 
     def transformers_path():
-        return [hf.apply_chat_template(c, chat_template=template, tokenize=True, return_dict=True,
-                                       return_assistant_tokens_mask=True) for c in sample]
+        return [hf.apply_chat_template(m, tools=t, chat_template=template, tokenize=True, return_dict=True,
+                                       return_assistant_tokens_mask=True) for m, t in map(_parts, sample)]
 
     t_hf, ref = best(transformers_path, 1)
     hf_tokens = sum(len(r["input_ids"]) for r in ref)
@@ -155,9 +195,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--tokenizers", default="llama3,mistral-v3")
     ap.add_argument("--cache", type=Path, default=ROOT / ".bench-cache")
+    ap.add_argument("--agentic", action="store_true", help="add tools, tool calls, results and reasoning")
+    ap.add_argument("--format", default="", help="the built-in format (default: the tokenizer's own)")
     args = ap.parse_args()
     convs = sharegpt.conversations(limit=args.limit or None)
     print(f"ShareGPT V3: {len(convs)} conversations (human→user, gpt→assistant, cut at the first role break)")
+    if args.agentic:
+        convs = agentic(convs)
+        calls = sum(1 for c in convs for m in c["messages"] if m.get("tool_calls"))
+        print(f"   made agentic: {calls} tool calls and results, reasoning on every final answer, 2 tools per line")
     summary = [run(name, convs, args) for name in args.tokenizers.split(",")]
     print("\nsummary:")
     for s in summary:

@@ -120,3 +120,63 @@ def spec_dicts(draw):
     if strip:
         d["strip"] = strip
     return d
+
+
+# ---------------------------------------------------------------- agentic conversations
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.sampled_from(TRICKY), st.text(max_size=6)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(["a", "b", "ключ", "{x}", "q\""]),
+                                                                        inner, max_size=3)),
+    max_leaves=6)
+tool_names = st.sampled_from(["get_weather", "search", "calc_2", "lookup"])
+
+
+@st.composite
+def tool_schemas(draw):
+    """1-3 OpenAI function schemas with nested, unicode parameters."""
+    out = []
+    for name in draw(st.lists(tool_names, min_size=1, max_size=3, unique=True)):
+        props = draw(st.dictionaries(st.sampled_from(["city", "q", "n", "opts"]), st.fixed_dictionaries(
+            {"type": st.sampled_from(["string", "integer", "object", "array"]), "description": contents}), max_size=3))
+        out.append({"type": "function", "function": {
+            "name": name, "description": draw(contents),
+            "parameters": {"type": "object", "properties": props, "required": sorted(props)[:1]}}})
+    return out
+
+
+@st.composite
+def agentic_conversations(draw, *, reasoning: bool = True, max_calls: int = 2, string_arguments: bool = True):
+    """(messages, tools): optional system, then rounds of a user turn, zero or more tool-call
+    rounds (an assistant turn with 1..max_calls calls, then one tool result per call) and an
+    answer, sometimes with reasoning; the last round may end early (at the user or a result)."""
+    tools = draw(tool_schemas())
+    names = [t["function"]["name"] for t in tools]
+    msgs = [{"role": "system", "content": draw(contents)}] if draw(st.booleans()) else []
+    ids = iter(f"call{k:05d}" for k in range(10**5))
+    for _ in range(draw(st.integers(1, 3))):
+        msgs.append({"role": "user", "content": draw(contents)})
+        for _ in range(draw(st.integers(0, 2))):
+            calls = []
+            for _ in range(draw(st.integers(1, max_calls))):
+                args = draw(st.dictionaries(st.sampled_from(["city", "q", "n"]), json_values, max_size=3))
+                if string_arguments and draw(st.booleans()):
+                    import json
+
+                    args = json.dumps(args, ensure_ascii=draw(st.booleans()))
+                calls.append({"id": next(ids), "type": "function",
+                              "function": {"name": draw(st.sampled_from(names)), "arguments": args}})
+            turn = {"role": "assistant", "content": draw(st.sampled_from(["", "Let me check.", "\n"])),
+                    "tool_calls": calls}
+            if reasoning and draw(st.booleans()):
+                turn["reasoning_content"] = draw(contents)
+            msgs.append(turn)
+            msgs += [{"role": "tool", "tool_call_id": c["id"], "name": c["function"]["name"], "content": draw(contents)}
+                     for c in calls]
+        answer = {"role": "assistant", "content": draw(contents)}
+        if reasoning and draw(st.booleans()):
+            answer["reasoning_content"] = draw(contents)
+        msgs.append(answer)
+    cut = draw(st.integers(0, 2))  # sometimes end at the last user turn or tool result (a prompt)
+    if cut and len(msgs) > 2:
+        msgs = msgs[:-1]
+    return msgs, (tools if draw(st.integers(0, 4)) else None)

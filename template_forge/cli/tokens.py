@@ -132,14 +132,14 @@ def _open_row(source: str, row: int, tokenizer: str | None):
 
 def _file_conversation(source: str, line_no: int | None, fmt: str, tokenizer: str, policy: str):
     """``(encoded, vocab, title)`` of a conversation in a JSON or JSONL file."""
-    from template_forge.data.conversations import read_conversation
+    from template_forge.data.conversations import read_record
     from template_forge.format.spec import load_spec
     from template_forge.tokens.encoder import Encoder
     from template_forge.tokens.vocab import Vocab
 
-    messages = read_conversation(source, line=line_no)
+    messages, tools = read_record(source, line=line_no)
     vocab = Vocab(tokenizer)
-    encoded = Encoder(load_spec(fmt), vocab, policy=policy).encode(messages)
+    encoded = Encoder(load_spec(fmt), vocab, policy=policy).encode({"messages": messages, "tools": tools})
     return encoded, vocab, f"{source}" + (f":{line_no or 1}" if source.endswith(".jsonl") or line_no else "")
 
 

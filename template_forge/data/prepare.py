@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from template_forge.data.conversations import REASONS, BadLine, parse_line
+from template_forge.data.conversations import REASONS, BadLine, parse_record
 from template_forge.data.packed import pack_tokenized, packed_manifest
 from template_forge.data.provenance import (
     MANIFEST,
@@ -113,13 +113,22 @@ def _work(state: tuple[Encoder, _Settings], chunk: tuple[int, list[bytes]]) -> l
     """Parse, check and encode one chunk of lines (blank lines are allowed and left out)."""
     encoder, st = state
     start, raws = chunk
-    parsed = [(start + k, parse_line(raw.rstrip(b"\r\n"), path=st.path, line=start + k,
-                                     require_alternation=st.alternation, need_assistant=st.need_assistant))
+    parsed = [(start + k, _conversation(parse_record(raw.rstrip(b"\r\n"), path=st.path, line=start + k,
+                                                     require_alternation=st.alternation,
+                                                     need_assistant=st.need_assistant)))
               for k, raw in enumerate(raws) if raw.strip()]
     good = [(line, messages) for line, messages in parsed if not isinstance(messages, BadLine)]
     encoded = dict(zip((line for line, _ in good), _encode(encoder, good, st.path)))
     return [Row(line, bad=result) if isinstance(result, BadLine) else _fit(encoded[line], line, st)
             for line, result in parsed]
+
+
+def _conversation(parsed):
+    """The messages, or the record with its tool definitions when the line has some."""
+    if isinstance(parsed, BadLine):
+        return parsed
+    messages, tools = parsed
+    return {"messages": messages, "tools": tools} if tools else messages
 
 
 def _encode(encoder: Encoder, good: list[tuple[int, list[dict]]], path: str) -> list[Encoded | BadLine]:

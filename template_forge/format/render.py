@@ -198,11 +198,7 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     out.add("bos", spec.bos)
     skip = None
     if defs is not None and spec.tools.system is not None:
-        if spec.placement == "in_place":  # the opening system message goes into the tools block
-            skip = 0 if opens_with_system else None
-            emit, sys_text = system_decision(spec, skip, msgs[0].content if opens_with_system else None)
-            sys_index = skip
-        turns.add_tools_system(out, spec, sys_text if emit else None, sys_index, values, defs)
+        skip = _add_tools_system(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index)
     elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
         turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
@@ -214,6 +210,20 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     else:
         out.add("final_suffix", spec.final_suffix)
     return out.build()
+
+
+def _add_tools_system(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[str, Any], defs: str, *,
+                      emit: bool, sys_text: str, sys_index: int | None) -> int | None:
+    """``tools.system`` in place of the system block; with ``in_place`` it takes the opening
+    system message (whose index is returned: the loop skips it) or the default."""
+    skip = None
+    if spec.placement == "in_place":
+        opens = bool(msgs) and msgs[0].role == "system"
+        skip = 0 if opens else None
+        emit, sys_text = system_decision(spec, skip, msgs[0].content if opens else None)
+        sys_index = skip
+    turns.add_tools_system(out, spec, sys_text if emit else None, sys_index, values, defs)
+    return skip
 
 
 def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str | None:

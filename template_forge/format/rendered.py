@@ -28,7 +28,7 @@ class Rendered:
         >>> r = render(load_builtin("chatml"), [{"role": "user", "content": "Hi"},
         ...                                      {"role": "assistant", "content": "Yo"}])
         >>> [r.text[s:e] for s, e in r.trained_spans()]
-        ['Yo<|im_end|>\\n']
+        ['Yo<|im_end|>']
     """
 
     text: str

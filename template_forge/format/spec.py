@@ -159,7 +159,11 @@ def _locate_format(data: Any, index: LineIndex) -> tuple[Any, tuple, dict]:
         )])
     gen = data.get("generation_config")
     if isinstance(gen, dict) and "prompt_format" in gen:
-        return gen["prompt_format"], ("generation_config", "prompt_format"), {}
+        fmt = gen["prompt_format"]
+        stops = gen.get("stopping_sequences")
+        if isinstance(fmt, dict) and "stop" not in fmt and isinstance(stops, list):
+            fmt = {**fmt, "stop": stops}  # llmforge's stop strings end the trained suffix
+        return fmt, ("generation_config", "prompt_format"), {}
     if "generation_config" in data or "model_id" in data:  # llmforge config: other keys are not ours
         if "prompt_format" not in data:
             raise SpecError([Problem(index.where(()), "generation_config.prompt_format", (

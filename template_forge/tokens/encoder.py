@@ -208,11 +208,13 @@ class Encoder:
                            "the format.")
         return out
 
-    def render(self, messages: Sequence[Mapping[str, Any]]) -> Rendered:
-        return render(self.spec, messages, variables=self.variables)
+    def render(self, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Rendered:
+        messages, tools = conversation_parts(messages)
+        return render(self.spec, messages, variables=self.variables, tools=tools)
 
-    def encode(self, messages: Sequence[Mapping[str, Any]]) -> Encoded:
-        """Encode one conversation (``[{"role": …, "content": …}, …]``)."""
+    def encode(self, messages: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> Encoded:
+        """Encode one conversation: ``[{"role": …, "content": …}, …]``, or a record
+        ``{"messages": [...], "tools": [...]}`` (a JSONL line with tool definitions)."""
         return self._encode_chunk([messages], 0)[0]
 
     def encode_batch(self, conversations: Iterable[Sequence[Mapping[str, Any]]], *, workers: int | None = None,
@@ -242,7 +244,7 @@ class Encoder:
         for k, messages in enumerate(conversations):
             try:
                 rendered = self.render(messages)
-                jobs.append(_Job(rendered, trained_char_spans(rendered, messages, self.policy)))
+                jobs.append(_Job(rendered, trained_char_spans(rendered, conversation_parts(messages)[0], self.policy)))
             except RenderError as exc:
                 if len(conversations) == 1 and base == 0:
                     raise
@@ -374,6 +376,13 @@ class Encoder:
         return np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
 
 
+def conversation_parts(conversation: Any) -> tuple[Any, Any]:
+    """``(messages, tools)`` of a list of messages or of a ``{"messages", "tools"}`` record."""
+    if isinstance(conversation, Mapping):
+        return conversation.get("messages"), conversation.get("tools")
+    return conversation, None
+
+
 def _encode_chunk_job(encoder: Encoder, job: tuple[Sequence[Sequence[Mapping[str, Any]]], int]) -> list[Encoded]:
     return encoder._encode_chunk(*job)
 
@@ -403,7 +412,7 @@ def encode(spec: Spec, tokenizer: Any, messages: Sequence[Mapping[str, Any]], *,
         ...                                            {"role": "assistant", "content": "yo"}])
         >>> out.num_tokens == len("<|im_start|>user\\nhi<|im_end|>\\n<|im_start|>assistant\\nyo<|im_end|>\\n")
         True
-        >>> out.num_trained == len("yo<|im_end|>\\n")
+        >>> out.num_trained == len("yo<|im_end|>")  # not the newline after the end-of-turn
         True
     """
     return Encoder(spec, tokenizer, policy=policy, parse_special=parse_special, engine=engine).encode(messages)

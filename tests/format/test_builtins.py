@@ -51,10 +51,12 @@ NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama
 #: Built-ins that follow a vendor's own encoder where it departs from the official template
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
+#: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
+MODERN = {"qwen3"}
 
 
 def test_every_builtin_is_classified():
-    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER)
+    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER) | MODERN
 
 
 def official_render(template: str, entry: dict, messages, gen: bool) -> str | None:

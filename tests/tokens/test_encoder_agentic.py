@@ -1,0 +1,43 @@
+"""Agentic conversations (tool definitions, calls, results, reasoning) encode to the ids and
+the mask transformers gives with the compiled training template and ``tools=``: a
+whole-string tokenization, the mask from ``{% generation %}``."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from template_forge.errors import RenderError
+from template_forge.format.compiler import compile_template
+from template_forge.format.render import render
+from template_forge.format.spec import load_builtin
+from template_forge.tokens.encoder import Encoder
+
+from strategies import agentic_conversations
+from test_encoder import hf_tokenizer, vocab
+
+pytest.importorskip("transformers")
+
+SWITCHES = {"qwen3": {"enable_thinking": [True, False]}}
+
+
+@pytest.mark.parametrize("name", ["llama3.1", "qwen2.5", "qwen3"])
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(conv=agentic_conversations(), data=st.data())
+def test_agentic_ids_and_mask_equal_transformers(real_tokenizer, name, conv, data):
+    messages, tools = conv
+    spec = load_builtin(name)
+    variables = {k: data.draw(st.sampled_from(v)) for k, v in SWITCHES.get(name, {}).items()}
+    try:
+        render(spec, messages, tools=tools, variables=variables)
+    except RenderError:
+        assume(False)
+    folder = real_tokenizer("llama3")
+    out = hf_tokenizer(folder).apply_chat_template(
+        messages, tools=tools, chat_template=compile_template(spec, training=True), tokenize=True, return_dict=True,
+        return_assistant_tokens_mask=True, **variables)
+    got = Encoder(spec, vocab(folder), parse_special=True, variables=variables).encode(
+        {"messages": messages, "tools": tools})
+    assert got.input_ids.tolist() == out["input_ids"]
+    assert got.loss_mask.tolist() == out["assistant_masks"]
