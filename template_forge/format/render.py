@@ -22,14 +22,13 @@ The turns themselves are written by :mod:`template_forge.format.turns`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Container, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from template_forge.errors import RenderError
 from template_forge.format import turns
-from template_forge.format.messages import ROLES, TOOL_ROLES, Message, MessageError, check_messages, check_tools
-from template_forge.format.rendered import Rendered, Segment, _Builder
+from template_forge.format.messages import TOOL_ROLES, Message, MessageError, check_messages, check_tools
+from template_forge.format.rendered import Rendered, Segment, _Builder  # noqa: F401 (Segment: public here)
 from template_forge.format.roles import fill
 from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Spec
 

@@ -24,10 +24,17 @@ from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationErr
 
 from template_forge.errors import Problem, SpecError
 from template_forge.format import agentic
-from template_forge.format.agentic import (GenerationPrompt, Reasoning, ToolCalls, ToolResults, Tools, Variable,
-                                           VariableModel)
+from template_forge.format.agentic import (
+    GenerationPrompt,
+    Reasoning,
+    ToolCalls,
+    ToolResults,
+    Tools,
+    Variable,
+    VariableModel,
+)
 from template_forge.format.formats import builtin_file
-from template_forge.format.roles import _IDENT, Piece, RoleTemplate, check_role, parse_role_template
+from template_forge.format.roles import _IDENT, Piece, RoleTemplate, check_role, parse_role_template  # noqa: F401
 from template_forge.yaml_lines import LineIndex, describe, did_you_mean, parse_yaml, pydantic_problems
 
 Placement = Literal["separate", "in_place", "first_user", "last_user", "final_user", "drop", "reject"]

@@ -15,7 +15,15 @@ from hypothesis import strategies as st
 
 from template_forge.errors import TemplateForgeError
 from template_forge.format.messages import (
-    REASONS, ROLES, TOOL_ROLES, Message, MessageError, ToolCall, check_messages, check_tools, flatten_content,
+    REASONS,
+    ROLES,
+    TOOL_ROLES,
+    Message,
+    MessageError,
+    ToolCall,
+    check_messages,
+    check_tools,
+    flatten_content,
 )
 
 from strategies import contents

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from test_encoder import hf_tokenizer, vocab
 
 from template_forge.errors import RenderError
 from template_forge.format.compiler import compile_template
@@ -15,7 +16,6 @@ from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import Encoder
 
 from strategies import agentic_conversations
-from test_encoder import hf_tokenizer, vocab
 
 pytest.importorskip("transformers")
 
