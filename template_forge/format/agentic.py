@@ -9,6 +9,7 @@ renderer and the compiler read. ``docs/spec.md`` documents every field with an e
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal, Optional, Union
 
@@ -101,8 +102,6 @@ class Json:
 
     def dumps(self, value) -> str:
         """Exactly what ``value | tojson(...)`` prints under transformers' renderer."""
-        import json
-
         return json.dumps(value, ensure_ascii=self.ensure_ascii, indent=self.indent, separators=self.separators,
                           sort_keys=self.sort_keys)
 

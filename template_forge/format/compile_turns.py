@@ -7,6 +7,7 @@ cannot meet a template variable (spec variables may not start with ``tf_``).
 
 from __future__ import annotations
 
+from template_forge.format import turns
 from template_forge.format.jinja import concat, jinja_literal, pieces_expression, raise_
 from template_forge.format.roles import RoleTemplate, fill
 from template_forge.format.spec import Spec
@@ -169,7 +170,16 @@ def may_move_prompt(spec: Spec) -> bool:
     return any(p.startswith(h) and len(p) > len(h) for p in prompts for h in heads)
 
 
-def assistant_lines(spec: Spec, flavour: str, stop_split) -> list[str]:
+def stop_split(spec: Spec, pieces) -> tuple[str, str]:
+    """Expressions for the trained part of an assistant suffix and the untrained rest
+    (:func:`template_forge.format.turns.stop_split`)."""
+    if any(p.field is not None for p in pieces):
+        return pieces_expression(pieces, {}), "''"
+    trained, end = turns.stop_split(spec, pieces, spec.variable_defaults())
+    return jinja_literal(trained), jinja_literal(end)
+
+
+def assistant_lines(spec: Spec, flavour: str) -> list[str]:
     """The general assistant turn: body and calls, the template by position and calls, the
     generation prompt's part moved to the prefix, the suffix cut at its stop string."""
     lines = _body_lines(spec)
@@ -186,7 +196,7 @@ def assistant_lines(spec: Spec, flavour: str, stop_split) -> list[str]:
         if condition is not None or k:
             lines.append(f"        {{%- {keyword} {condition} -%}}" if condition else "        {%- else -%}")
         lines += [f"            {{%- set tf_head = {head} -%}}", f"            {{%- set tf_text = {body} -%}}"]
-        trained, end = stop_split(spec, fill(tail, spec.variable_defaults()), tail)
+        trained, end = stop_split(spec, tail)
         lines += [f"            {{%- set tf_trained = {trained} -%}}", f"            {{%- set tf_end = {end} -%}}"]
     if len(choices) > 1:
         lines.append("        {%- endif -%}")

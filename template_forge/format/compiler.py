@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from template_forge.format import compile_turns, turns
+from template_forge.format import compile_turns
 from template_forge.format.jinja import concat, jinja_literal, pieces_expression, raise_
 from template_forge.format.render import system_decision
 from template_forge.format.roles import Piece
@@ -290,14 +290,6 @@ def _plain_user_lines(spec: Spec) -> list[str]:
     ]
 
 
-def _stop_split(spec: Spec, pieces) -> tuple[str, str]:
-    """Expressions for the trained part of an assistant suffix and the untrained rest."""
-    trained, end = turns.stop_split(spec, pieces, spec.variable_defaults())
-    if any(p.field is not None for p in pieces):
-        return pieces_expression(pieces, {}), "''"
-    return jinja_literal(trained), jinja_literal(end)
-
-
 def _plain_assistant(spec: Spec) -> bool:
     """Whether the assistant turn is the plain one: the template, the content, the suffix."""
     return not (spec.tool_calls or spec.reasoning or spec.final_assistant or compile_turns.may_move_prompt(spec))
@@ -305,10 +297,10 @@ def _plain_assistant(spec: Spec) -> bool:
 
 def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
     if not _plain_assistant(spec):
-        return compile_turns.assistant_lines(spec, flavour, lambda s, _text, tail: _stop_split(s, tail))
+        return compile_turns.assistant_lines(spec, flavour)
     before, after = spec.assistant.around("instruction")
     content = "(message['content'] | trim)" if spec.strip_assistant else "message['content']"
-    trained, end = _stop_split(spec, after)
+    trained, end = compile_turns.stop_split(spec, after)
     trained = concat([content] + ([trained] if trained != "''" else []))
     lines = ["        {{- " + pieces_expression(before, {}) + " -}}"] if before else []
     end_line = ["        {{- " + end + " -}}"] if end != "''" else []

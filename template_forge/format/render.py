@@ -197,7 +197,8 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     out.add("bos", spec.bos)
     skip = None
     if defs is not None and spec.tools.system is not None:
-        skip = _add_tools_system(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index)
+        skip = _add_tools_system(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index,
+                                 opens=opens_with_system)
     elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
         turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
@@ -212,12 +213,11 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
 
 
 def _add_tools_system(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[str, Any], defs: str, *,
-                      emit: bool, sys_text: str, sys_index: int | None) -> int | None:
+                      emit: bool, sys_text: str, sys_index: int | None, opens: bool) -> int | None:
     """``tools.system`` in place of the system block; with ``in_place`` it takes the opening
     system message (whose index is returned: the loop skips it) or the default."""
     skip = None
     if spec.placement == "in_place":
-        opens = bool(msgs) and msgs[0].role == "system"
         skip = 0 if opens else None
         emit, sys_text = system_decision(spec, skip, msgs[0].content if opens else None)
         sys_index = skip

@@ -34,7 +34,7 @@ from template_forge.format.agentic import (
     VariableModel,
 )
 from template_forge.format.formats import builtin_file
-from template_forge.format.roles import _IDENT, Piece, RoleTemplate, check_role, parse_role_template  # noqa: F401
+from template_forge.format.roles import _IDENT, Piece, RoleTemplate, check_role, parse_role_template  # noqa: F401 (Piece: re-exported, it was defined here)
 from template_forge.yaml_lines import LineIndex, describe, did_you_mean, parse_yaml, pydantic_problems
 
 Placement = Literal["separate", "in_place", "first_user", "last_user", "final_user", "drop", "reject"]

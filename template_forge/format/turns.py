@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from template_forge.errors import RenderError
+from template_forge.format.agentic import Json
 from template_forge.format.messages import Message
 from template_forge.format.rendered import _Builder
 from template_forge.format.roles import RoleTemplate, fill
@@ -93,7 +94,7 @@ def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values
     before, after = results.group.around("instruction")
     out.add("tool", fill(before, values), group[0].index)
     for msg in group:
-        content = results_json(msg.content) if results.content == "json" else msg.content
+        content = Json().dumps(msg.content) if results.content == "json" else msg.content
         fields = {"name": msg.name or "", "id": msg.tool_call_id or ""}
         for piece in results.each.pieces:
             if piece.field == "instruction":
@@ -102,12 +103,6 @@ def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values
                 text = piece.text if piece.field is None else fields.get(piece.field, values.get(piece.field, ""))
                 out.add("tool", text, msg.index, content=(0, len(text)) if piece.field in fields else None)
     out.add("tool", fill(after, values), group[-1].index)
-
-
-def results_json(content: str) -> str:
-    import json
-
-    return json.dumps(content, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------- assistant turns
@@ -231,7 +226,7 @@ def stop_split(spec: Spec, pieces: Sequence, values: Mapping[str, Any]) -> tuple
 
 
 def _generation_prompt_is_prefix(head: str, body: list[_Part], prompt: str) -> tuple[str, list[_Part]]:
-    if prompt == head or not prompt.startswith(head) or not prompt or len(prompt) <= len(head):
+    if len(prompt) <= len(head) or not prompt.startswith(head):
         return head, body
     text = "".join(p.text for p in body)
     extra = prompt[len(head) :]

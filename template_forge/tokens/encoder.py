@@ -243,8 +243,9 @@ class Encoder:
         jobs = []
         for k, messages in enumerate(conversations):
             try:
-                rendered = self.render(messages)
-                jobs.append(_Job(rendered, trained_char_spans(rendered, conversation_parts(messages)[0], self.policy)))
+                messages, tools = conversation_parts(messages)
+                rendered = render(self.spec, messages, variables=self.variables, tools=tools)
+                jobs.append(_Job(rendered, trained_char_spans(rendered, messages, self.policy)))
             except RenderError as exc:
                 if len(conversations) == 1 and base == 0:
                     raise
