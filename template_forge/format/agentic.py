@@ -16,6 +16,8 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from template_forge.format.roles import RoleTemplate, check_role
+from template_forge.format.serialisers import SERIALISERS, Serialiser
+from template_forge.format.serialisers import names as serialiser_names
 
 # --------------------------------------------------------------------------- YAML shapes
 
@@ -41,7 +43,8 @@ class ToolsModel(_Strict):
     user_turn: Literal["first", "last"] = "first"
     each: StrictStr = "{tool}"
     separator: StrictStr = ""
-    json_: JsonModel = Field(JsonModel(), alias="json")
+    serialise: StrictStr = "json"
+    json_: Optional[JsonModel] = Field(None, alias="json")
 
 
 class ToolCallsModel(_Strict):
@@ -52,7 +55,8 @@ class ToolCallsModel(_Strict):
     separator: StrictStr = ""
     arguments: Literal["as_given", "json"] = "json"
     max_calls: Optional[StrictInt] = None
-    json_: JsonModel = Field(JsonModel(), alias="json")
+    serialise: StrictStr = "json"
+    json_: Optional[JsonModel] = Field(None, alias="json")
 
 
 class ToolResultsModel(_Strict):
@@ -118,6 +122,14 @@ class Json:
             args.append("sort_keys=true")
         return f"tojson({', '.join(args)})" if args else "tojson"
 
+    def jinja(self, expr: str) -> str:
+        """The Jinja expression that writes ``expr`` as :meth:`dumps` does."""
+        return f"({expr} | {self.jinja_args()})"
+
+
+#: how a value is written: JSON with ``tojson``'s options, or a named serialiser
+Writer = Union[Json, Serialiser]
+
 
 @dataclass(frozen=True)
 class Tools:
@@ -130,7 +142,7 @@ class Tools:
     user_turn: str
     each: RoleTemplate  # with {tool}
     separator: str
-    json: Json
+    writer: Writer
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,7 @@ class ToolCalls:
     separator: str
     arguments: str
     max_calls: int | None
-    json: Json
+    writer: Writer
 
 
 @dataclass(frozen=True)
@@ -198,9 +210,28 @@ def variable_of(name: str, model) -> Variable:
     return Variable(name, model)
 
 
-def json_of(model: JsonModel) -> Json:
+def json_of(model: JsonModel | None) -> Json:
+    if model is None:
+        return Json()
     return Json(model.indent, tuple(model.separators) if model.separators else None, model.ensure_ascii,
                 model.sort_keys)
+
+
+def writer_of(field: str, model, problems: list, at) -> Writer:
+    """``serialise`` and ``json`` of a tools or tool_calls block: JSON with its options, or a
+    named serialiser (which takes no JSON options)."""
+    if model.serialise == "json":
+        return json_of(model.json_)
+    found = SERIALISERS.get(model.serialise)
+    if found is None:
+        problems.append(at(f"{field}.serialise", (
+            f"is {model.serialise!r}, which is not a serialiser. Use one of {serialiser_names()}.")))
+        return Json()
+    if model.json_ is not None:
+        problems.append(at(f"{field}.json", (
+            f"sets JSON options, but `serialise` is {model.serialise!r}, which writes its own text. "
+            "Remove `json`, or use `serialise: json`.")))
+    return found
 
 
 # --------------------------------------------------------------------------- checks
@@ -243,7 +274,7 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             assistant=role("tool_calls.assistant", t.assistant, ["calls"], once=["instruction"]),
             content=role("tool_calls.content", t.content, ["instruction"]), after_content=t.after_content,
             each=role("tool_calls.each", t.each, once=["name", "arguments", "id"]), separator=t.separator,
-            arguments=t.arguments, max_calls=t.max_calls, json=json_of(t.json_))
+            arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at))
     if m.tool_results is not None:
         t = m.tool_results
         out["tool_results"] = ToolResults(
@@ -270,7 +301,7 @@ def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
                            "`tools.user` (a user template with `{tools}`)."))
     return Tools(system=system, system_text=role("tools.system_text", t.system_text, ["instruction"]), user=user,
                  user_turn=t.user_turn, each=role("tools.each", t.each, ["tool"]), separator=t.separator,
-                 json=json_of(t.json_))
+                 writer=writer_of("tools", t, problems, at))
 
 
 def _generation_prompts(models: list, variables: tuple[Variable, ...], problems: list,

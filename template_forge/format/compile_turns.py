@@ -10,12 +10,20 @@ from __future__ import annotations
 from template_forge.format import turns
 from template_forge.format.jinja import concat, jinja_literal, pieces_expression, raise_
 from template_forge.format.roles import RoleTemplate, fill
+from template_forge.format.serialisers import Serialiser
 from template_forge.format.spec import Spec
 
 TOOL_ROLES_JINJA = "['tool', 'ipython']"
 
 
 # --------------------------------------------------------------------------- tools
+def serialiser_lines(spec: Spec) -> list[str]:
+    """The macros of the named serialisers the spec uses (JSON needs none: ``tojson``)."""
+    writers = [block.writer for block in (spec.tools, spec.tool_calls) if block is not None]
+    macros = dict.fromkeys(w.macro for w in writers if isinstance(w, Serialiser))
+    return [line for macro in macros for line in macro.strip("\n").splitlines()]
+
+
 def definitions_lines(spec: Spec) -> list[str]:
     """``tf_defs.text``: the tool definitions (``tf_has_tools`` says whether there are any)."""
     t = spec.tools
@@ -24,7 +32,7 @@ def definitions_lines(spec: Spec) -> list[str]:
         return lines + ["{%- if tf_has_tools -%}",
                         "    " + raise_("'this format does not render tool definitions, but tools were given.'"),
                         "{%- endif -%}"]
-    each = pieces_expression(t.each.pieces, {"tool": f"(tool | {t.json.jinja_args()})"})
+    each = pieces_expression(t.each.pieces, {"tool": t.writer.jinja("tool")})
     sep = jinja_literal(t.separator) if t.separator else None
     step = f"({sep} if not loop.first else '') ~ {each}" if sep else each
     return lines + [
@@ -117,7 +125,7 @@ def _body_lines(spec: Spec) -> list[str]:
 def _calls_lines(spec: Spec) -> list[str]:
     tc = spec.tool_calls
     args = "call.function.arguments"
-    dumped = f"({args} | {tc.json.jinja_args()})"
+    dumped = tc.writer.jinja(args)
     if tc.arguments == "as_given":
         dumped = f"({args} if {args} is string else {dumped})"
     each = pieces_expression(tc.each.pieces, {

@@ -217,7 +217,7 @@ def _generate_system(spec: Spec) -> list[str]:
 def _generate_tools_and_prompt(spec: Spec) -> list[str]:
     """The tool definitions' text, the turn that takes them, and the generation prompt the
     switches choose (read by assistant turns too: what it supplies is prompt)."""
-    lines = []
+    lines = compile_turns.serialiser_lines(spec)
     if spec.tools is not None or spec.agentic:
         lines += [_comment("The tool definitions, as the format writes them.")] + compile_turns.definitions_lines(spec)
     if spec.tools is not None and spec.tools.user is not None:

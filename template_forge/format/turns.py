@@ -53,7 +53,7 @@ def add_tools_system(out: _Builder, spec: Spec, text: str | None, index: int | N
 def definitions(spec: Spec, tools: Sequence[Mapping[str, Any]]) -> str:
     """The tool definitions as the format writes them: ``each`` per tool, joined by ``separator``."""
     t = spec.tools
-    return t.separator.join(fill(t.each.pieces, {"tool": t.json.dumps(tool)}) for tool in tools)
+    return t.separator.join(fill(t.each.pieces, {"tool": t.writer.dumps(tool)}) for tool in tools)
 
 
 def add_user(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, system_text: str | None,
@@ -173,7 +173,7 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
         if k:
             parts.append(_Part("assistant_calls", tc.separator))
         args = call.arguments if tc.arguments == "as_given" and isinstance(call.arguments, str) else \
-            tc.json.dumps(call.arguments)
+            tc.writer.dumps(call.arguments)
         fields = {"name": call.name, "arguments": args, "id": call.id or ""}
         for piece in tc.each.pieces:
             if piece.field in fields:
