@@ -57,12 +57,14 @@ class ToolCallsModel(_Strict):
     max_calls: Optional[StrictInt] = None
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
+    content_as: Literal["content", "reasoning"] = "content"
 
 
 class ToolResultsModel(_Strict):
     each: StrictStr
     group: StrictStr = "{instruction}"
     content: Literal["text", "json"] = "text"
+    name: Literal["result", "call"] = "result"
 
 
 class FromContentModel(_Strict):
@@ -72,11 +74,12 @@ class FromContentModel(_Strict):
 
 class ReasoningModel(_Strict):
     block: StrictStr
-    keep: Literal["all", "after_last_user", "never"] = "all"
-    empty: Literal["never", "final", "always"] = "never"
+    keep: Literal["all", "after_last_user", "unanswered", "never"] = "all"
+    empty: Literal["never", "final", "always", "given"] = "never"
     strip: StrictStr = ""
     content_lstrip: StrictStr = ""
     from_content: Optional[FromContentModel] = None
+    before_turn: StrictBool = False
 
 
 class ChoiceModel(_Strict):
@@ -155,6 +158,7 @@ class ToolCalls:
     arguments: str
     max_calls: int | None
     writer: Writer
+    content_as: str = "content"  # "reasoning": a turn's content is its reasoning (gpt-oss's analysis)
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,7 @@ class ToolResults:
     each: RoleTemplate  # with {instruction}, {name}, {id}
     group: RoleTemplate  # with {instruction}
     content: str
+    name: str = "result"  # "call": {name} is the name of the call it answers (the latest turn's first)
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,7 @@ class Reasoning:
     strip: str
     content_lstrip: str
     from_content: tuple[str, str] | None
+    before_turn: bool = False  # the block stands before the assistant template, a message of its own
 
 
 @dataclass(frozen=True)
@@ -264,6 +270,13 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
     if "" in m.stop:
         problems.append(at("stop", "holds an empty string, which would stop at once. Remove it."))
     out["final_assistant"] = role("final_assistant", m.final_assistant, ["instruction"])
+    out["final_when"], out["train_header_rest"] = m.final_when, m.train_header_rest
+    out["system_text"] = role("system_text", m.system_text, ["instruction"])
+    out["system_position"] = m.system_position
+    if m.system_text is not None and m.system_placement not in (None, "separate") or (
+            m.system_text is not None and m.system_in_user):
+        problems.append(at("system_text", "is given, but the system block is not `separate`: the wrapped system "
+                           "text stands in its own block. Remove `system_text`, or use `system_placement: separate`."))
     if m.tools is not None:
         out["tools"] = _tools(m.tools, role, problems, at)
     if m.tool_calls is not None:
@@ -274,18 +287,23 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             assistant=role("tool_calls.assistant", t.assistant, ["calls"], once=["instruction"]),
             content=role("tool_calls.content", t.content, ["instruction"]), after_content=t.after_content,
             each=role("tool_calls.each", t.each, once=["name", "arguments", "id"]), separator=t.separator,
-            arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at))
+            arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at),
+            content_as=t.content_as)
     if m.tool_results is not None:
         t = m.tool_results
         out["tool_results"] = ToolResults(
             each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]),
-            group=role("tool_results.group", t.group, ["instruction"]), content=t.content)
+            group=role("tool_results.group", t.group, ["instruction"]), content=t.content, name=t.name)
+    if m.tool_calls is not None and m.tool_calls.content_as == "reasoning" and m.reasoning is None:
+        problems.append(at("tool_calls.content_as", "is `reasoning`, but the format has no `reasoning` block to write "
+                           "it with. Add `reasoning: {block: ...}`, or remove `content_as`."))
     if m.reasoning is not None:
         r = m.reasoning
         out["reasoning"] = Reasoning(
             block=role("reasoning.block", r.block, ["instruction"]), keep=r.keep, empty=r.empty, strip=r.strip,
             content_lstrip=r.content_lstrip,
-            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None)
+            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None,
+            before_turn=r.before_turn)
     out["generation_prompts"] = _generation_prompts(m.generation_prompt, variables, problems, at)
     return out
 

@@ -58,10 +58,15 @@ def tool_result_lines(spec: Spec) -> list[str]:
     r = spec.tool_results
     before, after = r.group.around("instruction")
     content = "(message['content'] | tojson)" if r.content == "json" else "message['content']"
+    name = "tf.call_name" if r.name == "call" else "(message['name'] if message['name'] is string else '')"
     each = pieces_expression(r.each.pieces, {
-        "instruction": content, "name": "(message['name'] if message['name'] is string else '')",
+        "instruction": content, "name": name,
         "id": "(message['tool_call_id'] if message['tool_call_id'] is string else '')"})
     lines = [f"    {{%- elif message['role'] in {TOOL_ROLES_JINJA} -%}}"]
+    if r.name == "call":
+        lines += ["        {%- if tf.call_name is none -%}",
+                  "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result follows no assistant message "
+                                          "with tool calls.'"), "        {%- endif -%}"]
     if before:
         lines += [f"        {{%- if loop.first or messages[loop.index0 - 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
                   "            {{- " + pieces_expression(before, {}) + " -}}", "        {%- endif -%}"]
@@ -78,6 +83,15 @@ def _reasoning_lines(spec: Spec) -> list[str]:
     r = spec.reasoning
     lines = ["        {%- set tf_reasoning = message['reasoning_content'] if message['reasoning_content'] is string "
              "else none -%}"]
+    if spec.tool_calls is not None and spec.tool_calls.content_as == "reasoning":
+        lines += ["        {%- if message.tool_calls -%}",
+                  "            {%- if tf_content and tf_reasoning -%}",
+                  "                " + raise_("'message ' ~ loop.index0 ~ ': an assistant message with tool calls has both "
+                                              "content and reasoning; the format writes its content as its reasoning.'"),
+                  "            {%- endif -%}",
+                  "            {%- set tf_reasoning = tf_content or tf_reasoning or none -%}",
+                  "            {%- set tf_content = '' -%}",
+                  "        {%- endif -%}"]
     if r.from_content:
         o, c = (jinja_literal(x) for x in r.from_content)
         lines += [f"        {{%- if tf_reasoning is none and {c} in tf_content -%}}",
@@ -88,15 +102,24 @@ def _reasoning_lines(spec: Spec) -> list[str]:
     return lines
 
 
+def final_condition(spec: Spec) -> str:
+    """Whether this message is the final turn (``final_when``)."""
+    return "loop.last" if spec.final_when == "last" else "(loop.last and not add_generation_prompt)"
+
+
 def _show_condition(spec: Spec) -> str:
     r = spec.reasoning
     if r.keep == "never":
         return "false"
     parts = ["(tf.last_user >= 0 and loop.index0 > tf.last_user)"] if r.keep == "after_last_user" else []
-    if r.empty == "never":
+    if r.keep == "unanswered":
+        parts.append(f"(loop.index0 > tf.last_answer if message.tool_calls else {final_condition(spec)})")
+    if r.empty == "given":
+        parts.append("tf_reasoning is not none")
+    elif r.empty == "never":
         parts.append("tf_reasoning")
     elif r.empty == "final":
-        parts.append("(tf_reasoning or loop.last)")
+        parts.append(f"(tf_reasoning or {final_condition(spec)})")
     return " and ".join(parts) or "true"
 
 
@@ -107,13 +130,13 @@ def _body_lines(spec: Spec) -> list[str]:
         lines += _reasoning_lines(spec)
     if spec.strip_assistant:
         lines.append("        {%- set tf_content = tf_content | trim -%}")
-    lines.append("        {%- set tf_turn = namespace(body='', said=tf_content, calls='') -%}")
+    lines.append("        {%- set tf_turn = namespace(body='', said=tf_content, calls='', shown=false) -%}")
     if spec.reasoning is not None:
         r = spec.reasoning
         text = "(tf_reasoning or '')" + (f".strip({jinja_literal(r.strip)})" if r.strip else "")
         lines += [f"        {{%- if {_show_condition(spec)} -%}}",
                   "            {%- set tf_turn.body = " + pieces_expression(r.block.pieces, {"instruction": text})
-                  + " -%}"]
+                  + " -%}", "            {%- set tf_turn.shown = true -%}"]
         if r.content_lstrip:
             lines.append(f"            {{%- set tf_turn.said = tf_content.lstrip({jinja_literal(r.content_lstrip)}) -%}}")
         lines.append("        {%- endif -%}")
@@ -155,26 +178,34 @@ def _parts(template: RoleTemplate) -> tuple[list, list, list]:
 
 def _turn_expressions(spec: Spec, template: RoleTemplate, *, slots: bool) -> tuple[str, str, list]:
     head, body, tail = _parts(template)
+    reasoning = "" if _before_turn(spec) else "tf_turn.body ~ "  # before the turn: see assistant_lines
     if slots:  # tool_calls.assistant: content wrapped by tool_calls.content where there is some
         wrap = pieces_expression(spec.tool_calls.content.pieces, {"instruction": "tf_turn.said"})
-        instruction = f"tf_turn.body ~ ({wrap} if tf_turn.said else '')"
+        instruction = f"{reasoning}({wrap} if tf_turn.said else '')"
     else:
-        instruction = "tf_turn.body ~ tf_turn.said" + (" ~ tf_turn.calls" if spec.tool_calls is not None else "")
+        instruction = f"{reasoning}tf_turn.said" + (" ~ tf_turn.calls" if spec.tool_calls is not None else "")
     return (pieces_expression(head, {}),
             pieces_expression(body, {"instruction": f"({instruction})", "calls": "tf_turn.calls"}), tail)
 
 
+def _before_turn(spec: Spec) -> bool:
+    return spec.reasoning is not None and spec.reasoning.before_turn
+
+
 def may_move_prompt(spec: Spec) -> bool:
-    """Whether some generation prompt extends some assistant header (so what it supplies is prompt)."""
+    """Whether some generation prompt extends some assistant header (so what it supplies is
+    prompt), or, with ``train_header_rest``, some header extends a generation prompt."""
     templates = [t for t in (spec.assistant, spec.final_assistant, spec.tool_calls and spec.tool_calls.assistant) if t]
     values = spec.variable_defaults()
-    heads = []
+    heads = [""] if _before_turn(spec) else []  # a reasoning block before the turn: the header is in the body
     for t in templates:
         head = _parts(t)[0]
         if any(p.field is not None for p in head):
             return True
         heads.append(fill(head, values))
     prompts = [spec.trailing_assistant] + [g.text for g in spec.generation_prompts]
+    if spec.train_header_rest and any(h.startswith(p) and len(h) > len(p) for p in prompts for h in heads):
+        return True
     return any(p.startswith(h) and len(p) > len(h) for p in prompts for h in heads)
 
 
@@ -196,7 +227,7 @@ def assistant_lines(spec: Spec, flavour: str) -> list[str]:
     if tc is not None and tc.assistant is not None:
         choices.append(("message.tool_calls", tc.assistant, True))
     if spec.final_assistant is not None:
-        choices.append(("loop.last", spec.final_assistant, False))
+        choices.append((final_condition(spec), spec.final_assistant, False))
     choices.append((None, spec.assistant, False))
     for k, (condition, template, slots) in enumerate(choices):
         head, body, tail = _turn_expressions(spec, template, slots=slots)
@@ -208,12 +239,21 @@ def assistant_lines(spec: Spec, flavour: str) -> list[str]:
         lines += [f"            {{%- set tf_trained = {trained} -%}}", f"            {{%- set tf_end = {end} -%}}"]
     if len(choices) > 1:
         lines.append("        {%- endif -%}")
+    if _before_turn(spec):  # the reasoning is a message of its own: the model writes the header after it
+        lines.append("        {%- if tf_turn.shown -%}{%- set tf_text = tf_turn.body ~ tf_head ~ tf_text -%}"
+                     "{%- set tf_head = '' -%}{%- endif -%}")
     if may_move_prompt(spec):
         lines += ["        {%- if tf_gen | length > tf_head | length and tf_gen.startswith(tf_head) and "
                   "(tf_head ~ tf_text).startswith(tf_gen) -%}",
                   "            {%- set tf_text = (tf_head ~ tf_text)[tf_gen | length:] -%}",
-                  "            {%- set tf_head = tf_gen -%}",
-                  "        {%- endif -%}"]
+                  "            {%- set tf_head = tf_gen -%}"]
+        if spec.train_header_rest:
+            lines += ["        {%- elif tf_head | length > tf_gen | length and tf_head.startswith(tf_gen) -%}",
+                      "            {%- set tf_text = tf_head[tf_gen | length:] ~ tf_text -%}",
+                      "            {%- set tf_head = tf_gen -%}"]
+        lines.append("        {%- endif -%}")
+    if spec.tool_results is not None and spec.tool_results.name == "call":
+        lines.append("        {%- set tf.call_name = message.tool_calls[0].function.name if message.tool_calls else none -%}")
     trained = concat(["tf_text", "tf_trained"])
     if flavour == "training":
         return lines + ["        {{- tf_head -}}{%- generation -%}{{- " + trained + " -}}{%- endgeneration -%}"

@@ -95,6 +95,10 @@ def _state_fields(spec: Spec) -> list[str]:
     fields += [f"{name}=-1" for name in _users_tracked(spec)]
     if spec.require_alternation:
         fields.append("turn=0")
+    if spec.reasoning is not None and spec.reasoning.keep == "unanswered":
+        fields.append("last_answer=-1")
+    if spec.tool_results is not None and spec.tool_results.name == "call":
+        fields.append("call_name=none")
     return fields
 
 
@@ -116,7 +120,13 @@ def _generate_validation(spec: Spec) -> list[str]:
     if spec.tool_calls is None:
         lines += ["    {%- elif message.tool_calls -%}",
                   "        " + raise_(at + " ~ 'this format cannot render tool calls.'")]
+    if spec.system_position == "first" and spec.placement != "in_place":
+        lines += ["    {%- elif message['role'] == 'system' and not loop.first -%}",
+                  "        " + raise_(at + " ~ 'this format takes a system message only as the first message.'")]
     lines += ["    {%- endif -%}", "{%- endfor -%}"]
+    if spec.reasoning is not None and spec.reasoning.keep == "unanswered":
+        lines += ["{%- for message in messages -%}{%- if message['role'] == 'assistant' and not message.tool_calls -%}"
+                  "{%- set tf.last_answer = loop.index0 -%}{%- endif -%}{%- endfor -%}"]
     lines += _track_messages(spec, at)
     if spec.placement == "reject":
         lines += [
@@ -341,10 +351,14 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
         lines.append("{{- " + jinja_literal(spec.bos) + " -}}")
     if spec.placement == "separate":
         names = _system_vars(spec)
+        text = names.text if names.emit == "true" else f"({names.text} if tf_emit else none)"
         block = "{{- " + _system_expression(spec, names.text) + " -}}"
         plain = ["{%- if tf_emit -%}", "    " + block, "{%- endif -%}"] if names.emit != "true" else [block]
-        lines += _with_tools_system(spec, plain, names.text if names.emit == "true" else
-                                    f"({names.text} if tf_emit else none)")
+        if spec.system_text is not None:  # always rendered, the system text (if any) wrapped
+            wrap = pieces_expression(spec.system_text.pieces, {"instruction": "tf_st"})
+            plain = ["{%- set tf_st = " + text + " -%}",
+                     "{{- " + _system_expression(spec, f"({wrap} if tf_st is not none else '')") + " -}}"]
+        lines += _with_tools_system(spec, plain, text)
     if spec.placement == "in_place":
         lines += _with_tools_system(spec, _in_place_default(spec), _in_place_tools_text(spec))
     lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}", *_user_lines(spec),

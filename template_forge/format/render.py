@@ -199,12 +199,15 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     if defs is not None and spec.tools.system is not None:
         skip = _add_tools_system(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index,
                                  opens=opens_with_system)
+    elif spec.system_text is not None:  # always rendered, the system text (if any) wrapped
+        turns.add_wrapped_system(out, spec, spec.system, spec.system_text, sys_text if emit else None, sys_index, values)
     elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
         turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
     gen = generation_prompt(spec, values)
     _add_turns(out, spec, msgs, values, sys_text=sys_text if target is not None else None, sys_index=sys_index,
-               target=target, skip=skip, gen=gen, defs=defs if defs is not None and spec.tools.user else None)
+               target=target, skip=skip, gen=gen, defs=defs if defs is not None and spec.tools.user else None,
+               prompted=add_generation_prompt)
     if add_generation_prompt:
         out.add("generation_prompt", gen)
     else:
@@ -255,6 +258,9 @@ def _system_message(spec: Spec, msgs: list[Message]) -> tuple[int | None, str | 
     if spec.placement == "in_place":
         return None, None
     sys_index, sys_raw = _find_system(msgs)
+    if sys_index is not None and sys_index != 0 and spec.system_position == "first":
+        raise RenderError("this format takes a system message only as the conversation's first message (its template "
+                          "drops one elsewhere). Move it to the start, or drop it.", message_index=sys_index)
     if sys_index is not None and spec.placement == "reject":
         raise RenderError(
             "this format does not support a system message. Drop it, or use a format whose "
@@ -272,15 +278,18 @@ def _tools_turn(spec: Spec, msgs: list[Message]) -> int:
 
 def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[str, Any], *,
                sys_text: str | None, sys_index: int | None, target: int | None, skip: int | None, gen: str,
-               defs: str | None) -> None:
+               defs: str | None, prompted: bool = False) -> None:
     """Every message in order; user message ``target`` receives the system text, and the
-    ``tools.user`` turn the tool definitions ``defs``; tool results grouped."""
+    ``tools.user`` turn the tool definitions ``defs``; tool results grouped. The last message
+    is the final turn, unless ``final_when: no_generation_prompt`` and a prompt follows it."""
     no_system = {**values, "system": ""}
     before, after = spec.user.around("instruction")
     user_around = (fill(before, no_system), fill(after, no_system))
     tools_at = _tools_turn(spec, msgs) if defs is not None else None
     last_user = max((m.index for m in msgs if m.role == "user"), default=None)
-    last = msgs[-1].index if msgs else None
+    last = msgs[-1].index if msgs and not (prompted and spec.final_when == "no_generation_prompt") else None
+    last_answer = max((m.index for m in msgs if m.role == "assistant" and not m.tool_calls), default=None)
+    call_name = None
     k = 0
     while k < len(msgs):
         m = msgs[k]
@@ -289,13 +298,15 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
             turns.add_user(out, spec, m, values, system_text=sys_text if m.index == target else None,
                            sys_index=sys_index, around=user_around, tools=defs if m.index == tools_at else None)
         elif m.role == "assistant":
-            turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen)
+            turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen,
+                                last_answer=last_answer)
+            call_name = m.tool_calls[0].name if m.tool_calls else None
         elif m.role in TOOL_ROLES:
             group = [m]
             while k < len(msgs) and msgs[k].role in TOOL_ROLES:
                 group.append(msgs[k])
                 k += 1
-            turns.add_tool_results(out, spec, group, values)
+            turns.add_tool_results(out, spec, group, values, call_name)
         elif spec.placement == "in_place" and m.index != skip:
             emit_here, text = system_decision(spec, m.index, m.content)
             if emit_here:

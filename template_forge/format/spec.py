@@ -87,9 +87,13 @@ class _PromptFormatModel(BaseModel):
     require_alternation: StrictBool = False
     final_suffix: StrictStr = ""
     variables: dict[StrictStr, VariableModel] = {}
+    system_text: StrictStr | None = None
+    system_position: Literal["anywhere", "first"] = "anywhere"
     # agentic extensions (docs/spec.md, "Tools and reasoning")
     stop: list[StrictStr] = []
     final_assistant: StrictStr | None = None
+    final_when: Literal["last", "no_generation_prompt"] = "last"
+    train_header_rest: StrictBool = False
     tools: agentic.ToolsModel | None = None
     tool_calls: agentic.ToolCallsModel | None = None
     tool_results: agentic.ToolResultsModel | None = None
@@ -129,6 +133,10 @@ class Spec:
     variables: tuple[Variable, ...]
     stop: tuple[str, ...] = ()
     final_assistant: RoleTemplate | None = None
+    final_when: str = "last"  # "no_generation_prompt": the last message is final only without the prompt
+    train_header_rest: bool = False  # the assistant header past the generation prompt is trained
+    system_text: RoleTemplate | None = None  # set: the system template always renders, the text wrapped
+    system_position: str = "anywhere"  # "first": a system message must open the conversation
     tools: Tools | None = None
     tool_calls: ToolCalls | None = None
     tool_results: ToolResults | None = None

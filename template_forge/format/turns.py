@@ -39,9 +39,15 @@ def add_tools_system(out: _Builder, spec: Spec, text: str | None, index: int | N
                      definitions: str) -> None:
     """``tools.system`` in place of the system template: the system text (``None``: there is
     none) wrapped by ``tools.system_text``, and the tool definitions where ``{tools}`` is."""
-    tools = spec.tools
-    inner = system_block(spec, text, values, tools.system_text) if text is not None else ("", (0, 0))
-    for piece in tools.system.pieces:
+    add_wrapped_system(out, spec, spec.tools.system, spec.tools.system_text, text, index, values, definitions)
+
+
+def add_wrapped_system(out: _Builder, spec: Spec, template: RoleTemplate, wrapper: RoleTemplate, text: str | None,
+                       index: int | None, values: Mapping[str, Any], definitions: str = "") -> None:
+    """A system template rendered whether or not there is a system text: its ``{instruction}``
+    is the text (``None``: there is none, and it is empty) written by ``wrapper``."""
+    inner = system_block(spec, text, values, wrapper) if text is not None else ("", (0, 0))
+    for piece in template.pieces:
         if piece.field == "instruction":
             out.add("system", inner[0], index, content=inner[1])
         elif piece.field == "tools":
@@ -88,14 +94,20 @@ def add_user(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any],
 
 
 # --------------------------------------------------------------------------- tool results
-def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any]) -> None:
-    """Consecutive tool results, each written by ``tool_results.each``, inside one ``group``."""
+def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any],
+                     call_name: str | None = None) -> None:
+    """Consecutive tool results, each written by ``tool_results.each``, inside one ``group``;
+    with ``name: call``, ``{name}`` is ``call_name`` (the latest tool-call turn's first call)."""
     results = spec.tool_results
+    if results.name == "call" and call_name is None:
+        raise RenderError("this tool result follows no assistant message with tool calls (the format names a result "
+                          "after the latest call). Put it right after the turn that makes the call.",
+                          message_index=group[0].index)
     before, after = results.group.around("instruction")
     out.add("tool", fill(before, values), group[0].index)
     for msg in group:
         content = Json().dumps(msg.content) if results.content == "json" else msg.content
-        fields = {"name": msg.name or "", "id": msg.tool_call_id or ""}
+        fields = {"name": call_name if results.name == "call" else msg.name or "", "id": msg.tool_call_id or ""}
         for piece in results.each.pieces:
             if piece.field == "instruction":
                 out.add("tool", content, msg.index, content=(0, len(content)))
@@ -117,6 +129,12 @@ def split_reasoning(spec: Spec, msg: Message) -> tuple[str | None, str]:
     """The reasoning and the answer: ``reasoning_content``, else (with ``from_content``) the
     text before the closing tag, cut out of the content the way Qwen3's template cuts it."""
     r = spec.reasoning
+    if msg.tool_calls and spec.tool_calls is not None and spec.tool_calls.content_as == "reasoning":
+        # gpt-oss: the text before a call is its analysis; an empty one is none
+        if msg.content and msg.reasoning:
+            raise RenderError("this assistant message with tool calls has both content and reasoning, and the format "
+                              "writes its content as its reasoning. Keep one of them.", message_index=msg.index)
+        return (msg.content or msg.reasoning or None), ""
     if msg.reasoning is not None or r is None or r.from_content is None or r.from_content[1] not in msg.content:
         return msg.reasoning, msg.content
     open_tag, close_tag = r.from_content
@@ -124,25 +142,33 @@ def split_reasoning(spec: Spec, msg: Message) -> tuple[str | None, str]:
     return head.rstrip("\n").split(open_tag)[-1].lstrip("\n"), msg.content.split(close_tag)[-1].lstrip("\n")
 
 
-def reasoning_shown(spec: Spec, msg: Message, reasoning: str | None, *, last: bool, last_user: int | None) -> bool:
+def reasoning_shown(spec: Spec, msg: Message, reasoning: str | None, *, last: bool, last_user: int | None,
+                    last_answer: int | None = None) -> bool:
+    """Whether the turn writes a reasoning block; ``last`` says it is the final turn,
+    ``last_answer`` is the index of the last assistant message without tool calls."""
     r = spec.reasoning
     if r is None or r.keep == "never":
         return False
     if r.keep == "after_last_user" and (last_user is None or msg.index <= last_user):
         return False
+    if r.keep == "unanswered" and not (last if not msg.tool_calls else last_answer is None or msg.index > last_answer):
+        return False
+    if r.empty == "given":
+        return reasoning is not None
     return bool(reasoning) or r.empty == "always" or (r.empty == "final" and last)
 
 
 def _body(spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool, last_user: int | None,
-          slots: bool) -> tuple[list[_Part], list[_Part]]:
-    """The parts of ``{instruction}`` (reasoning block and content) and of ``{calls}``; with
-    ``slots`` False (no ``tool_calls.assistant``) the calls follow the content in ``{instruction}``."""
+          slots: bool, last_answer: int | None) -> tuple[list[_Part], list[_Part], list[_Part]]:
+    """The parts of ``{instruction}`` (reasoning block and content), of ``{calls}`` and of a
+    reasoning block written before the turn (``before_turn``); with ``slots`` False (no
+    ``tool_calls.assistant``) the calls follow the content in ``{instruction}``."""
     reasoning, content = split_reasoning(spec, msg)
     if spec.strip_assistant:
         content = content.strip()
     parts: list[_Part] = []
     said = content
-    if reasoning_shown(spec, msg, reasoning, last=last, last_user=last_user):
+    if reasoning_shown(spec, msg, reasoning, last=last, last_user=last_user, last_answer=last_answer):
         r = spec.reasoning
         text = (reasoning or "").strip(r.strip) if r.strip else (reasoning or "")
         for piece in r.block.pieces:
@@ -151,6 +177,9 @@ def _body(spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool, la
             else:
                 parts.append(_Part("assistant_reasoning", piece.text if piece.field is None else values[piece.field]))
         said = content.lstrip(r.content_lstrip) if r.content_lstrip else content
+    before: list[_Part] = []
+    if spec.reasoning is not None and spec.reasoning.before_turn:
+        before, parts = parts, []
     calls = _calls(spec, msg, values, content) if msg.tool_calls else []
     tc = spec.tool_calls
     if msg.tool_calls and slots and said:
@@ -159,7 +188,7 @@ def _body(spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool, la
                   _Part("assistant_content", fill(after, values))]
     elif not (msg.tool_calls and slots):
         parts.append(_Part("assistant_content", said, True))
-    return (parts, calls) if slots else (parts + calls, [])
+    return ((parts, calls) if slots else (parts + calls, [])) + (before,)
 
 
 def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) -> list[_Part]:
@@ -184,14 +213,15 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,
-                  last_user: int | None, generation_prompt: str) -> None:
+                  last_user: int | None, generation_prompt: str, last_answer: int | None = None) -> None:
     """An assistant turn: prefix, then the trained body (reasoning, content, calls) and the
     suffix up to the stop string, then the untrained rest of the suffix. What the generation
     prompt supplies at inference (an empty think block after the header) is prefix."""
     tc = spec.tool_calls
     slots = bool(msg.tool_calls and tc is not None and tc.assistant is not None)
     template = tc.assistant if slots else (spec.final_assistant if last and spec.final_assistant else spec.assistant)
-    instruction, calls = _body(spec, msg, values, last=last, last_user=last_user, slots=slots)
+    instruction, calls, before = _body(spec, msg, values, last=last, last_user=last_user, slots=slots,
+                                       last_answer=last_answer)
     fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
     head = fill(template.pieces[: fields[0]], values)
     body: list[_Part] = []
@@ -202,7 +232,9 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
             body += calls
         else:
             body.append(_Part("assistant_content", piece.text if piece.field is None else values[piece.field]))
-    head, body = _generation_prompt_is_prefix(head, body, generation_prompt)
+    if before:  # the reasoning is a message of its own: the model writes the turn's header after it
+        head, body = "", before + [_Part("assistant_content", head)] + body
+    head, body = _generation_prompt_is_prefix(head, body, generation_prompt, rest=spec.train_header_rest)
     trained, end = stop_split(spec, template.pieces[fields[-1] + 1 :], values)
     out.add("assistant_prefix", head, msg.index)
     start = out.pos
@@ -225,7 +257,12 @@ def stop_split(spec: Spec, pieces: Sequence, values: Mapping[str, Any]) -> tuple
     return suffix[:cut], suffix[cut:]
 
 
-def _generation_prompt_is_prefix(head: str, body: list[_Part], prompt: str) -> tuple[str, list[_Part]]:
+def _generation_prompt_is_prefix(head: str, body: list[_Part], prompt: str, *,
+                                 rest: bool = False) -> tuple[str, list[_Part]]:
+    """What the generation prompt supplies is prefix; with ``rest`` (``train_header_rest``),
+    the header past a generation prompt it starts with is trained (the model writes it)."""
+    if rest and len(head) > len(prompt) and head.startswith(prompt):
+        return prompt, [_Part("assistant_content", head[len(prompt):])] + body
     if len(prompt) <= len(head) or not prompt.startswith(head):
         return head, body
     text = "".join(p.text for p in body)
