@@ -194,7 +194,7 @@ register(Serialiser("harmony_typescript", _harmony_typescript, doc="gpt-oss: one
     "{%- macro tf_ts_type(s) -%}\n"
     "{%- if s is not mapping -%}" + _TS_RAISE + "\n"
     "{%- elif s.type == 'array' -%}\n"
-    "{%- set tf_items = s['items'] -%}\n"
+    "{%- set tf_items = s['items'] if 'items' in s else none -%}\n"  # s['items'] alone finds dict.items
     "{%- if not tf_items -%}{{- 'any[]' ~ tf_ts_null(s) -}}\n"
     "{%- elif tf_items is not mapping -%}" + _TS_RAISE + "\n"
     "{%- elif tf_items.type is string and tf_items.type in ['string', 'number', 'integer', 'boolean'] -%}\n"
