@@ -130,13 +130,14 @@ def _body_lines(spec: Spec) -> list[str]:
         lines += _reasoning_lines(spec)
     if spec.strip_assistant:
         lines.append("        {%- set tf_content = tf_content | trim -%}")
-    lines.append("        {%- set tf_turn = namespace(body='', said=tf_content, calls='', shown=false) -%}")
+    shown = ", shown=false" if _before_turn(spec) else ""  # read only where the block goes before the turn
+    lines.append(f"        {{%- set tf_turn = namespace(body='', said=tf_content, calls=''{shown}) -%}}")
     if spec.reasoning is not None:
         r = spec.reasoning
         text = "(tf_reasoning or '')" + (f".strip({jinja_literal(r.strip)})" if r.strip else "")
         lines += [f"        {{%- if {_show_condition(spec)} -%}}",
                   "            {%- set tf_turn.body = " + pieces_expression(r.block.pieces, {"instruction": text})
-                  + " -%}", "            {%- set tf_turn.shown = true -%}"]
+                  + " -%}"] + (["            {%- set tf_turn.shown = true -%}"] if shown else [])
         if r.content_lstrip:
             lines.append(f"            {{%- set tf_turn.said = tf_content.lstrip({jinja_literal(r.content_lstrip)}) -%}}")
         lines.append("        {%- endif -%}")

@@ -125,8 +125,8 @@ def _generate_validation(spec: Spec) -> list[str]:
                   "        " + raise_(at + " ~ 'this format takes a system message only as the first message.'")]
     lines += ["    {%- endif -%}", "{%- endfor -%}"]
     if spec.reasoning is not None and spec.reasoning.keep == "unanswered":
-        lines += ["{%- for message in messages -%}{%- if message['role'] == 'assistant' and not message.tool_calls -%}"
-                  "{%- set tf.last_answer = loop.index0 -%}{%- endif -%}{%- endfor -%}"]
+        lines.append("{%- for message in messages -%}{%- if message['role'] == 'assistant' and not message.tool_calls -%}"
+                     "{%- set tf.last_answer = loop.index0 -%}{%- endif -%}{%- endfor -%}")
     lines += _track_messages(spec, at)
     if spec.placement == "reject":
         lines += [

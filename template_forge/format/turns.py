@@ -177,9 +177,9 @@ def _body(spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool, la
             else:
                 parts.append(_Part("assistant_reasoning", piece.text if piece.field is None else values[piece.field]))
         said = content.lstrip(r.content_lstrip) if r.content_lstrip else content
-    before: list[_Part] = []
+    ahead: list[_Part] = []  # reasoning.before_turn: the block goes before the assistant template
     if spec.reasoning is not None and spec.reasoning.before_turn:
-        before, parts = parts, []
+        ahead, parts = parts, []
     calls = _calls(spec, msg, values, content) if msg.tool_calls else []
     tc = spec.tool_calls
     if msg.tool_calls and slots and said:
@@ -188,7 +188,7 @@ def _body(spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool, la
                   _Part("assistant_content", fill(after, values))]
     elif not (msg.tool_calls and slots):
         parts.append(_Part("assistant_content", said, True))
-    return ((parts, calls) if slots else (parts + calls, [])) + (before,)
+    return ((parts, calls) if slots else (parts + calls, [])) + (ahead,)
 
 
 def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) -> list[_Part]:
@@ -220,7 +220,7 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
     tc = spec.tool_calls
     slots = bool(msg.tool_calls and tc is not None and tc.assistant is not None)
     template = tc.assistant if slots else (spec.final_assistant if last and spec.final_assistant else spec.assistant)
-    instruction, calls, before = _body(spec, msg, values, last=last, last_user=last_user, slots=slots,
+    instruction, calls, ahead = _body(spec, msg, values, last=last, last_user=last_user, slots=slots,
                                        last_answer=last_answer)
     fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
     head = fill(template.pieces[: fields[0]], values)
@@ -232,8 +232,8 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
             body += calls
         else:
             body.append(_Part("assistant_content", piece.text if piece.field is None else values[piece.field]))
-    if before:  # the reasoning is a message of its own: the model writes the turn's header after it
-        head, body = "", before + [_Part("assistant_content", head)] + body
+    if ahead:  # the reasoning is a message of its own: the model writes the turn's header after it
+        head, body = "", ahead + [_Part("assistant_content", head)] + body
     head, body = _generation_prompt_is_prefix(head, body, generation_prompt, rest=spec.train_header_rest)
     trained, end = stop_split(spec, template.pieces[fields[-1] + 1 :], values)
     out.add("assistant_prefix", head, msg.index)

@@ -29,8 +29,8 @@ hf = pytest.importorskip("transformers.utils.chat_template_utils")
 
 NOW = dt.datetime(2026, 3, 9, 12, 0)
 EXAMPLES = int(os.environ.get("TFORGE_GPT_OSS_EXAMPLES", "60"))
-SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.function_scoped_fixture])
+SETTINGS = {"deadline": None, "derandomize": True,
+            "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]}
 
 
 class _Frozen(dt.datetime):
@@ -278,7 +278,7 @@ def test_openai_harmony_encoder():
     harmony = pytest.importorskip("openai_harmony")
     try:
         harmony.load_harmony_encoding(harmony.HarmonyEncodingName.HARMONY_GPT_OSS)
-    except Exception as exc:  # HarmonyError: "error downloading or loading vocab file"
+    except harmony.HarmonyError as exc:  # "error downloading or loading vocab file"
         pytest.skip(f"openai-harmony cannot load its o200k_base vocabulary offline: {exc}")
     pytest.skip("openai-harmony loaded: run tests/format/test_gpt_oss_harmony comparison (not written: it never "
                 "ran offline here)")
