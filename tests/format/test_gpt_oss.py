@@ -282,3 +282,64 @@ def test_openai_harmony_encoder():
         pytest.skip(f"openai-harmony cannot load its o200k_base vocabulary offline: {exc}")
     pytest.skip("openai-harmony loaded: run tests/format/test_gpt_oss_harmony comparison (not written: it never "
                 "ran offline here)")
+
+
+# ---------------------------------------------------------------- the new fields, on a toy format
+TOY = {"prompt_format": {
+    "system": "<S>{instruction}</S>", "system_text": "[{instruction}]", "system_position": "first",
+    "empty_system": "drop", "user": "<U>{instruction}</U>", "assistant": "<A>:{instruction}</A>",
+    "final_assistant": "<A>:{instruction}</F>", "final_when": "no_generation_prompt", "trailing_assistant": "<A>",
+    "train_header_rest": True, "stop": ["</A>", "</F>", "</C>"], "strip_whitespace": False,
+    "reasoning": {"block": "<R>{instruction}</R>", "before_turn": True, "keep": "unanswered", "empty": "given"},
+    "tools": {"system": "<S>{instruction}{tools}</S>", "system_text": "[{instruction}]"},
+    "tool_calls": {"assistant": "<A> call {calls}</C>", "each": "{name}({arguments})", "separator": ";",
+                   "content_as": "reasoning"},
+    "tool_results": {"each": "<T {name}>{instruction}</T>", "name": "call"},
+}}
+
+
+@settings(max_examples=EXAMPLES, **SETTINGS)
+@given(conv=agentic_conversations(), gen=st.booleans())
+def test_new_fields_render_and_compile_alike(conv, gen):
+    """system_text, system_position, final_when, train_header_rest, reasoning.before_turn,
+    keep: unanswered, empty: given, tool_calls.content_as and tool_results.name: the renderer
+    and both compiled flavours agree, and the generation spans are the trained spans."""
+    from template_forge.format.spec import spec_from_dict
+
+    messages, tools = conv
+    spec = spec_from_dict(TOY)
+    ours = _ours(spec, messages, tools, gen, {})
+    for training in (False, True):
+        assert _hf(compile_template(spec, training=training), messages, tools, gen, {}) == (ours.text if ours else None)
+    if ours is not None and not gen:
+        (text,), (indices,) = _hf(compile_template(spec, training=True), messages, tools, False, {}, masks=True)
+        assert [(a, b) for a, b in indices if b > a] == ours.trained_spans()
+
+
+def test_new_fields_on_one_conversation():
+    from template_forge.format.spec import spec_from_dict
+
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}
+    messages = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"},
+                {"role": "assistant", "content": "think first", "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "name": "ignored", "content": "r"},
+                {"role": "assistant", "content": "a", "reasoning_content": ""}]
+    r = render(spec_from_dict(TOY), messages)
+    assert r.text == '<S>[sys]</S><U>q</U><A> call f({"a": 1})</C><T f>r</T><R></R><A>:a</F>'
+    assert [r.text[a:b] for a, b in r.trained_spans()] == [' call f({"a": 1})</C>', "<R></R><A>:a</F>"]
+    assert render(spec_from_dict(TOY), messages[1:2]).text == "<S></S><U>q</U>"
+
+
+@pytest.mark.parametrize("change,pattern", [
+    ({"system_placement": "first_user", "user": "<U>{system}{instruction}</U>"}, r"prompt_format\.system_text.*separate"),
+    ({"reasoning": None}, r"prompt_format\.tool_calls\.content_as.*no `reasoning`"),
+    ({"final_when": "sometimes"}, r"prompt_format\.final_when"),
+    ({"tool_results": {"each": "{instruction}", "name": "tool"}}, r"prompt_format\.tool_results\.name"),
+])
+def test_new_fields_are_checked(change, pattern):
+    from template_forge.errors import SpecError
+    from template_forge.format.spec import spec_from_dict
+
+    fmt = {k: v for k, v in {**TOY["prompt_format"], **change}.items() if v is not None}
+    with pytest.raises(SpecError, match=pattern):
+        spec_from_dict({"prompt_format": fmt})
