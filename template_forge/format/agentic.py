@@ -65,6 +65,7 @@ class ToolResultsModel(_Strict):
     group: StrictStr = "{instruction}"
     content: Literal["text", "json"] = "text"
     name: Literal["result", "call"] = "result"
+    roles: list[Literal["tool", "ipython"]] = ["tool", "ipython"]
 
 
 class FromContentModel(_Strict):
@@ -167,6 +168,7 @@ class ToolResults:
     group: RoleTemplate  # with {instruction}
     content: str
     name: str = "result"  # "call": {name} is the name of the call it answers (the latest turn's first)
+    roles: tuple[str, ...] = ("tool", "ipython")  # the roles a result may have; others are refused
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,9 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
     out["final_when"], out["train_header_rest"] = m.final_when, m.train_header_rest
     out["system_text"] = role("system_text", m.system_text, ["instruction"])
     out["system_position"] = m.system_position
+    out["refuse_in_assistant"] = tuple(m.refuse_in_assistant)
+    if "" in m.refuse_in_assistant:
+        problems.append(at("refuse_in_assistant", "holds an empty string, which every message holds. Remove it."))
     if m.system_text is not None and m.system_placement not in (None, "separate") or (
             m.system_text is not None and m.system_in_user):
         problems.append(at("system_text", "is given, but the system block is not `separate`: the wrapped system "
@@ -293,7 +298,11 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         t = m.tool_results
         out["tool_results"] = ToolResults(
             each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]),
-            group=role("tool_results.group", t.group, ["instruction"]), content=t.content, name=t.name)
+            group=role("tool_results.group", t.group, ["instruction"]), content=t.content, name=t.name,
+            roles=tuple(t.roles))
+        if not t.roles:
+            problems.append(at("tool_results.roles", "is empty: no result could be rendered. Give `[tool]`, "
+                               "`[ipython]` or both, or remove `tool_results`."))
     if m.tool_calls is not None and m.tool_calls.content_as == "reasoning" and m.reasoning is None:
         problems.append(at("tool_calls.content_as", "is `reasoning`, but the format has no `reasoning` block to write "
                            "it with. Add `reasoning: {block: ...}`, or remove `content_as`."))

@@ -109,7 +109,7 @@ def _generate_validation(spec: Spec) -> list[str]:
     lines = [_comment("Check the conversation as template_forge's renderer does, and refuse what it refuses.")]
     if fields:
         lines.append(f"{{%- set tf = namespace({', '.join(fields)}) -%}}")
-    roles = ["system", "user", "assistant"] + (["tool", "ipython"] if spec.tool_results is not None else [])
+    roles = ["system", "user", "assistant"] + (list(spec.tool_results.roles) if spec.tool_results is not None else [])
     lines += [
         "{%- for message in messages -%}",
         f"    {{%- if message['role'] not in [{', '.join(jinja_literal(r) for r in roles)}] -%}}",
@@ -120,6 +120,12 @@ def _generate_validation(spec: Spec) -> list[str]:
     if spec.tool_calls is None:
         lines += ["    {%- elif message.tool_calls -%}",
                   "        " + raise_(at + " ~ 'this format cannot render tool calls.'")]
+    for text in spec.refuse_in_assistant:
+        t = jinja_literal(text)
+        held = (f"((message['content'] is string and {t} in message['content']) or "
+                f"(message['reasoning_content'] is string and {t} in message['reasoning_content']))")
+        refusal = jinja_literal(f"an assistant message holds {text!r}, which the format refuses.")
+        lines += [f"    {{%- elif message['role'] == 'assistant' and {held} -%}}", "        " + raise_(f"{at} ~ {refusal}")]
     if spec.system_position == "first" and spec.placement != "in_place":
         lines += ["    {%- elif message['role'] == 'system' and not loop.first -%}",
                   "        " + raise_(at + " ~ 'this format takes a system message only as the first message.'")]

@@ -247,9 +247,19 @@ def _check_support(spec: Spec, msgs: list[Message]) -> None:
         if m.tool_calls and spec.tool_calls is None:
             raise RenderError("this assistant message has tool calls, which this format cannot render. Use a "
                               "format with tool support (see `tforge formats`), or drop the calls.", message_index=m.index)
-        if m.role in TOOL_ROLES and spec.tool_results is None:
+        if m.role in TOOL_ROLES and (spec.tool_results is None or m.role not in spec.tool_results.roles):
             raise RenderError(f"this format cannot render tool results (role `{m.role}`). Use a format with tool "
                               "support (see `tforge formats`), or drop the message.", message_index=m.index)
+        if m.role == "assistant" and spec.refuse_in_assistant:
+            _check_refused(spec, m)
+
+
+def _check_refused(spec: Spec, m: Message) -> None:
+    for text in spec.refuse_in_assistant:
+        for key, value in (("content", m.content), ("reasoning", m.reasoning)):
+            if value is not None and text in value:
+                raise RenderError(f"this assistant message's {key} holds {text!r}, which the format refuses there (its "
+                                  "template would read it as its own markup). Remove it.", message_index=m.index)
 
 
 def _system_message(spec: Spec, msgs: list[Message]) -> tuple[int | None, str | None]:

@@ -89,6 +89,7 @@ class _PromptFormatModel(BaseModel):
     variables: dict[StrictStr, VariableModel] = {}
     system_text: StrictStr | None = None
     system_position: Literal["anywhere", "first"] = "anywhere"
+    refuse_in_assistant: list[StrictStr] = []
     # agentic extensions (docs/spec.md, "Tools and reasoning")
     stop: list[StrictStr] = []
     final_assistant: StrictStr | None = None
@@ -137,6 +138,7 @@ class Spec:
     train_header_rest: bool = False  # the assistant header past the generation prompt is trained
     system_text: RoleTemplate | None = None  # set: the system template always renders, the text wrapped
     system_position: str = "anywhere"  # "first": a system message must open the conversation
+    refuse_in_assistant: tuple[str, ...] = ()  # texts an assistant's content or reasoning may not hold
     tools: Tools | None = None
     tool_calls: ToolCalls | None = None
     tool_results: ToolResults | None = None

@@ -183,10 +183,20 @@ def test_the_trained_text_is_what_the_model_writes():
         {"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]}], "message 1: .*both content and"),
     ([{"role": "user", "content": "x"}, {"role": "tool", "content": "r"}], "message 1: .*follows no assistant"),
     ([{"role": "developer", "content": "x"}], "message 0: .*role"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "<|channel|>final<|message|>hi"}],
+     "message 1: .*content holds '<\\|channel"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "a", "thinking": "<|channel|>analysis<|message|>"}],
+     "message 1: .*reasoning holds"),
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "f", "arguments": {}}}]},
+      {"role": "ipython", "tool_call_id": "c", "content": "r"}], "message 2: .*role `ipython`"),
 ])
-def test_what_the_built_in_refuses(messages, pattern):
+def test_what_the_built_in_refuses(official, messages, pattern):
+    spec = load_builtin("gpt-oss")
     with pytest.raises(RenderError, match=pattern):
-        render(load_builtin("gpt-oss"), messages, now=NOW)
+        render(spec, messages, now=NOW)
+    for training in (False, True):  # the compiled template refuses it too
+        assert _hf(compile_template(spec, training=training), messages, None, False, {}) is None
 
 
 def test_reasoning_effort_is_a_choice():
@@ -312,7 +322,7 @@ def test_new_fields_render_and_compile_alike(conv, gen):
     for training in (False, True):
         assert _hf(compile_template(spec, training=training), messages, tools, gen, {}) == (ours.text if ours else None)
     if ours is not None and not gen:
-        (text,), (indices,) = _hf(compile_template(spec, training=True), messages, tools, False, {}, masks=True)
+        _, (indices,) = _hf(compile_template(spec, training=True), messages, tools, False, {}, masks=True)
         assert [(a, b) for a, b in indices if b > a] == ours.trained_spans()
 
 
