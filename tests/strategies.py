@@ -180,3 +180,33 @@ def agentic_conversations(draw, *, reasoning: bool = True, max_calls: int = 2, s
     if cut and len(msgs) > 2:
         msgs = msgs[:-1]
     return msgs, (tools if draw(st.integers(0, 4)) else None)
+
+
+# ---------------------------------------------------------------- gpt-oss (harmony)
+@st.composite
+def harmony_conversations(draw):
+    """agentic_conversations with one call per turn, the reasoning under `thinking` or
+    `reasoning_content` (transformers passes both to the template as `thinking`), and
+    mostly only one of content and reasoning before a call (both is refused by both)."""
+    messages, tools = draw(agentic_conversations(max_calls=1))
+    out = []
+    for msg in messages:
+        msg = dict(msg)
+        if "reasoning_content" in msg and draw(st.booleans()):
+            msg["thinking"] = msg.pop("reasoning_content")
+        if msg.get("tool_calls") and msg["content"] and (msg.get("thinking") or msg.get("reasoning_content")) \
+                and draw(st.integers(0, 4)):
+            msg["content"] = ""
+        out.append(msg)
+    return out, tools
+
+
+@st.composite
+def plain_with_reasoning(draw):
+    """conversations(system="maybe") whose answers sometimes carry reasoning (`thinking` or
+    `reasoning_content`, any text)."""
+    messages = draw(conversations(system="maybe"))
+    for msg in messages:
+        if msg["role"] == "assistant" and draw(st.booleans()):
+            msg[draw(st.sampled_from(["thinking", "reasoning_content"]))] = draw(contents)
+    return messages

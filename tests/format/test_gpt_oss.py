@@ -23,7 +23,7 @@ from template_forge.format.compiler import compile_template
 from template_forge.format.render import render
 from template_forge.format.spec import load_builtin
 
-from strategies import TRICKY, agentic_conversations, contents, conversations
+from strategies import TRICKY, agentic_conversations, harmony_conversations, plain_with_reasoning
 
 hf = pytest.importorskip("transformers.utils.chat_template_utils")
 
@@ -88,38 +88,11 @@ def test_agentic_conversations_match_the_official_template(official, conv, gen, 
     _same(official, load_builtin("gpt-oss"), messages, tools, gen, variables)
 
 
-@st.composite
-def harmony_conversations(draw):
-    """agentic_conversations with one call per turn, the reasoning under `thinking` or
-    `reasoning_content` (transformers passes both to the template as `thinking`), and
-    mostly only one of content and reasoning before a call (both is refused by both)."""
-    messages, tools = draw(agentic_conversations(max_calls=1))
-    out = []
-    for msg in messages:
-        msg = dict(msg)
-        if "reasoning_content" in msg and draw(st.booleans()):
-            msg["thinking"] = msg.pop("reasoning_content")
-        if msg.get("tool_calls") and msg["content"] and (msg.get("thinking") or msg.get("reasoning_content")) \
-                and draw(st.integers(0, 4)):
-            msg["content"] = ""
-        out.append(msg)
-    return out, tools
-
-
 @settings(max_examples=EXAMPLES, **SETTINGS)
 @given(conv=harmony_conversations(), gen=st.booleans(), variables=efforts)
 def test_harmony_conversations_match_the_official_template(official, conv, gen, variables):
     messages, tools = conv
     _same(official, load_builtin("gpt-oss"), messages, tools, gen, variables)
-
-
-@st.composite
-def plain_with_reasoning(draw):
-    messages = draw(conversations(system="maybe"))
-    for msg in messages:
-        if msg["role"] == "assistant" and draw(st.booleans()):
-            msg[draw(st.sampled_from(["thinking", "reasoning_content"]))] = draw(contents)
-    return messages
 
 
 @settings(max_examples=EXAMPLES, **SETTINGS)
@@ -279,19 +252,6 @@ def test_harmony_typescript_refuses_what_the_template_cannot_write():
     with pytest.raises(RenderError, match="harmony_typescript: a tool's description must be text"):
         render(load_builtin("gpt-oss"), [{"role": "user", "content": "x"}],
                tools=[{"type": "function", "function": {"name": "f"}}])
-
-
-# ---------------------------------------------------------------- the vendor's own encoder
-def test_openai_harmony_encoder():
-    """openai-harmony (gpt-oss's own renderer) needs its `o200k_base` vocabulary, which it
-    downloads on first use; offline it cannot load it, so the comparison is skipped."""
-    harmony = pytest.importorskip("openai_harmony")
-    try:
-        harmony.load_harmony_encoding(harmony.HarmonyEncodingName.HARMONY_GPT_OSS)
-    except harmony.HarmonyError as exc:  # "error downloading or loading vocab file"
-        pytest.skip(f"openai-harmony cannot load its o200k_base vocabulary offline: {exc}")
-    pytest.skip("openai-harmony loaded: run tests/format/test_gpt_oss_harmony comparison (not written: it never "
-                "ran offline here)")
 
 
 # ---------------------------------------------------------------- the new fields, on a toy format
