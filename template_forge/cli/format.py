@@ -26,6 +26,12 @@ STYLES = {
     "assistant_suffix": dict(fg="green", bold=True, underline=True),
     "generation_prompt": dict(fg="yellow"),
     "final_suffix": dict(fg="bright_black"),
+    # the agentic kinds (render.SEGMENT_KINDS): without them `tforge render` raised KeyError
+    "tools": {"fg": "magenta", "dim": True},
+    "assistant_reasoning": {"fg": "green"},
+    "assistant_calls": {"fg": "green", "bold": True},
+    "assistant_end": {"fg": "bright_black"},
+    "tool": {"fg": "blue"},
 }
 
 
