@@ -272,16 +272,7 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
     if "" in m.stop:
         problems.append(at("stop", "holds an empty string, which would stop at once. Remove it."))
     out["final_assistant"] = role("final_assistant", m.final_assistant, ["instruction"])
-    out["final_when"], out["train_header_rest"] = m.final_when, m.train_header_rest
-    out["system_text"] = role("system_text", m.system_text, ["instruction"])
-    out["system_position"] = m.system_position
-    out["refuse_in_assistant"] = tuple(m.refuse_in_assistant)
-    if "" in m.refuse_in_assistant:
-        problems.append(at("refuse_in_assistant", "holds an empty string, which every message holds. Remove it."))
-    if m.system_text is not None and m.system_placement not in (None, "separate") or (
-            m.system_text is not None and m.system_in_user):
-        problems.append(at("system_text", "is given, but the system block is not `separate`: the wrapped system "
-                           "text stands in its own block. Remove `system_text`, or use `system_placement: separate`."))
+    out.update(_system_and_final(m, role, problems, at))
     if m.tools is not None:
         out["tools"] = _tools(m.tools, role, problems, at)
     if m.tool_calls is not None:
@@ -315,6 +306,22 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             before_turn=r.before_turn)
     out["generation_prompts"] = _generation_prompts(m.generation_prompt, variables, problems, at)
     return out
+
+
+def _system_and_final(m, role, problems: list, at) -> dict:
+    """The fields that shape the system block and the final turn (gpt-oss's, first)."""
+    separate = m.system_placement in (None, "separate") and not m.system_in_user
+    if m.system_text is not None and not separate:
+        problems.append(at("system_text", "is given, but the system block is not `separate`: the wrapped system "
+                           "text stands in its own block. Remove `system_text`, or use `system_placement: separate`."))
+    if m.system_position == "first" and m.system_placement == "in_place":
+        problems.append(at("system_position", "is `first`, but `in_place` renders every system message where it "
+                           "stands. Remove `system_position`, or use another placement."))
+    if "" in m.refuse_in_assistant:
+        problems.append(at("refuse_in_assistant", "holds an empty string, which every message holds. Remove it."))
+    return {"final_when": m.final_when, "train_header_rest": m.train_header_rest,
+            "system_text": role("system_text", m.system_text, ["instruction"]), "system_position": m.system_position,
+            "refuse_in_assistant": tuple(m.refuse_in_assistant)}
 
 
 def _tools(t: ToolsModel, role, problems: list, at) -> Tools:

@@ -151,8 +151,10 @@ def reasoning_shown(spec: Spec, msg: Message, reasoning: str | None, *, last: bo
         return False
     if r.keep == "after_last_user" and (last_user is None or msg.index <= last_user):
         return False
-    if r.keep == "unanswered" and not (last if not msg.tool_calls else last_answer is None or msg.index > last_answer):
-        return False
+    if r.keep == "unanswered":  # the final turn, and calls no answer follows yet
+        kept = (last_answer is None or msg.index > last_answer) if msg.tool_calls else last
+        if not kept:
+            return False
     if r.empty == "given":
         return reasoning is not None
     return bool(reasoning) or r.empty == "always" or (r.empty == "final" and last)

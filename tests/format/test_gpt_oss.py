@@ -305,6 +305,9 @@ def test_new_fields_on_one_conversation():
     ({"reasoning": None}, r"prompt_format\.tool_calls\.content_as.*no `reasoning`"),
     ({"final_when": "sometimes"}, r"prompt_format\.final_when"),
     ({"tool_results": {"each": "{instruction}", "name": "tool"}}, r"prompt_format\.tool_results\.name"),
+    ({"system_text": None, "system_placement": "in_place"}, r"prompt_format\.system_position.*in_place"),
+    ({"refuse_in_assistant": [""]}, r"prompt_format\.refuse_in_assistant.*empty"),
+    ({"tool_results": {"each": "{instruction}", "roles": []}}, r"prompt_format\.tool_results\.roles.*empty"),
 ])
 def test_new_fields_are_checked(change, pattern):
     from template_forge.errors import SpecError
