@@ -43,9 +43,12 @@ def _generate_header(spec: Spec, flavour: str) -> list[str]:
 
 
 def _generate_variables(spec: Spec) -> list[str]:
-    if not spec.variables:
+    if not (spec.variables or spec.unsupported_variables):
         return []
     lines = [_comment("Template variables: pass them to apply_chat_template, or take these defaults.")]
+    for name in spec.unsupported_variables:
+        lines.append(f"{{%- if {name} is defined and {name} -%}}" + raise_(jinja_literal(
+            f"template variable `{name}` is set, but this format does not render it.")) + "{%- endif -%}")
     for var in spec.variables:
         if var.kind == "clock":
             default = f"strftime_now({jinja_literal(var.strftime)})"

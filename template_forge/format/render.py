@@ -127,6 +127,10 @@ def _values(spec: Spec, variables: Mapping[str, Any] | None, now: datetime | Non
     clock reads ``now`` (default: the time of rendering), as ``strftime_now`` does."""
     values = spec.variable_defaults()
     given = dict(variables or {})
+    for name in spec.unsupported_variables:  # the official template reads it; we render it unset only
+        if given.pop(name, None):
+            raise RenderError(f"template variable `{name}` is set, but this format does not render it (its official "
+                              "template does). Leave it unset.")
     for var in spec.variables:
         if var.name not in given:
             if var.kind == "clock":

@@ -90,6 +90,7 @@ class _PromptFormatModel(BaseModel):
     system_text: StrictStr | None = None
     system_position: Literal["anywhere", "first"] = "anywhere"
     refuse_in_assistant: list[StrictStr] = []
+    unsupported_variables: list[StrictStr] = []
     # agentic extensions (docs/spec.md, "Tools and reasoning")
     stop: list[StrictStr] = []
     final_assistant: StrictStr | None = None
@@ -139,6 +140,7 @@ class Spec:
     system_text: RoleTemplate | None = None  # set: the system template always renders, the text wrapped
     system_position: str = "anywhere"  # "first": a system message must open the conversation
     refuse_in_assistant: tuple[str, ...] = ()  # texts an assistant's content or reasoning may not hold
+    unsupported_variables: tuple[str, ...] = ()  # the official template's switches we refuse when set
     tools: Tools | None = None
     tool_calls: ToolCalls | None = None
     tool_results: ToolResults | None = None

@@ -172,6 +172,16 @@ def test_what_the_built_in_refuses(official, messages, pattern):
         assert _hf(compile_template(spec, training=training), messages, None, False, {}) is None
 
 
+def test_builtin_tools_are_refused_when_given():
+    spec, messages = load_builtin("gpt-oss"), [{"role": "user", "content": "x"}]
+    with pytest.raises(RenderError, match="`builtin_tools` is set"):
+        render(spec, messages, variables={"builtin_tools": ["python"]})
+    assert render(spec, messages, variables={"builtin_tools": []}, now=NOW).text.startswith("<|start|>system")
+    for training in (False, True):
+        assert _hf(compile_template(spec, training=training), messages, None, False, {"builtin_tools": ["browser"]}) \
+            is None
+
+
 def test_reasoning_effort_is_a_choice():
     with pytest.raises(RenderError, match="reasoning_effort` is 'max'"):
         render(load_builtin("gpt-oss"), [{"role": "user", "content": "x"}], variables={"reasoning_effort": "max"})
@@ -307,6 +317,7 @@ def test_new_fields_on_one_conversation():
     ({"tool_results": {"each": "{instruction}", "name": "tool"}}, r"prompt_format\.tool_results\.name"),
     ({"system_text": None, "system_placement": "in_place"}, r"prompt_format\.system_position.*in_place"),
     ({"refuse_in_assistant": [""]}, r"prompt_format\.refuse_in_assistant.*empty"),
+    ({"unsupported_variables": ["a-b"]}, r"prompt_format\.unsupported_variables.*'a-b'"),
     ({"tool_results": {"each": "{instruction}", "roles": []}}, r"prompt_format\.tool_results\.roles.*empty"),
 ])
 def test_new_fields_are_checked(change, pattern):
