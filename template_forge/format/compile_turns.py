@@ -53,18 +53,63 @@ def tools_system_expression(spec: Spec) -> str:
     return pieces_expression(spec.tools.system.pieces, {"instruction": inner, "tools": "tf_defs.text"})
 
 
+def tracks_previous(spec: Spec) -> bool:
+    """Whether the template tracks ``tf_prev``: the last message that is not a tool result."""
+    r = spec.tool_results
+    return spec.continue_assistant_turns or (r is not None and (r.name == "call" or r.require_calls))
+
+
+def ending_prompt_lines(spec: Spec) -> list[str]:
+    """The generation prompt after tool results or a turn with calls, where the spec gives
+    one; the caller writes the usual prompt after these lines and closes the ``if``."""
+    lines = []
+    for block, test in ((spec.tool_results, f"messages[-1]['role'] in {TOOL_ROLES_JINJA}"),
+                        (spec.tool_calls, "messages[-1].tool_calls")):
+        if block is not None and block.generation_prompt is not None:
+            keyword = "elif" if lines else "if"
+            lines += [f"    {{%- {keyword} messages | length > 0 and {test} -%}}",
+                      "        {{- " + jinja_literal(block.generation_prompt) + " -}}"]
+    return lines + ["    {%- else -%}"] if lines else []
+
+
 # --------------------------------------------------------------------------- tool results
+def _result_checks(spec: Spec) -> list[str]:
+    """Refusals of a result the format cannot render, and its tool name (``tf_name``)."""
+    r = spec.tool_results
+    calls = "(messages[tf_prev.at].tool_calls if tf_prev.role == 'assistant' and messages[tf_prev.at].tool_calls " \
+            "else [])"
+    lines = []
+    if r.require_calls:
+        lines += [f"        {{%- if not {calls} -%}}",
+                  "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result follows no assistant message "
+                                          "with tool calls.'"), "        {%- endif -%}"]
+    if r.name == "call":
+        lines += ["        {%- set tf_found = namespace(name=message.get('name')) -%}",
+                  f"        {{%- for call in {calls} -%}}",
+                  "            {%- if call.get('id') == message.get('tool_call_id') -%}"
+                  "{%- set tf_found.name = call.function.name -%}{%- endif -%}",
+                  "        {%- endfor -%}",
+                  "        {%- if tf_found.name is not string -%}",
+                  "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result has no name and answers no "
+                                          "call of the assistant message before it.'"), "        {%- endif -%}"]
+    return lines
+
+
 def tool_result_lines(spec: Spec) -> list[str]:
     r = spec.tool_results
     before, after = r.group.around("instruction")
     content = "(message['content'] | tojson)" if r.content == "json" else "message['content']"
+    name = "tf_found.name" if r.name == "call" else "(message['name'] if message['name'] is string else '')"
     each = pieces_expression(r.each.pieces, {
-        "instruction": content, "name": "(message['name'] if message['name'] is string else '')",
+        "instruction": content, "name": name,
         "id": "(message['tool_call_id'] if message['tool_call_id'] is string else '')"})
-    lines = [f"    {{%- elif message['role'] in {TOOL_ROLES_JINJA} -%}}"]
+    first = f"loop.first or messages[loop.index0 - 1]['role'] not in {TOOL_ROLES_JINJA}"
+    lines = [f"    {{%- elif message['role'] in {TOOL_ROLES_JINJA} -%}}", *_result_checks(spec)]
     if before:
-        lines += [f"        {{%- if loop.first or messages[loop.index0 - 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
+        lines += [f"        {{%- if {first} -%}}",
                   "            {{- " + pieces_expression(before, {}) + " -}}", "        {%- endif -%}"]
+    if r.separator:
+        lines.append(f"        {{%- if not ({first}) -%}}{{{{- {jinja_literal(r.separator)} -}}}}{{%- endif -%}}")
     lines.append("        {{- " + each + " -}}")
     if after:
         lines += [f"        {{%- if loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
@@ -93,6 +138,8 @@ def _show_condition(spec: Spec) -> str:
     if r.keep == "never":
         return "false"
     parts = ["(tf.last_user >= 0 and loop.index0 > tf.last_user)"] if r.keep == "after_last_user" else []
+    if r.turns == "tool_calls":
+        parts.append("message.tool_calls")
     if r.empty == "never":
         parts.append("tf_reasoning")
     elif r.empty == "final":
@@ -100,9 +147,30 @@ def _show_condition(spec: Spec) -> str:
     return " and ".join(parts) or "true"
 
 
+def _refusal_lines(spec: Spec) -> list[str]:
+    """The assistant messages the renderer refuses (``render._check_agentic_domain``)."""
+    at = "'message ' ~ loop.index0 ~ ': '"
+    lines = []
+    for found in spec.refuse_in_assistant:
+        lines += [f"        {{%- if {jinja_literal(found)} in tf_content -%}}",
+                  "            " + raise_(at + f" ~ {jinja_literal(f'this assistant message holds {found!r}, which the format refuses.')}"),
+                  "        {%- endif -%}"]
+    if spec.tool_calls is not None and spec.tool_calls.with_content == "refuse":
+        lines += ["        {%- if message.tool_calls and tf_content -%}",
+                  "            " + raise_(at + " ~ 'this assistant message has tool calls and content, which the "
+                                           "format refuses.'"), "        {%- endif -%}"]
+    r = spec.reasoning
+    if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user":
+        lines += ["        {%- if tf.last_user < 0 and message.tool_calls and message['reasoning_content'] -%}",
+                  "            " + raise_("'the reasoning of a turn with tool calls is kept after the last user "
+                                          "message, but this conversation has none.'"), "        {%- endif -%}"]
+    return lines
+
+
 def _body_lines(spec: Spec) -> list[str]:
     """``tf_turn.body`` (reasoning block + content, as ``{instruction}``) and ``tf_turn.calls``."""
     lines = ["        {%- set tf_content = message['content'] if message['content'] is string else '' -%}"]
+    lines += _refusal_lines(spec)
     if spec.reasoning is not None:
         lines += _reasoning_lines(spec)
     if spec.strip_assistant:
@@ -208,6 +276,8 @@ def assistant_lines(spec: Spec, flavour: str) -> list[str]:
         lines += [f"            {{%- set tf_trained = {trained} -%}}", f"            {{%- set tf_end = {end} -%}}"]
     if len(choices) > 1:
         lines.append("        {%- endif -%}")
+    if spec.continue_assistant_turns:  # it continues the turn of the assistant message before it
+        lines.append("        {%- if tf_prev.role == 'assistant' -%}{%- set tf_head = '' -%}{%- endif -%}")
     if may_move_prompt(spec):
         lines += ["        {%- if tf_gen | length > tf_head | length and tf_gen.startswith(tf_head) and "
                   "(tf_head ~ tf_text).startswith(tf_gen) -%}",

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from template_forge.errors import RenderError
 from template_forge.format import turns
+from template_forge.format.agentic import holds
 from template_forge.format.messages import TOOL_ROLES, Message, MessageError, check_messages, check_tools
 from template_forge.format.rendered import Rendered, Segment, _Builder  # noqa: F401 (Segment: public here)
 from template_forge.format.roles import fill
@@ -128,6 +129,11 @@ def _values(spec: Spec, variables: Mapping[str, Any] | None, now: datetime | Non
     values = spec.variable_defaults()
     given = dict(variables or {})
     for var in spec.variables:
+        if var.kind == "derived":
+            if var.name in given:
+                raise RenderError(f"template variable `{var.name}` is derived from "
+                                  f"{', '.join(k for k, _ in var.derived[0])}; set those instead.")
+            continue
         if var.name not in given:
             if var.kind == "clock":
                 values[var.name] = (now or datetime.now()).strftime(var.strftime)
@@ -143,6 +149,10 @@ def _values(spec: Spec, variables: Mapping[str, Any] | None, now: datetime | Non
     if given:
         known = ", ".join(spec.variable_defaults()) or "none"
         raise RenderError(f"unknown template variable `{next(iter(given))}`; this format declares: {known}.")
+    for var in spec.variables:
+        if var.kind == "derived":
+            when, text, otherwise = var.derived
+            values[var.name] = text if holds(when, values) else otherwise
     return values
 
 
@@ -150,9 +160,20 @@ def generation_prompt(spec: Spec, values: Mapping[str, Any]) -> str:
     """The generation prompt under these variable values: the first ``generation_prompt``
     alternative whose conditions hold, else ``trailing_assistant``."""
     for alt in spec.generation_prompts:
-        if all(values.get(k) == v and type(values.get(k)) is type(v) for k, v in alt.when):
+        if holds(alt.when, values):
             return alt.text
     return spec.trailing_assistant
+
+
+def _ending_prompt(spec: Spec, msgs: list[Message], gen: str) -> str:
+    """The generation prompt after the last message: ``tool_results.generation_prompt`` after
+    tool results, ``tool_calls.generation_prompt`` after a turn with calls, else ``gen``."""
+    last = msgs[-1] if msgs else None
+    if last is not None and last.role in TOOL_ROLES and spec.tool_results.generation_prompt is not None:
+        return spec.tool_results.generation_prompt
+    if last is not None and last.tool_calls and spec.tool_calls.generation_prompt is not None:
+        return spec.tool_calls.generation_prompt
+    return gen
 
 
 def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = False,
@@ -199,6 +220,9 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     if defs is not None and spec.tools.system is not None:
         skip = _add_tools_system(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index,
                                  opens=opens_with_system)
+    elif spec.opening_system is not None and not opens_with_system:
+        if emit or holds(spec.opening_system.present_when, values):  # the default stands in
+            turns.add_system(out, spec, sys_text, None, values, spec.opening_system.template)
     elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
         turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
@@ -206,7 +230,7 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     _add_turns(out, spec, msgs, values, sys_text=sys_text if target is not None else None, sys_index=sys_index,
                target=target, skip=skip, gen=gen, defs=defs if defs is not None and spec.tools.user else None)
     if add_generation_prompt:
-        out.add("generation_prompt", gen)
+        out.add("generation_prompt", _ending_prompt(spec, msgs, gen))
     else:
         out.add("final_suffix", spec.final_suffix)
     return out.build()
@@ -240,6 +264,7 @@ def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str |
 
 
 def _check_support(spec: Spec, msgs: list[Message]) -> None:
+    _check_agentic_domain(spec, msgs)
     for m in msgs:
         if m.tool_calls and spec.tool_calls is None:
             raise RenderError("this assistant message has tool calls, which this format cannot render. Use a "
@@ -247,6 +272,46 @@ def _check_support(spec: Spec, msgs: list[Message]) -> None:
         if m.role in TOOL_ROLES and spec.tool_results is None:
             raise RenderError(f"this format cannot render tool results (role `{m.role}`). Use a format with tool "
                               "support (see `tforge formats`), or drop the message.", message_index=m.index)
+
+
+def _check_agentic_domain(spec: Spec, msgs: list[Message]) -> None:
+    """What a format refuses because its official template renders it in a way the spec
+    cannot say: strings it rewrites in assistant text, content beside tool calls, tool
+    results that answer no assistant turn, results whose tool name cannot be resolved."""
+    if not (spec.refuse_in_assistant or spec.tool_calls or spec.tool_results or spec.reasoning):
+        return
+    previous = None
+    for m in msgs:
+        if m.role == "assistant":
+            found = next((s for s in spec.refuse_in_assistant if s in m.content), None)
+            if found is not None:
+                raise RenderError(f"this assistant message holds {found!r}, which the official template rewrites; "
+                                  "the format refuses it. Remove it from the content.", message_index=m.index)
+            if m.tool_calls and m.content and spec.tool_calls is not None and spec.tool_calls.with_content == "refuse":
+                raise RenderError("this assistant message has tool calls and content; the format writes such content "
+                                  "after the tool results, which template_forge cannot render. Move the content to an "
+                                  "assistant message after the results, or drop it.", message_index=m.index)
+        if m.role in TOOL_ROLES and spec.tool_results is not None:
+            _check_result(spec, m, previous)
+        if m.role not in TOOL_ROLES:
+            previous = m
+    r = spec.reasoning
+    if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user" and \
+            not any(m.role == "user" for m in msgs) and any(m.reasoning and m.tool_calls for m in msgs):
+        # Gemma 4 keeps every call turn's reasoning when there is no user message; Qwen3 none.
+        raise RenderError("the reasoning of a turn with tool calls is kept after the last user message, but this "
+                          "conversation has none. Add a user message, or drop the reasoning.")
+
+
+def _check_result(spec: Spec, m: Message, previous: Message | None) -> None:
+    results = spec.tool_results
+    calls = previous.tool_calls if previous is not None and previous.role == "assistant" else ()
+    if results.require_calls and not calls:
+        raise RenderError("this tool result follows no assistant message with tool calls (other results aside); "
+                          "the format does not render it. Put it after the call it answers.", message_index=m.index)
+    if results.name == "call" and turns.result_name(m, calls) is None:
+        raise RenderError("this tool result has no `name`, and its `tool_call_id` answers no call of the assistant "
+                          "message before it. Give it the tool's name, or the id of its call.", message_index=m.index)
 
 
 def _system_message(spec: Spec, msgs: list[Message]) -> tuple[int | None, str | None]:
@@ -281,6 +346,7 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
     tools_at = _tools_turn(spec, msgs) if defs is not None else None
     last_user = max((m.index for m in msgs if m.role == "user"), default=None)
     last = msgs[-1].index if msgs else None
+    previous = None  # the last message that is not a tool result
     k = 0
     while k < len(msgs):
         m = msgs[k]
@@ -289,17 +355,22 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
             turns.add_user(out, spec, m, values, system_text=sys_text if m.index == target else None,
                            sys_index=sys_index, around=user_around, tools=defs if m.index == tools_at else None)
         elif m.role == "assistant":
-            turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen)
+            continued = spec.continue_assistant_turns and previous is not None and previous.role == "assistant"
+            turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen,
+                                continued=continued)
         elif m.role in TOOL_ROLES:
             group = [m]
             while k < len(msgs) and msgs[k].role in TOOL_ROLES:
                 group.append(msgs[k])
                 k += 1
-            turns.add_tool_results(out, spec, group, values)
+            turns.add_tool_results(out, spec, group, values, calls=previous)
         elif spec.placement == "in_place" and m.index != skip:
             emit_here, text = system_decision(spec, m.index, m.content)
+            opening = spec.opening_system if m.index == 0 else None
             if emit_here:
-                turns.add_system(out, spec, text, m.index, values)
+                turns.add_system(out, spec, text, m.index, values, opening.template if opening else None)
+        if m.role not in TOOL_ROLES:
+            previous = m
 
 
 def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:

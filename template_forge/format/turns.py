@@ -30,8 +30,9 @@ def system_block(spec: Spec, text: str, values: Mapping[str, Any],
     return head + text + fill(after, values), (len(head), len(head) + len(text))
 
 
-def add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, Any]) -> None:
-    block, span = system_block(spec, text, values)
+def add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, Any],
+               template: RoleTemplate | None = None) -> None:
+    block, span = system_block(spec, text, values, template)
     out.add("system", block, index, content=span)
 
 
@@ -88,14 +89,27 @@ def add_user(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any],
 
 
 # --------------------------------------------------------------------------- tool results
-def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any]) -> None:
-    """Consecutive tool results, each written by ``tool_results.each``, inside one ``group``."""
+def result_name(msg: Message, calls: Sequence) -> str | None:
+    """The tool name of a result, as Gemma 4 resolves it: the last call of the assistant turn
+    before whose id is the result's ``tool_call_id``, else the result's own ``name``."""
+    found = [c.name for c in calls if c.id == msg.tool_call_id]
+    return found[-1] if found else msg.name
+
+
+def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any], *,
+                     calls: Message | None = None) -> None:
+    """Consecutive tool results, each written by ``tool_results.each``, inside one ``group``;
+    ``calls`` is the message before the group (whose calls name the results, ``name: call``)."""
     results = spec.tool_results
+    made = calls.tool_calls if calls is not None and calls.role == "assistant" else ()
     before, after = results.group.around("instruction")
     out.add("tool", fill(before, values), group[0].index)
-    for msg in group:
+    for k, msg in enumerate(group):
+        if k and results.separator:
+            out.add("tool", results.separator, msg.index)
         content = Json().dumps(msg.content) if results.content == "json" else msg.content
-        fields = {"name": msg.name or "", "id": msg.tool_call_id or ""}
+        name = result_name(msg, made) if results.name == "call" else msg.name
+        fields = {"name": name or "", "id": msg.tool_call_id or ""}
         for piece in results.each.pieces:
             if piece.field == "instruction":
                 out.add("tool", content, msg.index, content=(0, len(content)))
@@ -126,7 +140,7 @@ def split_reasoning(spec: Spec, msg: Message) -> tuple[str | None, str]:
 
 def reasoning_shown(spec: Spec, msg: Message, reasoning: str | None, *, last: bool, last_user: int | None) -> bool:
     r = spec.reasoning
-    if r is None or r.keep == "never":
+    if r is None or r.keep == "never" or (r.turns == "tool_calls" and not msg.tool_calls):
         return False
     if r.keep == "after_last_user" and (last_user is None or msg.index <= last_user):
         return False
@@ -184,16 +198,17 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,
-                  last_user: int | None, generation_prompt: str) -> None:
+                  last_user: int | None, generation_prompt: str, continued: bool = False) -> None:
     """An assistant turn: prefix, then the trained body (reasoning, content, calls) and the
     suffix up to the stop string, then the untrained rest of the suffix. What the generation
-    prompt supplies at inference (an empty think block after the header) is prefix."""
+    prompt supplies at inference (an empty think block after the header) is prefix. A
+    ``continued`` turn (``continue_assistant_turns``) writes no header."""
     tc = spec.tool_calls
     slots = bool(msg.tool_calls and tc is not None and tc.assistant is not None)
     template = tc.assistant if slots else (spec.final_assistant if last and spec.final_assistant else spec.assistant)
     instruction, calls = _body(spec, msg, values, last=last, last_user=last_user, slots=slots)
     fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
-    head = fill(template.pieces[: fields[0]], values)
+    head = "" if continued else fill(template.pieces[: fields[0]], values)
     body: list[_Part] = []
     for piece in template.pieces[fields[0] : fields[-1] + 1]:
         if piece.field == "instruction":
