@@ -57,7 +57,7 @@ class ToolCallsModel(_Strict):
     max_calls: Optional[StrictInt] = None
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
-    with_content: Literal["render", "refuse"] = "render"
+    with_content: Literal["render", "refuse", "after_results"] = "render"
     generation_prompt: Optional[StrictStr] = None
 
 

@@ -56,7 +56,9 @@ def tools_system_expression(spec: Spec) -> str:
 def tracks_previous(spec: Spec) -> bool:
     """Whether the template tracks ``tf_prev``: the last message that is not a tool result."""
     r = spec.tool_results
-    return spec.continue_assistant_turns or (r is not None and (r.name == "call" or r.require_calls))
+    tc = spec.tool_calls
+    return spec.continue_assistant_turns or (r is not None and (r.name == "call" or r.require_calls)) or (
+        tc is not None and tc.with_content == "after_results")
 
 
 def ending_prompt_lines(spec: Spec) -> list[str]:
@@ -95,7 +97,28 @@ def _result_checks(spec: Spec) -> list[str]:
     return lines
 
 
-def tool_result_lines(spec: Spec) -> list[str]:
+def _deferred_content_lines(spec: Spec, flavour: str) -> list[str]:
+    """After the last result of a group: the content of the turn with calls they answer
+    (``with_content: after_results``; :func:`turns.add_deferred_content`)."""
+    tc = spec.tool_calls
+    if tc is None or tc.with_content != "after_results":
+        return []
+    before, after = tc.content.around("instruction")
+    trained, end = stop_split(spec, after)
+    content = "tf_calls['content']" + (" | trim" if spec.strip_assistant else "")
+    head = pieces_expression(before, {})
+    body = concat([f"({content})", trained])
+    lines = [f"        {{%- if loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
+             "            {%- set tf_calls = messages[tf_prev.at] if tf_prev.at >= 0 else {} -%}",
+             "            {%- if tf_prev.role == 'assistant' and tf_calls.tool_calls and tf_calls['content'] -%}"]
+    if flavour == "training":
+        out = "{%- generation -%}{{- " + concat([head, body]) + " -}}{%- endgeneration -%}{{- " + end + " -}}"
+    else:
+        out = "{{- " + concat([head, body, end]) + " -}}"
+    return lines + ["                " + out, "            {%- endif -%}", "        {%- endif -%}"]
+
+
+def tool_result_lines(spec: Spec, flavour: str = "inference") -> list[str]:
     r = spec.tool_results
     before, after = r.group.around("instruction")
     content = "(message['content'] | tojson)" if r.content == "json" else "message['content']"
@@ -114,7 +137,7 @@ def tool_result_lines(spec: Spec) -> list[str]:
     if after:
         lines += [f"        {{%- if loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
                   "            {{- " + pieces_expression(after, {}) + " -}}", "        {%- endif -%}"]
-    return lines
+    return lines + _deferred_content_lines(spec, flavour)
 
 
 # --------------------------------------------------------------------------- assistant turns
@@ -155,10 +178,13 @@ def _refusal_lines(spec: Spec) -> list[str]:
         lines += [f"        {{%- if {jinja_literal(found)} in tf_content -%}}",
                   "            " + raise_(at + f" ~ {jinja_literal(f'this assistant message holds {found!r}, which the format refuses.')}"),
                   "        {%- endif -%}"]
-    if spec.tool_calls is not None and spec.tool_calls.with_content == "refuse":
-        lines += ["        {%- if message.tool_calls and tf_content -%}",
+    mode = spec.tool_calls.with_content if spec.tool_calls is not None else "render"
+    if mode != "render":
+        unanswered = "" if mode == "refuse" else (f" and (loop.last or messages[loop.index0 + 1]['role'] not in "
+                                                  f"{TOOL_ROLES_JINJA})")
+        lines += [f"        {{%- if message.tool_calls and tf_content{unanswered} -%}}",
                   "            " + raise_(at + " ~ 'this assistant message has tool calls and content, which the "
-                                           "format refuses.'"), "        {%- endif -%}"]
+                                           "format cannot render here.'"), "        {%- endif -%}"]
     r = spec.reasoning
     if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user":
         lines += ["        {%- if tf.last_user < 0 and message.tool_calls and message['reasoning_content'] -%}",
@@ -171,6 +197,9 @@ def _body_lines(spec: Spec) -> list[str]:
     """``tf_turn.body`` (reasoning block + content, as ``{instruction}``) and ``tf_turn.calls``."""
     lines = ["        {%- set tf_content = message['content'] if message['content'] is string else '' -%}"]
     lines += _refusal_lines(spec)
+    if spec.tool_calls is not None and spec.tool_calls.with_content == "after_results":
+        lines.append(f"        {{%- if message.tool_calls and not loop.last and messages[loop.index0 + 1]['role'] in "
+                     f"{TOOL_ROLES_JINJA} -%}}{{%- set tf_content = '' -%}}{{%- endif -%}}")
     if spec.reasoning is not None:
         lines += _reasoning_lines(spec)
     if spec.strip_assistant:

@@ -372,7 +372,7 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
     lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}", *_user_lines(spec),
               "    {%- elif message['role'] == 'assistant' -%}", *_assistant_lines(spec, flavour)]
     if spec.tool_results is not None:
-        lines += compile_turns.tool_result_lines(spec)
+        lines += compile_turns.tool_result_lines(spec, flavour)
     if spec.placement == "in_place":
         lines += _in_place_lines(spec)
     lines.append("    {%- endif -%}")

@@ -10,7 +10,7 @@ stay text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from template_forge.errors import RenderError
@@ -198,12 +198,15 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,
-                  last_user: int | None, generation_prompt: str, continued: bool = False) -> None:
+                  last_user: int | None, generation_prompt: str, continued: bool = False, answered: bool = False) -> None:
     """An assistant turn: prefix, then the trained body (reasoning, content, calls) and the
     suffix up to the stop string, then the untrained rest of the suffix. What the generation
     prompt supplies at inference (an empty think block after the header) is prefix. A
-    ``continued`` turn (``continue_assistant_turns``) writes no header."""
+    ``continued`` turn (``continue_assistant_turns``) writes no header; the content of an
+    ``answered`` turn with calls waits for its results (``with_content: after_results``)."""
     tc = spec.tool_calls
+    if answered and msg.tool_calls and tc.with_content == "after_results":
+        msg = replace(msg, content="")
     slots = bool(msg.tool_calls and tc is not None and tc.assistant is not None)
     template = tc.assistant if slots else (spec.final_assistant if last and spec.final_assistant else spec.assistant)
     instruction, calls = _body(spec, msg, values, last=last, last_user=last_user, slots=slots)
@@ -223,6 +226,23 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
     start = out.pos
     for part in body:
         out.add(part.kind, part.text, msg.index, content=(0, len(part.text)) if part.data else None)
+    out.add("assistant_suffix", trained, msg.index)
+    out.turns.append((msg.index, start, out.pos))
+    out.add("assistant_end", end, msg.index)
+
+
+def add_deferred_content(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any]) -> None:
+    """The content of a turn with calls, after the results that answer it (``with_content:
+    after_results``): ``tool_calls.content`` filled, trained up to its stop string, written
+    when the content is not empty (before stripping, as Gemma 4 tests it)."""
+    if not msg.content:
+        return
+    content = msg.content.strip() if spec.strip_assistant else msg.content
+    before, after = spec.tool_calls.content.around("instruction")
+    trained, end = stop_split(spec, after, values)
+    start = out.pos
+    out.add("assistant_content", fill(before, values), msg.index)
+    out.add("assistant_content", content, msg.index, content=(0, len(content)))
     out.add("assistant_suffix", trained, msg.index)
     out.turns.append((msg.index, start, out.pos))
     out.add("assistant_end", end, msg.index)
