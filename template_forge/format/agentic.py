@@ -58,7 +58,7 @@ class ToolCallsModel(_Strict):
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
     with_content: Literal["render", "refuse", "after_results"] = "render"
-    generation_prompt: Optional[StrictStr] = None
+    generation_prompt: StrictStr | None = None
 
 
 class ToolResultsModel(_Strict):
@@ -68,7 +68,7 @@ class ToolResultsModel(_Strict):
     separator: StrictStr = ""
     name: Literal["message", "call"] = "message"
     require_calls: StrictBool = False
-    generation_prompt: Optional[StrictStr] = None
+    generation_prompt: StrictStr | None = None
 
 
 class FromContentModel(_Strict):
@@ -98,7 +98,7 @@ class ClockModel(_Strict):
 class DerivedModel(_Strict):
     """A text variable the switches choose: ``text`` when every ``when`` holds, else ``otherwise``."""
 
-    when: dict[StrictStr, Union[StrictBool, StrictStr]]
+    when: dict[StrictStr, StrictBool | StrictStr]
     text: StrictStr
     otherwise: StrictStr = ""
 
@@ -113,7 +113,7 @@ class WhenModel(_Strict):
 
 class OpeningSystemModel(_Strict):
     template: StrictStr
-    present_when: dict[StrictStr, Union[StrictBool, StrictStr]] = {}
+    present_when: dict[StrictStr, StrictBool | StrictStr] = {}
 
 
 # --------------------------------------------------------------------------- frozen values

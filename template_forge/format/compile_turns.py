@@ -88,8 +88,8 @@ def _result_checks(spec: Spec) -> list[str]:
     if r.name == "call":
         lines += ["        {%- set tf_found = namespace(name=message.get('name')) -%}",
                   f"        {{%- for call in {calls} -%}}",
-                  "            {%- if call.get('id') == message.get('tool_call_id') -%}"
-                  "{%- set tf_found.name = call.function.name -%}{%- endif -%}",
+                  ("            {%- if call.get('id') == message.get('tool_call_id') -%}"
+                   "{%- set tf_found.name = call.function.name -%}{%- endif -%}"),
                   "        {%- endfor -%}",
                   "        {%- if tf_found.name is not string -%}",
                   "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result has no name and answers no "

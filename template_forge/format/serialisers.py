@@ -15,8 +15,8 @@ closed: a spec can only name what is here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Callable
 
 
@@ -131,7 +131,7 @@ def _g4_params(properties: Mapping) -> str:
 
 def _g4_declaration(tool: Mapping) -> str:
     fn = tool["function"]
-    out = f"declaration:{fn['name']}{{description:{_G4Q}{fn['description'] if 'description' in fn else ''}{_G4Q}"
+    out = f"declaration:{fn['name']}{{description:{_G4Q}{fn.get('description', '')}{_G4Q}"
     params = fn.get("parameters")
     if params:
         out += ",parameters:{"
