@@ -84,6 +84,7 @@ class ReasoningModel(_Strict):
     content_lstrip: StrictStr = ""
     from_content: Optional[FromContentModel] = None
     turns: Literal["all", "tool_calls"] = "all"
+    keys: list[Literal["reasoning_content", "reasoning"]] | None = None
 
 
 class ChoiceModel(_Strict):
@@ -199,6 +200,9 @@ class Reasoning:
     content_lstrip: str
     from_content: tuple[str, str] | None
     turns: str = "all"  # `tool_calls`: only turns that make tool calls show their reasoning
+    #: the message keys read, the first non-empty one wins (None: `reasoning_content` alone, which
+    #: transformers fills from `thinking` and `reasoning` when it is null)
+    keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -358,7 +362,10 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         out["reasoning"] = Reasoning(
             block=role("reasoning.block", r.block, ["instruction"]), keep=r.keep, empty=r.empty, strip=r.strip,
             content_lstrip=r.content_lstrip,
-            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None, turns=r.turns)
+            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None, turns=r.turns,
+            keys=tuple(r.keys) if r.keys is not None else None)
+        if r.keys == []:
+            problems.append(at("reasoning.keys", "is empty, so no reasoning is ever read. Name a key, or leave it out."))
     out["generation_prompts"] = _generation_prompts(m.generation_prompt, variables, problems, at)
     out["continue_assistant_turns"] = m.continue_assistant_turns
     out["refuse_in_assistant"] = tuple(m.refuse_in_assistant)

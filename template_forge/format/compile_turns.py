@@ -141,11 +141,22 @@ def tool_result_lines(spec: Spec, flavour: str = "inference") -> list[str]:
 
 
 # --------------------------------------------------------------------------- assistant turns
+def reasoning_expression(spec: Spec) -> str:
+    """A message's reasoning (none when absent), read as :func:`turns.reasoning_of` reads it."""
+    keys = spec.reasoning.keys
+    if keys is None:  # transformers fills `reasoning_content` from `thinking` and `reasoning`
+        return "message['reasoning_content'] if message['reasoning_content'] is string else none"
+    expr = "none"
+    for key in reversed(keys):
+        k = jinja_literal(key)
+        expr = f"(message[{k}] if message[{k}] is string and message[{k}] else {expr})"
+    return expr
+
+
 def _reasoning_lines(spec: Spec) -> list[str]:
     """``tf_reasoning`` (none when absent) and ``tf_content``, split as the renderer splits them."""
     r = spec.reasoning
-    lines = ["        {%- set tf_reasoning = message['reasoning_content'] if message['reasoning_content'] is string "
-             "else none -%}"]
+    lines = [f"        {{%- set tf_reasoning = {reasoning_expression(spec)} -%}}"]
     if r.from_content:
         o, c = (jinja_literal(x) for x in r.from_content)
         lines += [f"        {{%- if tf_reasoning is none and {c} in tf_content -%}}",
@@ -187,7 +198,7 @@ def _refusal_lines(spec: Spec) -> list[str]:
                                            "format cannot render here.'"), "        {%- endif -%}"]
     r = spec.reasoning
     if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user":
-        lines += ["        {%- if tf.last_user < 0 and message.tool_calls and message['reasoning_content'] -%}",
+        lines += [f"        {{%- if tf.last_user < 0 and message.tool_calls and ({reasoning_expression(spec)}) -%}}",
                   "            " + raise_("'the reasoning of a turn with tool calls is kept after the last user "
                                           "message, but this conversation has none.'"), "        {%- endif -%}"]
     return lines

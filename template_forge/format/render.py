@@ -295,7 +295,7 @@ def _check_agentic_domain(spec: Spec, msgs: list[Message]) -> None:
             previous = m
     r = spec.reasoning
     if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user" and \
-            not any(m.role == "user" for m in msgs) and any(m.reasoning and m.tool_calls for m in msgs):
+            not any(m.role == "user" for m in msgs) and any(turns.reasoning_of(spec, m) and m.tool_calls for m in msgs):
         # Gemma 4 keeps every call turn's reasoning when there is no user message; Qwen3 none.
         raise RenderError("the reasoning of a turn with tool calls is kept after the last user message, but this "
                           "conversation has none. Add a user message, or drop the reasoning.")

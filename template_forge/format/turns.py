@@ -127,12 +127,24 @@ class _Part:
     data: bool = False  # message text (a content span), not template text
 
 
+def reasoning_of(spec: Spec, msg: Message) -> str | None:
+    """A message's reasoning: ``reasoning.keys`` in order, the first non-empty string (as a
+    template's ``a or b`` reads them); ``reasoning_content`` is what transformers passes under
+    that name (the first of ``reasoning_content``, ``thinking``, ``reasoning`` not null)."""
+    keys = spec.reasoning.keys if spec.reasoning is not None else None
+    if keys is None:
+        return msg.reasoning
+    values = (msg.reasoning if k == "reasoning_content" else msg.raw.get(k) for k in keys)
+    return next((v for v in values if isinstance(v, str) and v), None)
+
+
 def split_reasoning(spec: Spec, msg: Message) -> tuple[str | None, str]:
     """The reasoning and the answer: ``reasoning_content``, else (with ``from_content``) the
     text before the closing tag, cut out of the content the way Qwen3's template cuts it."""
     r = spec.reasoning
-    if msg.reasoning is not None or r is None or r.from_content is None or r.from_content[1] not in msg.content:
-        return msg.reasoning, msg.content
+    reasoning = reasoning_of(spec, msg)
+    if reasoning is not None or r is None or r.from_content is None or r.from_content[1] not in msg.content:
+        return reasoning, msg.content
     open_tag, close_tag = r.from_content
     head, _, _ = msg.content.partition(close_tag)
     return head.rstrip("\n").split(open_tag)[-1].lstrip("\n"), msg.content.split(close_tag)[-1].lstrip("\n")

@@ -193,6 +193,8 @@ BASE = {"system": "<s>{instruction}</s>", "user": "<u>{instruction}</u>", "assis
     ({"variables": {"mark": {"when": {"nope": True}, "text": "!"}}}, r"variables\.mark\.when\.nope"),
     ({"refuse_in_assistant": [""]}, r"refuse_in_assistant.*empty"),
     ({"tool_calls": {"each": "{name}", "with_content": "later"}}, r"tool_calls\.with_content"),
+    ({"reasoning": {"block": "{instruction}", "keys": []}}, r"reasoning\.keys.*empty"),
+    ({"tool_results": {"each": "{instruction}", "name": "id"}}, r"tool_results\.name"),
 ])
 def test_new_fields_are_checked_and_located(extra, pattern):
     with pytest.raises(SpecError, match=pattern):
@@ -214,3 +216,17 @@ def test_derived_variable_and_opening_system_render_and_compile_alike():
                 assert _hf(compile_template(spec, training=training), messages, None, False, {"on": on}) == ours
     assert render(spec, messages, variables={"on": True}).text == "<S>!s</S><u>q</u><s>t</s>"
     assert render(spec, [{"role": "user", "content": "q"}], variables={"on": True}).text == "<S>!</S><u>q</u>"
+
+
+@pytest.mark.parametrize("keys", [{"reasoning": "R"}, {"reasoning_content": "C"}, {"thinking": "T"},
+                                  {"reasoning": "", "reasoning_content": "C"}, {"reasoning": "R", "thinking": "T"},
+                                  {"reasoning": "R", "reasoning_content": "C"}])
+def test_reasoning_is_read_as_the_official_template_reads_it(conformance, keys):
+    """``reasoning or reasoning_content``, where transformers fills ``reasoning_content`` from
+    ``thinking`` and ``reasoning`` (``reasoning.keys``)."""
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [CALL], **keys},
+                {"role": "tool", "tool_call_id": "c1", "content": "r"}]
+    expected = _hf(_official(conformance), messages, None, False, {"bos_token": "<bos>"})
+    assert render(SPEC, messages).text == expected
+    for training in (False, True):
+        assert _hf(compile_template(SPEC, training=training), messages, None, False, {}) == expected
