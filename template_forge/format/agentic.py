@@ -57,7 +57,7 @@ class ToolCallsModel(_Strict):
     max_calls: Optional[StrictInt] = None
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
-    with_content: Literal["render", "refuse", "after_results"] = "render"
+    after_results: StrictStr | None = None
     generation_prompt: StrictStr | None = None
 
 
@@ -176,7 +176,7 @@ class ToolCalls:
     arguments: str
     max_calls: int | None
     writer: Writer
-    with_content: str = "render"
+    after_results: RoleTemplate | None = None  # with {instruction}: the content, after the results
     generation_prompt: str | None = None  # when the conversation ends with such a turn
 
 
@@ -346,11 +346,15 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         if t.max_calls is not None and t.max_calls < 1:
             problems.append(at("tool_calls.max_calls", f"is {t.max_calls}; give 1 or more, or leave it out."))
         out["tool_calls"] = ToolCalls(
-            assistant=role("tool_calls.assistant", t.assistant, ["calls"], once=["instruction"]),
+            assistant=role("tool_calls.assistant", t.assistant, ["calls"], once=["instruction", "reasoning"]),
             content=role("tool_calls.content", t.content, ["instruction"]), after_content=t.after_content,
             each=role("tool_calls.each", t.each, once=["name", "arguments", "id"]), separator=t.separator,
             arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at),
-            with_content=t.with_content, generation_prompt=t.generation_prompt)
+            generation_prompt=t.generation_prompt,
+            after_results=role("tool_calls.after_results", t.after_results, ["instruction"]))
+        if t.after_results is not None and t.assistant is None:
+            problems.append(at("tool_calls.after_results", "is given without `tool_calls.assistant`, the turn whose "
+                               "content it moves. Give both, or neither."))
     if m.tool_results is not None:
         t = m.tool_results
         out["tool_results"] = ToolResults(

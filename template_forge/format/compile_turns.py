@@ -58,7 +58,7 @@ def tracks_previous(spec: Spec) -> bool:
     r = spec.tool_results
     tc = spec.tool_calls
     return spec.continue_assistant_turns or (r is not None and (r.name == "call" or r.require_calls)) or (
-        tc is not None and tc.with_content == "after_results")
+        tc is not None and tc.after_results is not None)
 
 
 def ending_prompt_lines(spec: Spec) -> list[str]:
@@ -99,11 +99,11 @@ def _result_checks(spec: Spec) -> list[str]:
 
 def _deferred_content_lines(spec: Spec, flavour: str) -> list[str]:
     """After the last result of a group: the content of the turn with calls they answer
-    (``with_content: after_results``; :func:`turns.add_deferred_content`)."""
+    (``tool_calls.after_results``; :func:`turns.add_deferred_content`)."""
     tc = spec.tool_calls
-    if tc is None or tc.with_content != "after_results":
+    if tc is None or tc.after_results is None:
         return []
-    before, after = tc.content.around("instruction")
+    before, after = tc.after_results.around("instruction")
     trained, end = stop_split(spec, after)
     content = "tf_calls['content']" + (" | trim" if spec.strip_assistant else "")
     head = pieces_expression(before, {})
@@ -189,13 +189,6 @@ def _refusal_lines(spec: Spec) -> list[str]:
         lines += [f"        {{%- if {jinja_literal(found)} in tf_content -%}}",
                   "            " + raise_(at + f" ~ {jinja_literal(f'this assistant message holds {found!r}, which the format refuses.')}"),
                   "        {%- endif -%}"]
-    mode = spec.tool_calls.with_content if spec.tool_calls is not None else "render"
-    if mode != "render":
-        unanswered = "" if mode == "refuse" else (f" and (loop.last or messages[loop.index0 + 1]['role'] not in "
-                                                  f"{TOOL_ROLES_JINJA})")
-        lines += [f"        {{%- if message.tool_calls and tf_content{unanswered} -%}}",
-                  "            " + raise_(at + " ~ 'this assistant message has tool calls and content, which the "
-                                           "format cannot render here.'"), "        {%- endif -%}"]
     r = spec.reasoning
     if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user":
         lines += [f"        {{%- if tf.last_user < 0 and message.tool_calls and ({reasoning_expression(spec)}) -%}}",
@@ -208,7 +201,7 @@ def _body_lines(spec: Spec) -> list[str]:
     """``tf_turn.body`` (reasoning block + content, as ``{instruction}``) and ``tf_turn.calls``."""
     lines = ["        {%- set tf_content = message['content'] if message['content'] is string else '' -%}"]
     lines += _refusal_lines(spec)
-    if spec.tool_calls is not None and spec.tool_calls.with_content == "after_results":
+    if spec.tool_calls is not None and spec.tool_calls.after_results is not None:
         lines.append(f"        {{%- if message.tool_calls and not loop.last and messages[loop.index0 + 1]['role'] in "
                      f"{TOOL_ROLES_JINJA} -%}}{{%- set tf_content = '' -%}}{{%- endif -%}}")
     if spec.reasoning is not None:
@@ -256,7 +249,7 @@ def _calls_lines(spec: Spec) -> list[str]:
 
 def _parts(template: RoleTemplate) -> tuple[list, list, list]:
     """A template's pieces before its first body field, the body, and after its last."""
-    fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
+    fields = [k for k, p in enumerate(template.pieces) if p.field in turns.BODY_FIELDS]
     return (list(template.pieces[: fields[0]]), list(template.pieces[fields[0] : fields[-1] + 1]),
             list(template.pieces[fields[-1] + 1 :]))
 
@@ -265,11 +258,13 @@ def _turn_expressions(spec: Spec, template: RoleTemplate, *, slots: bool) -> tup
     head, body, tail = _parts(template)
     if slots:  # tool_calls.assistant: content wrapped by tool_calls.content where there is some
         wrap = pieces_expression(spec.tool_calls.content.pieces, {"instruction": "tf_turn.said"})
-        instruction = f"tf_turn.body ~ ({wrap} if tf_turn.said else '')"
+        own = "reasoning" in template.fields()  # the template places the reasoning block itself
+        instruction = ("" if own else "tf_turn.body ~ ") + f"({wrap} if tf_turn.said else '')"
     else:
         instruction = "tf_turn.body ~ tf_turn.said" + (" ~ tf_turn.calls" if spec.tool_calls is not None else "")
     return (pieces_expression(head, {}),
-            pieces_expression(body, {"instruction": f"({instruction})", "calls": "tf_turn.calls"}), tail)
+            pieces_expression(body, {"instruction": f"({instruction})", "reasoning": "tf_turn.body",
+                                     "calls": "tf_turn.calls"}), tail)
 
 
 def may_move_prompt(spec: Spec) -> bool:

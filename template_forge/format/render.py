@@ -276,8 +276,8 @@ def _check_support(spec: Spec, msgs: list[Message]) -> None:
 
 def _check_agentic_domain(spec: Spec, msgs: list[Message]) -> None:
     """What a format refuses because its official template renders it in a way the spec
-    cannot say: strings it rewrites in assistant text, content beside tool calls, tool
-    results that answer no assistant turn, results whose tool name cannot be resolved."""
+    cannot say: strings it rewrites in assistant text, tool results that answer no assistant
+    turn, results whose tool name cannot be resolved."""
     if not (spec.refuse_in_assistant or spec.tool_calls or spec.tool_results or spec.reasoning):
         return
     previous = None
@@ -287,8 +287,6 @@ def _check_agentic_domain(spec: Spec, msgs: list[Message]) -> None:
             if found is not None:
                 raise RenderError(f"this assistant message holds {found!r}, which the official template rewrites; "
                                   "the format refuses it. Remove it from the content.", message_index=m.index)
-            if m.tool_calls and m.content and spec.tool_calls is not None:
-                _check_call_content(spec, m, msgs)
         if m.role in TOOL_ROLES and spec.tool_results is not None:
             _check_result(spec, m, previous)
         if m.role not in TOOL_ROLES:
@@ -299,18 +297,6 @@ def _check_agentic_domain(spec: Spec, msgs: list[Message]) -> None:
         # Gemma 4 keeps every call turn's reasoning when there is no user message; Qwen3 none.
         raise RenderError("the reasoning of a turn with tool calls is kept after the last user message, but this "
                           "conversation has none. Add a user message, or drop the reasoning.")
-
-
-def _check_call_content(spec: Spec, m: Message, msgs: list[Message]) -> None:
-    """Content beside tool calls: refused (``with_content: refuse``), or (``after_results``)
-    refused where no results follow, as the official template then writes it after the calls."""
-    mode = spec.tool_calls.with_content
-    answered = m.index + 1 < len(msgs) and msgs[m.index + 1].role in TOOL_ROLES
-    if mode == "refuse" or (mode == "after_results" and not answered):
-        where = "" if mode == "refuse" else ", and no tool results follow it"
-        raise RenderError(f"this assistant message has tool calls and content{where}; the format cannot render "
-                          "that. Move the content to an assistant message after the results, or drop it.",
-                          message_index=m.index)
 
 
 def _check_result(spec: Spec, m: Message, previous: Message | None) -> None:
@@ -375,7 +361,7 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
                 group.append(msgs[k])
                 k += 1
             turns.add_tool_results(out, spec, group, values, calls=previous)
-            if previous is not None and previous.tool_calls and spec.tool_calls.with_content == "after_results":
+            if previous is not None and previous.tool_calls and spec.tool_calls.after_results is not None:
                 turns.add_deferred_content(out, spec, previous, values)
         elif spec.placement == "in_place" and m.index != skip:
             emit_here, text = system_decision(spec, m.index, m.content)

@@ -120,6 +120,9 @@ def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values
 
 
 # --------------------------------------------------------------------------- assistant turns
+#: the fields of an assistant template that are its (trained) body
+BODY_FIELDS = ("instruction", "reasoning", "calls")
+
 @dataclass
 class _Part:
     kind: str
@@ -215,19 +218,25 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
     suffix up to the stop string, then the untrained rest of the suffix. What the generation
     prompt supplies at inference (an empty think block after the header) is prefix. A
     ``continued`` turn (``continue_assistant_turns``) writes no header; the content of an
-    ``answered`` turn with calls waits for its results (``with_content: after_results``)."""
+    ``answered`` turn with calls waits for its results (``tool_calls.after_results``)."""
     tc = spec.tool_calls
-    if answered and msg.tool_calls and tc.with_content == "after_results":
+    if answered and msg.tool_calls and tc.after_results is not None:
         msg = replace(msg, content="")
     slots = bool(msg.tool_calls and tc is not None and tc.assistant is not None)
     template = tc.assistant if slots else (spec.final_assistant if last and spec.final_assistant else spec.assistant)
     instruction, calls = _body(spec, msg, values, last=last, last_user=last_user, slots=slots)
-    fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
+    reasoning: list[_Part] = []
+    if "reasoning" in template.fields():  # `tool_calls.assistant` places the reasoning block itself
+        reasoning = [p for p in instruction if p.kind == "assistant_reasoning"]
+        instruction = [p for p in instruction if p.kind != "assistant_reasoning"]
+    fields = [k for k, p in enumerate(template.pieces) if p.field in BODY_FIELDS]
     head = "" if continued else fill(template.pieces[: fields[0]], values)
     body: list[_Part] = []
     for piece in template.pieces[fields[0] : fields[-1] + 1]:
         if piece.field == "instruction":
             body += instruction
+        elif piece.field == "reasoning":
+            body += reasoning
         elif piece.field == "calls":
             body += calls
         else:
@@ -244,13 +253,13 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
 
 
 def add_deferred_content(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any]) -> None:
-    """The content of a turn with calls, after the results that answer it (``with_content:
-    after_results``): ``tool_calls.content`` filled, trained up to its stop string, written
-    when the content is not empty (before stripping, as Gemma 4 tests it)."""
+    """The content of a turn with calls, after the results that answer it: ``tool_calls.after_results``
+    filled, trained up to its stop string, written when the content is not empty (before
+    stripping, as Gemma 4 tests it)."""
     if not msg.content:
         return
     content = msg.content.strip() if spec.strip_assistant else msg.content
-    before, after = spec.tool_calls.content.around("instruction")
+    before, after = spec.tool_calls.after_results.around("instruction")
     trained, end = stop_split(spec, after, values)
     start = out.pos
     out.add("assistant_content", fill(before, values), msg.index)

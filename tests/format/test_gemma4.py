@@ -131,8 +131,8 @@ def test_calls_reasoning_and_content_after_results_are_trained_results_are_not()
         "<|tool_call>call:w{city:<|\"|>Zürich<|\"|>,n:[1,None]}<tool_call|><|tool_response>"
         "response:w{value:<|\"|>sunny<|\"|>}<tool_response|>Checking.<turn|>\nSunny.<turn|>\n")
     assert [r.text[a:b] for a, b in r.trained_spans()] == [
-        "<|channel>thought\nLook it up.\n<channel|><|tool_call>call:w{city:<|\"|>Zürich<|\"|>,n:[1,None]}<tool_call|>"
-        "<|tool_response>", "Checking.<turn|>", "Sunny.<turn|>"]
+        ("<|channel>thought\nLook it up.\n<channel|><|tool_call>call:w{city:<|\"|>Zürich<|\"|>,n:[1,None]}<tool_call|>"
+         "<|tool_response>"), "Checking.<turn|>", "Sunny.<turn|>"]
 
 
 def test_the_empty_thought_channel_of_the_prompt_is_not_trained():
@@ -145,13 +145,29 @@ def test_the_empty_thought_channel_of_the_prompt_is_not_trained():
     assert render(SPEC, AGENTIC[:4], add_generation_prompt=True).text.endswith("Checking.<turn|>\n")
 
 
+@pytest.mark.parametrize("after", [[], [{"role": "user", "content": "more"}], [{"role": "assistant", "content": "b"}],
+                                   [{"role": "tool", "tool_call_id": "c1", "name": "w", "content": "r"}]])
+@pytest.mark.parametrize("content", ["", " Let me check. ", "\n"])
+def test_content_beside_calls_goes_where_the_official_template_puts_it(conformance, after, content):
+    """Before `<|tool_response>` when no result answers the calls, else after the results."""
+    messages = [{"role": "user", "content": "q"},
+                {"role": "assistant", "content": content, "reasoning_content": "r", "tool_calls": [CALL]}, *after]
+    for gen in (False, True):
+        for variables in ({}, {"enable_thinking": True}):
+            expected = _hf(_official(conformance), messages, None, gen, {**variables, "bos_token": "<bos>"})
+            assert render(SPEC, messages, add_generation_prompt=gen, variables=variables).text == expected
+            for training in (False, True):
+                assert _hf(compile_template(SPEC, training=training), messages, None, gen, variables) == expected
+    r = render(SPEC, messages[:2])
+    assert [r.text[a:b] for a, b in r.trained_spans()][-1].endswith(f"<tool_call|>{content.strip()}<|tool_response>")
+
+
 # ---------------------------------------------------------------- refusals, located
 def _with(*extra):
     return [{"role": "user", "content": "q"}, *extra]
 
 
 @pytest.mark.parametrize("messages,index,pattern", [
-    (_with({"role": "assistant", "content": "x", "tool_calls": [CALL]}), 1, "no tool results follow"),
     (_with({"role": "assistant", "content": "a <|channel>b"}), 1, r"holds '<\|channel>'"),
     (_with({"role": "tool", "content": "r"}), 1, "follows no assistant message with tool calls"),
     (_with({"role": "assistant", "content": "", "tool_calls": [{**CALL, "id": None}]},
@@ -192,8 +208,10 @@ BASE = {"system": "<s>{instruction}</s>", "user": "<u>{instruction}</u>", "assis
      r"opening_system\.present_when\.x.*no boolean"),
     ({"variables": {"mark": {"when": {"nope": True}, "text": "!"}}}, r"variables\.mark\.when\.nope"),
     ({"refuse_in_assistant": [""]}, r"refuse_in_assistant.*empty"),
-    ({"tool_calls": {"each": "{name}", "with_content": "later"}}, r"tool_calls\.with_content"),
+    ({"tool_calls": {"each": "{name}", "assistant": "{calls}", "after_results": "x"}},
+     r"tool_calls\.after_results.*instruction"),
     ({"reasoning": {"block": "{instruction}", "keys": []}}, r"reasoning\.keys.*empty"),
+    ({"tool_calls": {"each": "{name}", "after_results": "{instruction}"}}, r"tool_calls\.after_results.*assistant"),
     ({"tool_results": {"each": "{instruction}", "name": "id"}}, r"tool_results\.name"),
 ])
 def test_new_fields_are_checked_and_located(extra, pattern):
