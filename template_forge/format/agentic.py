@@ -247,7 +247,12 @@ class OpeningSystem:
 
 
 def holds(when, values) -> bool:
-    """Whether every condition ``(name, value)`` holds (same type, same value)."""
+    """Whether every condition ``(name, value)`` holds (same type, same value).
+
+    Examples:
+        >>> holds((("enable_thinking", True),), {"enable_thinking": True}), holds((("x", True),), {"x": 1})
+        (True, False)
+    """
     return all(values.get(k) == v and type(values.get(k)) is type(v) for k, v in when)
 
 

@@ -66,6 +66,9 @@ def _generate_variables(spec: Spec) -> list[str]:
     for var in spec.variables:
         if var.kind == "derived":
             when, text, otherwise = var.derived
+            lines.append(f"{{%- if {var.name} is defined -%}}" + raise_(jinja_literal(
+                f"template variable `{var.name}` is derived from {', '.join(k for k, _ in when)}; set those instead."))
+                + "{%- endif -%}")
             lines.append(f"{{%- set {var.name} = ({jinja_literal(text)} if {when_test(when)} else "
                          f"{jinja_literal(otherwise)}) -%}}")
     return lines

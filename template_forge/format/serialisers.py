@@ -65,7 +65,12 @@ def _g4_sorted(mapping):
 
 
 def _g4_value(value, escape_keys: bool = True) -> str:
-    """Gemma 4's ``format_argument``."""
+    """Gemma 4's ``format_argument``.
+
+    Examples:
+        >>> _g4_value({"b": [1, None, True], "A": "x"})
+        '{<|"|>A<|"|>:<|"|>x<|"|>,<|"|>b<|"|>:[1,None,true]}'
+    """
     if isinstance(value, str):
         return _G4Q + value + _G4Q
     if isinstance(value, bool):

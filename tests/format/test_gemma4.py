@@ -194,6 +194,9 @@ def test_no_user_message_with_call_reasoning_is_refused():
 def test_a_derived_variable_is_not_set_by_callers():
     with pytest.raises(RenderError, match="`think` is derived from enable_thinking"):
         render(SPEC, [{"role": "user", "content": "x"}], variables={"think": "x"})
+    with pytest.raises(jinja2.TemplateError, match="`think` is derived from enable_thinking"):
+        hf.render_jinja_template(conversations=[[{"role": "user", "content": "x"}]], think="x",
+                                 chat_template=compile_template(SPEC))
 
 
 # ---------------------------------------------------------------- the new spec fields, checked
