@@ -58,14 +58,19 @@ class ToolCallsModel(_Strict):
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
     content_as: Literal["content", "reasoning"] = "content"
+    after_results: StrictStr | None = None
+    generation_prompt: StrictStr | None = None
 
 
 class ToolResultsModel(_Strict):
     each: StrictStr
     group: StrictStr = "{instruction}"
     content: Literal["text", "json"] = "text"
-    name: Literal["result", "call"] = "result"
     roles: list[Literal["tool", "ipython"]] = ["tool", "ipython"]
+    separator: StrictStr = ""
+    name: Literal["message", "call", "latest_call"] = "message"
+    require_calls: StrictBool = False
+    generation_prompt: StrictStr | None = None
 
 
 class FromContentModel(_Strict):
@@ -81,6 +86,8 @@ class ReasoningModel(_Strict):
     content_lstrip: StrictStr = ""
     from_content: Optional[FromContentModel] = None
     before_turn: StrictBool = False
+    turns: Literal["all", "tool_calls"] = "all"
+    keys: list[Literal["reasoning_content", "reasoning"]] | None = None
 
 
 class ChoiceModel(_Strict):
@@ -92,12 +99,25 @@ class ClockModel(_Strict):
     strftime: StrictStr
 
 
-VariableModel = Union[StrictStr, StrictBool, ChoiceModel, ClockModel]
+class DerivedModel(_Strict):
+    """A text variable the switches choose: ``text`` when every ``when`` holds, else ``otherwise``."""
+
+    when: dict[StrictStr, StrictBool | StrictStr]
+    text: StrictStr
+    otherwise: StrictStr = ""
+
+
+VariableModel = Union[StrictStr, StrictBool, ChoiceModel, ClockModel, DerivedModel]
 
 
 class WhenModel(_Strict):
     when: dict[StrictStr, Union[StrictBool, StrictStr]]
     text: StrictStr
+
+
+class OpeningSystemModel(_Strict):
+    template: StrictStr
+    present_when: dict[StrictStr, StrictBool | StrictStr] = {}
 
 
 # --------------------------------------------------------------------------- frozen values
@@ -160,6 +180,8 @@ class ToolCalls:
     max_calls: int | None
     writer: Writer
     content_as: str = "content"  # "reasoning": a turn's content is its reasoning (gpt-oss's analysis)
+    after_results: RoleTemplate | None = None  # with {instruction}: the content, after the results
+    generation_prompt: str | None = None  # when the conversation ends with such a turn
 
 
 @dataclass(frozen=True)
@@ -167,8 +189,13 @@ class ToolResults:
     each: RoleTemplate  # with {instruction}, {name}, {id}
     group: RoleTemplate  # with {instruction}
     content: str
-    name: str = "result"  # "call": {name} is the name of the call it answers (the latest turn's first)
     roles: tuple[str, ...] = ("tool", "ipython")  # the roles a result may have; others are refused
+    separator: str = ""  # between the results of one group
+    #: `call`: the name of the call the result answers (by id); `latest_call`: of the latest
+    #: tool-call turn's first call, whatever the result's id (gpt-oss)
+    name: str = "message"
+    require_calls: bool = False  # refuse a result that follows no assistant turn with calls
+    generation_prompt: str | None = None  # when the conversation ends with tool results
 
 
 @dataclass(frozen=True)
@@ -180,6 +207,10 @@ class Reasoning:
     content_lstrip: str
     from_content: tuple[str, str] | None
     before_turn: bool = False  # the block stands before the assistant template, a message of its own
+    turns: str = "all"  # `tool_calls`: only turns that make tool calls show their reasoning
+    #: the message keys read, the first non-empty one wins (None: `reasoning_content` alone, which
+    #: transformers fills from `thinking` and `reasoning` when it is null)
+    keys: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -192,9 +223,13 @@ class Variable:
     default: str | bool | None
     choices: tuple[str, ...] | None = None
     strftime: str | None = None
+    #: a derived text: (conditions, text when they hold, text otherwise); not set by callers
+    derived: tuple[tuple[tuple[str, str | bool], ...], str, str] | None = None
 
     @property
     def kind(self) -> str:
+        if self.derived is not None:
+            return "derived"
         if self.strftime is not None:
             return "clock"
         if isinstance(self.default, bool):
@@ -208,6 +243,25 @@ class GenerationPrompt:
 
     when: tuple[tuple[str, str | bool], ...]
     text: str
+
+
+@dataclass(frozen=True)
+class OpeningSystem:
+    """The system block that opens the conversation (``in_place``): its own template, and
+    the switches under which it is written even without a system message."""
+
+    template: RoleTemplate  # with {instruction}
+    present_when: tuple[tuple[str, str | bool], ...]
+
+
+def holds(when, values) -> bool:
+    """Whether every condition ``(name, value)`` holds (same type, same value).
+
+    Examples:
+        >>> holds((("enable_thinking", True),), {"enable_thinking": True}), holds((("x", True),), {"x": 1})
+        (True, False)
+    """
+    return all(values.get(k) == v and type(values.get(k)) is type(v) for k, v in when)
 
 
 def variable_of(name: str, model) -> Variable:
@@ -244,15 +298,41 @@ def writer_of(field: str, model, problems: list, at) -> Writer:
 
 # --------------------------------------------------------------------------- checks
 def check_variables(models: dict, problems: list, at) -> tuple[Variable, ...]:
-    """Typed variables: a choice's default must be one of its choices."""
+    """Typed variables: a choice's default must be one of its choices; a derived text's
+    conditions name boolean or choice variables (its default is what their defaults choose)."""
     out = []
     for name, model in models.items():
+        if isinstance(model, DerivedModel):
+            continue
         var = variable_of(name, model)
         if var.choices is not None and var.default not in var.choices:
             problems.append(at(f"variables.{name}.default", (
                 f"is {var.default!r}, not one of its choices {list(var.choices)}. Pick one of them.")))
         out.append(var)
+    defaults = {v.name: v.default for v in out}
+    for name, model in models.items():
+        if isinstance(model, DerivedModel):
+            when = check_when(f"variables.{name}.when", model.when, tuple(out), problems, at)
+            value = model.text if holds(when, defaults) else model.otherwise
+            out.append(Variable(name, value, derived=(when, model.text, model.otherwise)))
     return tuple(out)
+
+
+def check_when(where: str, when: dict, variables: tuple[Variable, ...], problems: list,
+               at) -> tuple[tuple[str, str | bool], ...]:
+    """Conditions on switches: each names a boolean or choice variable and one of its values."""
+    by_name = {v.name: v for v in variables}
+    for name, value in when.items():
+        var = by_name.get(name)
+        if var is None or var.kind not in ("bool", "choice"):
+            problems.append(at(f"{where}.{name}", (
+                "names no boolean or choice variable of this format. Declare it under `variables:` "
+                "(e.g. `enable_thinking: true`).")))
+        elif var.kind == "bool" and not isinstance(value, bool):
+            problems.append(at(f"{where}.{name}", f"is {value!r}, but `{name}` is a boolean: write true or false."))
+        elif var.kind == "choice" and value not in var.choices:
+            problems.append(at(f"{where}.{name}", f"is {value!r}, not one of {list(var.choices)}."))
+    return tuple(when.items())
 
 
 def fillable(variables: tuple[Variable, ...]) -> set[str]:
@@ -280,17 +360,21 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         if t.max_calls is not None and t.max_calls < 1:
             problems.append(at("tool_calls.max_calls", f"is {t.max_calls}; give 1 or more, or leave it out."))
         out["tool_calls"] = ToolCalls(
-            assistant=role("tool_calls.assistant", t.assistant, ["calls"], once=["instruction"]),
+            assistant=role("tool_calls.assistant", t.assistant, ["calls"], once=["instruction", "reasoning"]),
             content=role("tool_calls.content", t.content, ["instruction"]), after_content=t.after_content,
             each=role("tool_calls.each", t.each, once=["name", "arguments", "id"]), separator=t.separator,
             arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at),
-            content_as=t.content_as)
+            content_as=t.content_as, generation_prompt=t.generation_prompt,
+            after_results=role("tool_calls.after_results", t.after_results, ["instruction"]))
+        if t.after_results is not None and t.assistant is None:
+            problems.append(at("tool_calls.after_results", "is given without `tool_calls.assistant`, the turn whose "
+                               "content it moves. Give both, or neither."))
     if m.tool_results is not None:
         t = m.tool_results
         out["tool_results"] = ToolResults(
             each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]),
-            group=role("tool_results.group", t.group, ["instruction"]), content=t.content, name=t.name,
-            roles=tuple(t.roles))
+            group=role("tool_results.group", t.group, ["instruction"]), content=t.content, separator=t.separator,
+            name=t.name, require_calls=t.require_calls, generation_prompt=t.generation_prompt, roles=tuple(t.roles))
         if not t.roles:
             problems.append(at("tool_results.roles", "is empty: no result could be rendered. Give `[tool]`, "
                                "`[ipython]` or both, or remove `tool_results`."))
@@ -302,9 +386,21 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         out["reasoning"] = Reasoning(
             block=role("reasoning.block", r.block, ["instruction"]), keep=r.keep, empty=r.empty, strip=r.strip,
             content_lstrip=r.content_lstrip,
-            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None,
-            before_turn=r.before_turn)
+            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None, turns=r.turns,
+            keys=tuple(r.keys) if r.keys is not None else None, before_turn=r.before_turn)
+        if r.keys == []:
+            problems.append(at("reasoning.keys", "is empty, so no reasoning is ever read. Name a key, or leave it out."))
     out["generation_prompts"] = _generation_prompts(m.generation_prompt, variables, problems, at)
+    out["continue_assistant_turns"] = m.continue_assistant_turns
+    if m.opening_system is not None:
+        o = m.opening_system
+        if m.system_placement != "in_place":
+            problems.append(at("opening_system", (
+                "is given, but `system_placement` is not `in_place`: the opening system block differs from later "
+                "ones only when system messages render where they stand. Set `system_placement: in_place`.")))
+        out["opening_system"] = OpeningSystem(
+            role("opening_system.template", o.template, ["instruction"]),
+            check_when("opening_system.present_when", o.present_when, variables, problems, at))
     return out
 
 
@@ -346,19 +442,5 @@ def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
 
 def _generation_prompts(models: list, variables: tuple[Variable, ...], problems: list,
                         at) -> tuple[GenerationPrompt, ...]:
-    by_name = {v.name: v for v in variables}
-    out = []
-    for k, w in enumerate(models):
-        for name, value in w.when.items():
-            var = by_name.get(name)
-            where = f"generation_prompt.{k}.when.{name}"
-            if var is None or var.kind not in ("bool", "choice"):
-                problems.append(at(where, (
-                    "names no boolean or choice variable of this format. Declare it under `variables:` "
-                    "(e.g. `enable_thinking: true`).")))
-            elif var.kind == "bool" and not isinstance(value, bool):
-                problems.append(at(where, f"is {value!r}, but `{name}` is a boolean: write true or false."))
-            elif var.kind == "choice" and value not in var.choices:
-                problems.append(at(where, f"is {value!r}, not one of {list(var.choices)}."))
-        out.append(GenerationPrompt(tuple(w.when.items()), w.text))
-    return tuple(out)
+    return tuple(GenerationPrompt(check_when(f"generation_prompt.{k}.when", w.when, variables, problems, at), w.text)
+                 for k, w in enumerate(models))

@@ -53,36 +53,115 @@ def tools_system_expression(spec: Spec) -> str:
     return pieces_expression(spec.tools.system.pieces, {"instruction": inner, "tools": "tf_defs.text"})
 
 
+def tracks_previous(spec: Spec) -> bool:
+    """Whether the template tracks ``tf_prev``: the last message that is not a tool result."""
+    r = spec.tool_results
+    tc = spec.tool_calls
+    return spec.continue_assistant_turns or (r is not None and (r.name == "call" or r.require_calls)) or (
+        tc is not None and tc.after_results is not None)
+
+
+def ending_prompt_lines(spec: Spec) -> list[str]:
+    """The generation prompt after tool results or a turn with calls, where the spec gives
+    one; the caller writes the usual prompt after these lines and closes the ``if``."""
+    lines = []
+    for block, test in ((spec.tool_results, f"messages[-1]['role'] in {TOOL_ROLES_JINJA}"),
+                        (spec.tool_calls, "messages[-1].tool_calls")):
+        if block is not None and block.generation_prompt is not None:
+            keyword = "elif" if lines else "if"
+            lines += [f"    {{%- {keyword} messages | length > 0 and {test} -%}}",
+                      "        {{- " + jinja_literal(block.generation_prompt) + " -}}"]
+    return lines + ["    {%- else -%}"] if lines else []
+
+
 # --------------------------------------------------------------------------- tool results
-def tool_result_lines(spec: Spec) -> list[str]:
+def _result_checks(spec: Spec) -> list[str]:
+    """Refusals of a result the format cannot render, and its tool name (``tf_name``)."""
+    r = spec.tool_results
+    calls = "(messages[tf_prev.at].tool_calls if tf_prev.role == 'assistant' and messages[tf_prev.at].tool_calls " \
+            "else [])"
+    lines = []
+    if r.require_calls:
+        lines += [f"        {{%- if not {calls} -%}}",
+                  "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result follows no assistant message "
+                                          "with tool calls.'"), "        {%- endif -%}"]
+    if r.name == "call":
+        lines += ["        {%- set tf_found = namespace(name=message.get('name')) -%}",
+                  f"        {{%- for call in {calls} -%}}",
+                  ("            {%- if call.get('id') == message.get('tool_call_id') -%}"
+                   "{%- set tf_found.name = call.function.name -%}{%- endif -%}"),
+                  "        {%- endfor -%}",
+                  "        {%- if tf_found.name is not string -%}",
+                  "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result has no name and answers no "
+                                          "call of the assistant message before it.'"), "        {%- endif -%}"]
+    return lines
+
+
+def _deferred_content_lines(spec: Spec, flavour: str) -> list[str]:
+    """After the last result of a group: the content of the turn with calls they answer
+    (``tool_calls.after_results``; :func:`turns.add_deferred_content`)."""
+    tc = spec.tool_calls
+    if tc is None or tc.after_results is None:
+        return []
+    before, after = tc.after_results.around("instruction")
+    trained, end = stop_split(spec, after)
+    content = "tf_calls['content']" + (" | trim" if spec.strip_assistant else "")
+    head = pieces_expression(before, {})
+    body = concat([f"({content})", trained])
+    lines = [f"        {{%- if loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
+             "            {%- set tf_calls = messages[tf_prev.at] if tf_prev.at >= 0 else {} -%}",
+             "            {%- if tf_prev.role == 'assistant' and tf_calls.tool_calls and tf_calls['content'] -%}"]
+    if flavour == "training":
+        out = "{%- generation -%}{{- " + concat([head, body]) + " -}}{%- endgeneration -%}{{- " + end + " -}}"
+    else:
+        out = "{{- " + concat([head, body, end]) + " -}}"
+    return lines + ["                " + out, "            {%- endif -%}", "        {%- endif -%}"]
+
+
+def tool_result_lines(spec: Spec, flavour: str = "inference") -> list[str]:
     r = spec.tool_results
     before, after = r.group.around("instruction")
     content = "(message['content'] | tojson)" if r.content == "json" else "message['content']"
-    name = "tf.call_name" if r.name == "call" else "(message['name'] if message['name'] is string else '')"
+    name = {"latest_call": "tf.call_name", "call": "tf_found.name"}.get(
+        r.name, "(message['name'] if message['name'] is string else '')")
     each = pieces_expression(r.each.pieces, {
         "instruction": content, "name": name,
         "id": "(message['tool_call_id'] if message['tool_call_id'] is string else '')"})
-    lines = [f"    {{%- elif message['role'] in {TOOL_ROLES_JINJA} -%}}"]
-    if r.name == "call":
+    first = f"loop.first or messages[loop.index0 - 1]['role'] not in {TOOL_ROLES_JINJA}"
+    lines = [f"    {{%- elif message['role'] in {TOOL_ROLES_JINJA} -%}}", *_result_checks(spec)]
+    if r.name == "latest_call":
         lines += ["        {%- if tf.call_name is none -%}",
                   "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result follows no assistant message "
                                           "with tool calls.'"), "        {%- endif -%}"]
     if before:
-        lines += [f"        {{%- if loop.first or messages[loop.index0 - 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
+        lines += [f"        {{%- if {first} -%}}",
                   "            {{- " + pieces_expression(before, {}) + " -}}", "        {%- endif -%}"]
+    if r.separator:
+        lines.append(f"        {{%- if not ({first}) -%}}{{{{- {jinja_literal(r.separator)} -}}}}{{%- endif -%}}")
     lines.append("        {{- " + each + " -}}")
     if after:
         lines += [f"        {{%- if loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
                   "            {{- " + pieces_expression(after, {}) + " -}}", "        {%- endif -%}"]
-    return lines
+    return lines + _deferred_content_lines(spec, flavour)
 
 
 # --------------------------------------------------------------------------- assistant turns
+def reasoning_expression(spec: Spec) -> str:
+    """A message's reasoning (none when absent), read as :func:`turns.reasoning_of` reads it."""
+    keys = spec.reasoning.keys
+    if keys is None:  # transformers fills `reasoning_content` from `thinking` and `reasoning`
+        return "message['reasoning_content'] if message['reasoning_content'] is string else none"
+    expr = "none"
+    for key in reversed(keys):
+        k = jinja_literal(key)
+        expr = f"(message[{k}] if message[{k}] is string and message[{k}] else {expr})"
+    return expr
+
+
 def _reasoning_lines(spec: Spec) -> list[str]:
     """``tf_reasoning`` (none when absent) and ``tf_content``, split as the renderer splits them."""
     r = spec.reasoning
-    lines = ["        {%- set tf_reasoning = message['reasoning_content'] if message['reasoning_content'] is string "
-             "else none -%}"]
+    lines = [f"        {{%- set tf_reasoning = {reasoning_expression(spec)} -%}}"]
     if spec.tool_calls is not None and spec.tool_calls.content_as == "reasoning":
         lines += ["        {%- if message.tool_calls -%}",
                   "            {%- if tf_content and tf_reasoning -%}",
@@ -114,6 +193,8 @@ def _show_condition(spec: Spec) -> str:
     parts = ["(tf.last_user >= 0 and loop.index0 > tf.last_user)"] if r.keep == "after_last_user" else []
     if r.keep == "unanswered":
         parts.append(f"(loop.index0 > tf.last_answer if message.tool_calls else {final_condition(spec)})")
+    if r.turns == "tool_calls":
+        parts.append("message.tool_calls")
     if r.empty == "given":
         parts.append("tf_reasoning is not none")
     elif r.empty == "never":
@@ -123,9 +204,25 @@ def _show_condition(spec: Spec) -> str:
     return " and ".join(parts) or "true"
 
 
+def _refusal_lines(spec: Spec) -> list[str]:
+    """The assistant messages the renderer refuses (``render._check_agentic_domain``)."""
+    at = "'message ' ~ loop.index0 ~ ': '"
+    lines = []  # (strings refused in assistant text: the validation section, compiler.py)
+    r = spec.reasoning
+    if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user":
+        lines += [f"        {{%- if tf.last_user < 0 and message.tool_calls and ({reasoning_expression(spec)}) -%}}",
+                  "            " + raise_("'the reasoning of a turn with tool calls is kept after the last user "
+                                          "message, but this conversation has none.'"), "        {%- endif -%}"]
+    return lines
+
+
 def _body_lines(spec: Spec) -> list[str]:
     """``tf_turn.body`` (reasoning block + content, as ``{instruction}``) and ``tf_turn.calls``."""
     lines = ["        {%- set tf_content = message['content'] if message['content'] is string else '' -%}"]
+    lines += _refusal_lines(spec)
+    if spec.tool_calls is not None and spec.tool_calls.after_results is not None:
+        lines.append(f"        {{%- if message.tool_calls and not loop.last and messages[loop.index0 + 1]['role'] in "
+                     f"{TOOL_ROLES_JINJA} -%}}{{%- set tf_content = '' -%}}{{%- endif -%}}")
     if spec.reasoning is not None:
         lines += _reasoning_lines(spec)
     if spec.strip_assistant:
@@ -172,7 +269,7 @@ def _calls_lines(spec: Spec) -> list[str]:
 
 def _parts(template: RoleTemplate) -> tuple[list, list, list]:
     """A template's pieces before its first body field, the body, and after its last."""
-    fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
+    fields = [k for k, p in enumerate(template.pieces) if p.field in turns.BODY_FIELDS]
     return (list(template.pieces[: fields[0]]), list(template.pieces[fields[0] : fields[-1] + 1]),
             list(template.pieces[fields[-1] + 1 :]))
 
@@ -182,11 +279,13 @@ def _turn_expressions(spec: Spec, template: RoleTemplate, *, slots: bool) -> tup
     reasoning = "" if _before_turn(spec) else "tf_turn.body ~ "  # before the turn: see assistant_lines
     if slots:  # tool_calls.assistant: content wrapped by tool_calls.content where there is some
         wrap = pieces_expression(spec.tool_calls.content.pieces, {"instruction": "tf_turn.said"})
-        instruction = f"{reasoning}({wrap} if tf_turn.said else '')"
+        own = "reasoning" in template.fields()  # the template places the reasoning block itself
+        instruction = ("" if own else reasoning) + f"({wrap} if tf_turn.said else '')"
     else:
         instruction = f"{reasoning}tf_turn.said" + (" ~ tf_turn.calls" if spec.tool_calls is not None else "")
     return (pieces_expression(head, {}),
-            pieces_expression(body, {"instruction": f"({instruction})", "calls": "tf_turn.calls"}), tail)
+            pieces_expression(body, {"instruction": f"({instruction})", "reasoning": "tf_turn.body",
+                                     "calls": "tf_turn.calls"}), tail)
 
 
 def _before_turn(spec: Spec) -> bool:
@@ -243,6 +342,8 @@ def assistant_lines(spec: Spec, flavour: str) -> list[str]:
     if _before_turn(spec):  # the reasoning is a message of its own: the model writes the header after it
         lines.append("        {%- if tf_turn.shown -%}{%- set tf_text = tf_turn.body ~ tf_head ~ tf_text -%}"
                      "{%- set tf_head = '' -%}{%- endif -%}")
+    if spec.continue_assistant_turns:  # it continues the turn of the assistant message before it
+        lines.append("        {%- if tf_prev.role == 'assistant' -%}{%- set tf_head = '' -%}{%- endif -%}")
     if may_move_prompt(spec):
         lines += ["        {%- if tf_gen | length > tf_head | length and tf_gen.startswith(tf_head) and "
                   "(tf_head ~ tf_text).startswith(tf_gen) -%}",
@@ -253,7 +354,7 @@ def assistant_lines(spec: Spec, flavour: str) -> list[str]:
                       "            {%- set tf_text = tf_head[tf_gen | length:] ~ tf_text -%}",
                       "            {%- set tf_head = tf_gen -%}"]
         lines.append("        {%- endif -%}")
-    if spec.tool_results is not None and spec.tool_results.name == "call":
+    if spec.tool_results is not None and spec.tool_results.name == "latest_call":
         lines.append("        {%- set tf.call_name = message.tool_calls[0].function.name if message.tool_calls else none -%}")
     trained = concat(["tf_text", "tf_trained"])
     if flavour == "training":

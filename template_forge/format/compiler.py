@@ -50,6 +50,8 @@ def _generate_variables(spec: Spec) -> list[str]:
         lines.append(f"{{%- if {name} is defined and {name} -%}}" + raise_(jinja_literal(
             f"template variable `{name}` is set, but this format does not render it.")) + "{%- endif -%}")
     for var in spec.variables:
+        if var.kind == "derived":
+            continue  # set below, from the switches it reads
         if var.kind == "clock":
             default = f"strftime_now({jinja_literal(var.strftime)})"
         elif var.kind == "bool":
@@ -64,16 +66,28 @@ def _generate_variables(spec: Spec) -> list[str]:
             choices = "[" + ", ".join(jinja_literal(c) for c in var.choices) + "]"
             lines.append(f"{{%- if {var.name} not in {choices} -%}}" + raise_(jinja_literal(
                 f"template variable `{var.name}` must be one of {', '.join(var.choices)}.")) + "{%- endif -%}")
+    for var in spec.variables:
+        if var.kind == "derived":
+            when, text, otherwise = var.derived
+            lines.append(f"{{%- if {var.name} is defined -%}}" + raise_(jinja_literal(
+                f"template variable `{var.name}` is derived from {', '.join(k for k, _ in when)}; set those instead."))
+                + "{%- endif -%}")
+            lines.append(f"{{%- set {var.name} = ({jinja_literal(text)} if {when_test(when)} else "
+                         f"{jinja_literal(otherwise)}) -%}}")
     return lines
+
+
+def when_test(when) -> str:
+    """The Jinja test that every switch condition holds (``true`` when there are none)."""
+    return " and ".join(f"{k} is {'true' if v else 'false'}" if isinstance(v, bool) else
+                        f"{k} == {jinja_literal(v)}" for k, v in when) or "true"
 
 
 def _generation_prompt_expression(spec: Spec) -> str:
     """The generation prompt: the first alternative whose conditions hold, else trailing_assistant."""
     expr = jinja_literal(spec.trailing_assistant)
     for alt in reversed(spec.generation_prompts):
-        tests = " and ".join(f"{k} is {'true' if v else 'false'}" if isinstance(v, bool) else
-                             f"{k} == {jinja_literal(v)}" for k, v in alt.when)
-        expr = f"({jinja_literal(alt.text)} if {tests} else {expr})"
+        expr = f"({jinja_literal(alt.text)} if {when_test(alt.when)} else {expr})"
     return expr
 
 
@@ -100,7 +114,7 @@ def _state_fields(spec: Spec) -> list[str]:
         fields.append("turn=0")
     if spec.reasoning is not None and spec.reasoning.keep == "unanswered":
         fields.append("last_answer=-1")
-    if spec.tool_results is not None and spec.tool_results.name == "call":
+    if spec.tool_results is not None and spec.tool_results.name == "latest_call":
         fields.append("call_name=none")
     return fields
 
@@ -268,13 +282,18 @@ def _user_expression(spec: Spec) -> str:
 
 
 def _in_place_default(spec: Spec) -> list[str]:
-    """``in_place``: the default system message stands in when the conversation does not open with one."""
+    """``in_place``: the default system message stands in when the conversation does not open
+    with one (in the ``opening_system`` template, also when its switches ask for it)."""
     emit, text = system_decision(spec, None, None)
-    if not emit:
+    opening = spec.opening_system
+    if not emit and (opening is None or not opening.present_when):
         return []
-    return ["{%- if not (messages | length > 0 and messages[0]['role'] == 'system') -%}",
-            "    {{- " + _system_expression(spec, jinja_literal(text)) + " -}}",
-            "{%- endif -%}"]
+    condition = "not (messages | length > 0 and messages[0]['role'] == 'system')"
+    if not emit:
+        condition += f" and {when_test(opening.present_when)}"
+    block = (pieces_expression(opening.template.pieces, {"instruction": jinja_literal(text)}) if opening else
+             _system_expression(spec, jinja_literal(text)))
+    return [f"{{%- if {condition} -%}}", "    {{- " + block + " -}}", "{%- endif -%}"]
 
 
 def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
@@ -311,7 +330,8 @@ def _plain_user_lines(spec: Spec) -> list[str]:
 
 def _plain_assistant(spec: Spec) -> bool:
     """Whether the assistant turn is the plain one: the template, the content, the suffix."""
-    return not (spec.tool_calls or spec.reasoning or spec.final_assistant or compile_turns.may_move_prompt(spec))
+    return not (spec.tool_calls or spec.reasoning or spec.final_assistant or compile_turns.may_move_prompt(spec)
+                or spec.continue_assistant_turns)
 
 
 def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
@@ -334,6 +354,9 @@ def _in_place_lines(spec: Spec) -> list[str]:
     if spec.tools is not None and spec.tools.system is not None:  # the opening one went into the tools block
         emit = ("not (tf_has_tools and loop.first)" + ("" if emit == "true" else f" and {emit}"))
     block = "{{- " + _system_expression(spec, text) + " -}}"
+    if spec.opening_system is not None:
+        opening = pieces_expression(spec.opening_system.template.pieces, {"instruction": text})
+        block = "{{- (" + opening + ") if loop.first else (" + _system_expression(spec, text) + ") -}}"
     if emit == "true":
         return ["    {%- elif message['role'] == 'system' -%}", "        " + block]
     return ["    {%- elif message['role'] == 'system' -%}", f"        {{%- if {emit} -%}}", "            " + block,
@@ -370,13 +393,19 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
         lines += _with_tools_system(spec, plain, text)
     if spec.placement == "in_place":
         lines += _with_tools_system(spec, _in_place_default(spec), _in_place_tools_text(spec))
+    if compile_turns.tracks_previous(spec):
+        lines.append("{%- set tf_prev = namespace(role='', at=-1) -%}")
     lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}", *_user_lines(spec),
               "    {%- elif message['role'] == 'assistant' -%}", *_assistant_lines(spec, flavour)]
     if spec.tool_results is not None:
-        lines += compile_turns.tool_result_lines(spec)
+        lines += compile_turns.tool_result_lines(spec, flavour)
     if spec.placement == "in_place":
         lines += _in_place_lines(spec)
-    return lines + ["    {%- endif -%}", "{%- endfor -%}"]
+    lines.append("    {%- endif -%}")
+    if compile_turns.tracks_previous(spec):
+        lines.append(f"    {{%- if message['role'] not in {compile_turns.TOOL_ROLES_JINJA} -%}}"
+                     "{%- set tf_prev.role = message['role'] -%}{%- set tf_prev.at = loop.index0 -%}{%- endif -%}")
+    return lines + ["{%- endfor -%}"]
 
 
 def _with_tools_system(spec: Spec, plain: list[str], text: str) -> list[str]:
@@ -400,14 +429,18 @@ def _in_place_tools_text(spec: Spec) -> str:
 
 
 def _generate_ending(spec: Spec) -> list[str]:
-    if not (spec.trailing_assistant or spec.final_suffix or spec.generation_prompts):
+    if not (spec.trailing_assistant or spec.final_suffix or spec.generation_prompts
+            or compile_turns.ending_prompt_lines(spec)):
         return []
     lines = [_comment("The end: the generation prompt (at inference)" + (", else the final suffix." if spec.final_suffix else "."))]
     lines.append("{%- if add_generation_prompt -%}")
+    lines += compile_turns.ending_prompt_lines(spec)
     if spec.generation_prompts:
         lines.append("    {{- tf_gen -}}")
     elif spec.trailing_assistant:
         lines.append("    {{- " + jinja_literal(spec.trailing_assistant) + " -}}")
+    if compile_turns.ending_prompt_lines(spec):
+        lines.append("    {%- endif -%}")
     if spec.final_suffix:
         lines += ["{%- else -%}", "    {{- " + jinja_literal(spec.final_suffix) + " -}}"]
     lines.append("{%- endif -%}")

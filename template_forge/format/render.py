@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from template_forge.errors import RenderError
 from template_forge.format import turns
+from template_forge.format.agentic import holds
 from template_forge.format.messages import TOOL_ROLES, Message, MessageError, check_messages, check_tools
 from template_forge.format.rendered import Rendered, Segment, _Builder  # noqa: F401 (Segment: public here)
 from template_forge.format.roles import fill
@@ -132,6 +133,11 @@ def _values(spec: Spec, variables: Mapping[str, Any] | None, now: datetime | Non
             raise RenderError(f"template variable `{name}` is set, but this format does not render it (its official "
                               "template does). Leave it unset.")
     for var in spec.variables:
+        if var.kind == "derived":
+            if var.name in given:
+                raise RenderError(f"template variable `{var.name}` is derived from "
+                                  f"{', '.join(k for k, _ in var.derived[0])}; set those instead.")
+            continue
         if var.name not in given:
             if var.kind == "clock":
                 values[var.name] = (now or datetime.now()).strftime(var.strftime)
@@ -147,6 +153,10 @@ def _values(spec: Spec, variables: Mapping[str, Any] | None, now: datetime | Non
     if given:
         known = ", ".join(spec.variable_defaults()) or "none"
         raise RenderError(f"unknown template variable `{next(iter(given))}`; this format declares: {known}.")
+    for var in spec.variables:
+        if var.kind == "derived":
+            when, text, otherwise = var.derived
+            values[var.name] = text if holds(when, values) else otherwise
     return values
 
 
@@ -154,9 +164,20 @@ def generation_prompt(spec: Spec, values: Mapping[str, Any]) -> str:
     """The generation prompt under these variable values: the first ``generation_prompt``
     alternative whose conditions hold, else ``trailing_assistant``."""
     for alt in spec.generation_prompts:
-        if all(values.get(k) == v and type(values.get(k)) is type(v) for k, v in alt.when):
+        if holds(alt.when, values):
             return alt.text
     return spec.trailing_assistant
+
+
+def _ending_prompt(spec: Spec, msgs: list[Message], gen: str) -> str:
+    """The generation prompt after the last message: ``tool_results.generation_prompt`` after
+    tool results, ``tool_calls.generation_prompt`` after a turn with calls, else ``gen``."""
+    last = msgs[-1] if msgs else None
+    if last is not None and last.role in TOOL_ROLES and spec.tool_results.generation_prompt is not None:
+        return spec.tool_results.generation_prompt
+    if last is not None and last.tool_calls and spec.tool_calls.generation_prompt is not None:
+        return spec.tool_calls.generation_prompt
+    return gen
 
 
 def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = False,
@@ -205,6 +226,9 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
                                  opens=opens_with_system)
     elif spec.system_text is not None:  # always rendered, the system text (if any) wrapped
         turns.add_wrapped_system(out, spec, spec.system, spec.system_text, sys_text if emit else None, sys_index, values)
+    elif spec.opening_system is not None and not opens_with_system:
+        if emit or holds(spec.opening_system.present_when, values):  # the default stands in
+            turns.add_system(out, spec, sys_text, None, values, spec.opening_system.template)
     elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
         turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
@@ -213,7 +237,7 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
                target=target, skip=skip, gen=gen, defs=defs if defs is not None and spec.tools.user else None,
                prompted=add_generation_prompt)
     if add_generation_prompt:
-        out.add("generation_prompt", gen)
+        out.add("generation_prompt", _ending_prompt(spec, msgs, gen))
     else:
         out.add("final_suffix", spec.final_suffix)
     return out.build()
@@ -247,6 +271,7 @@ def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str |
 
 
 def _check_support(spec: Spec, msgs: list[Message]) -> None:
+    _check_agentic_domain(spec, msgs)
     for m in msgs:
         if m.tool_calls and spec.tool_calls is None:
             raise RenderError("this assistant message has tool calls, which this format cannot render. Use a "
@@ -264,6 +289,37 @@ def _check_refused(spec: Spec, m: Message) -> None:
             if value is not None and text in value:
                 raise RenderError(f"this assistant message's {key} holds {text!r}, which the format refuses there (its "
                                   "template would read it as its own markup). Remove it.", message_index=m.index)
+
+
+def _check_agentic_domain(spec: Spec, msgs: list[Message]) -> None:
+    """What a format refuses because its official template renders it in a way the spec
+    cannot say: tool results that answer no assistant turn, results whose tool name cannot be
+    resolved (strings it rewrites in assistant text: :func:`_check_refused`)."""
+    if not (spec.tool_calls or spec.tool_results or spec.reasoning):
+        return
+    previous = None
+    for m in msgs:
+        if m.role in TOOL_ROLES and spec.tool_results is not None:
+            _check_result(spec, m, previous)
+        if m.role not in TOOL_ROLES:
+            previous = m
+    r = spec.reasoning
+    if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user" and \
+            not any(m.role == "user" for m in msgs) and any(turns.reasoning_of(spec, m) and m.tool_calls for m in msgs):
+        # Gemma 4 keeps every call turn's reasoning when there is no user message; Qwen3 none.
+        raise RenderError("the reasoning of a turn with tool calls is kept after the last user message, but this "
+                          "conversation has none. Add a user message, or drop the reasoning.")
+
+
+def _check_result(spec: Spec, m: Message, previous: Message | None) -> None:
+    results = spec.tool_results
+    calls = previous.tool_calls if previous is not None and previous.role == "assistant" else ()
+    if results.require_calls and not calls:
+        raise RenderError("this tool result follows no assistant message with tool calls (other results aside); "
+                          "the format does not render it. Put it after the call it answers.", message_index=m.index)
+    if results.name == "call" and turns.result_name(m, calls) is None:
+        raise RenderError("this tool result has no `name`, and its `tool_call_id` answers no call of the assistant "
+                          "message before it. Give it the tool's name, or the id of its call.", message_index=m.index)
 
 
 def _system_message(spec: Spec, msgs: list[Message]) -> tuple[int | None, str | None]:
@@ -303,7 +359,8 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
     last_user = max((m.index for m in msgs if m.role == "user"), default=None)
     last = msgs[-1].index if msgs and not (prompted and spec.final_when == "no_generation_prompt") else None
     last_answer = max((m.index for m in msgs if m.role == "assistant" and not m.tool_calls), default=None)
-    call_name = None
+    call_name = None  # the latest tool-call turn's first call (`tool_results.name: latest_call`)
+    previous = None  # the last message that is not a tool result
     k = 0
     while k < len(msgs):
         m = msgs[k]
@@ -312,19 +369,26 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
             turns.add_user(out, spec, m, values, system_text=sys_text if m.index == target else None,
                            sys_index=sys_index, around=user_around, tools=defs if m.index == tools_at else None)
         elif m.role == "assistant":
+            continued = spec.continue_assistant_turns and previous is not None and previous.role == "assistant"
+            answered = k < len(msgs) and msgs[k].role in TOOL_ROLES
             turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen,
-                                last_answer=last_answer)
+                                last_answer=last_answer, continued=continued, answered=answered)
             call_name = m.tool_calls[0].name if m.tool_calls else None
         elif m.role in TOOL_ROLES:
             group = [m]
             while k < len(msgs) and msgs[k].role in TOOL_ROLES:
                 group.append(msgs[k])
                 k += 1
-            turns.add_tool_results(out, spec, group, values, call_name)
+            turns.add_tool_results(out, spec, group, values, calls=previous, call_name=call_name)
+            if previous is not None and previous.tool_calls and spec.tool_calls.after_results is not None:
+                turns.add_deferred_content(out, spec, previous, values)
         elif spec.placement == "in_place" and m.index != skip:
             emit_here, text = system_decision(spec, m.index, m.content)
+            opening = spec.opening_system if m.index == 0 else None
             if emit_here:
-                turns.add_system(out, spec, text, m.index, values)
+                turns.add_system(out, spec, text, m.index, values, opening.template if opening else None)
+        if m.role not in TOOL_ROLES:
+            previous = m
 
 
 def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:

@@ -26,6 +26,7 @@ from template_forge.errors import Problem, SpecError
 from template_forge.format import agentic
 from template_forge.format.agentic import (
     GenerationPrompt,
+    OpeningSystem,
     Reasoning,
     ToolCalls,
     ToolResults,
@@ -101,11 +102,14 @@ class _PromptFormatModel(BaseModel):
     tool_results: agentic.ToolResultsModel | None = None
     reasoning: agentic.ReasoningModel | None = None
     generation_prompt: list[agentic.WhenModel] = []
+    opening_system: agentic.OpeningSystemModel | None = None
+    continue_assistant_turns: StrictBool = False
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
 _SUB_MODELS = {"strip": _StripModel, "tools": agentic.ToolsModel, "tool_calls": agentic.ToolCallsModel,
-               "tool_results": agentic.ToolResultsModel, "reasoning": agentic.ReasoningModel}
+               "tool_results": agentic.ToolResultsModel, "reasoning": agentic.ReasoningModel,
+               "opening_system": agentic.OpeningSystemModel}
 
 
 # --------------------------------------------------------------------------- frozen values
@@ -146,6 +150,10 @@ class Spec:
     tool_results: ToolResults | None = None
     reasoning: Reasoning | None = None
     generation_prompts: tuple[GenerationPrompt, ...] = ()
+    #: in_place: the template (and presence switches) of the system block that opens the conversation
+    opening_system: OpeningSystem | None = None
+    #: an assistant message after an assistant turn (tool results between aside) writes no header
+    continue_assistant_turns: bool = False
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()

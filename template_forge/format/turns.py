@@ -10,7 +10,7 @@ stay text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from template_forge.errors import RenderError
@@ -30,8 +30,9 @@ def system_block(spec: Spec, text: str, values: Mapping[str, Any],
     return head + text + fill(after, values), (len(head), len(head) + len(text))
 
 
-def add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, Any]) -> None:
-    block, span = system_block(spec, text, values)
+def add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: Mapping[str, Any],
+               template: RoleTemplate | None = None) -> None:
+    block, span = system_block(spec, text, values, template)
     out.add("system", block, index, content=span)
 
 
@@ -94,20 +95,33 @@ def add_user(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any],
 
 
 # --------------------------------------------------------------------------- tool results
-def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any],
-                     call_name: str | None = None) -> None:
+def result_name(msg: Message, calls: Sequence) -> str | None:
+    """The tool name of a result, as Gemma 4 resolves it: the last call of the assistant turn
+    before whose id is the result's ``tool_call_id``, else the result's own ``name``."""
+    found = [c.name for c in calls if c.id == msg.tool_call_id]
+    return found[-1] if found else msg.name
+
+
+def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any], *,
+                     calls: Message | None = None, call_name: str | None = None) -> None:
     """Consecutive tool results, each written by ``tool_results.each``, inside one ``group``;
-    with ``name: call``, ``{name}`` is ``call_name`` (the latest tool-call turn's first call)."""
+    ``calls`` is the message before the group (whose calls name the results, ``name: call``),
+    ``call_name`` the latest tool-call turn's first call (``name: latest_call``)."""
     results = spec.tool_results
-    if results.name == "call" and call_name is None:
+    if results.name == "latest_call" and call_name is None:
         raise RenderError("this tool result follows no assistant message with tool calls (the format names a result "
                           "after the latest call). Put it right after the turn that makes the call.",
                           message_index=group[0].index)
+    made = calls.tool_calls if calls is not None and calls.role == "assistant" else ()
     before, after = results.group.around("instruction")
     out.add("tool", fill(before, values), group[0].index)
-    for msg in group:
+    for k, msg in enumerate(group):
+        if k and results.separator:
+            out.add("tool", results.separator, msg.index)
         content = Json().dumps(msg.content) if results.content == "json" else msg.content
-        fields = {"name": call_name if results.name == "call" else msg.name or "", "id": msg.tool_call_id or ""}
+        name = {"call": lambda: result_name(msg, made), "latest_call": lambda: call_name}.get(
+            results.name, lambda: msg.name)()
+        fields = {"name": name or "", "id": msg.tool_call_id or ""}
         for piece in results.each.pieces:
             if piece.field == "instruction":
                 out.add("tool", content, msg.index, content=(0, len(content)))
@@ -118,6 +132,9 @@ def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values
 
 
 # --------------------------------------------------------------------------- assistant turns
+#: the fields of an assistant template that are its (trained) body
+BODY_FIELDS = ("instruction", "reasoning", "calls")
+
 @dataclass
 class _Part:
     kind: str
@@ -125,18 +142,30 @@ class _Part:
     data: bool = False  # message text (a content span), not template text
 
 
+def reasoning_of(spec: Spec, msg: Message) -> str | None:
+    """A message's reasoning: ``reasoning.keys`` in order, the first non-empty string (as a
+    template's ``a or b`` reads them); ``reasoning_content`` is what transformers passes under
+    that name (the first of ``reasoning_content``, ``thinking``, ``reasoning`` not null)."""
+    keys = spec.reasoning.keys if spec.reasoning is not None else None
+    if keys is None:
+        return msg.reasoning
+    values = (msg.reasoning if k == "reasoning_content" else msg.raw.get(k) for k in keys)
+    return next((v for v in values if isinstance(v, str) and v), None)
+
+
 def split_reasoning(spec: Spec, msg: Message) -> tuple[str | None, str]:
     """The reasoning and the answer: ``reasoning_content``, else (with ``from_content``) the
     text before the closing tag, cut out of the content the way Qwen3's template cuts it."""
     r = spec.reasoning
+    reasoning = reasoning_of(spec, msg)
     if msg.tool_calls and spec.tool_calls is not None and spec.tool_calls.content_as == "reasoning":
         # gpt-oss: the text before a call is its analysis; an empty one is none
-        if msg.content and msg.reasoning:
+        if msg.content and reasoning:
             raise RenderError("this assistant message with tool calls has both content and reasoning, and the format "
                               "writes its content as its reasoning. Keep one of them.", message_index=msg.index)
-        return (msg.content or msg.reasoning or None), ""
-    if msg.reasoning is not None or r is None or r.from_content is None or r.from_content[1] not in msg.content:
-        return msg.reasoning, msg.content
+        return (msg.content or reasoning or None), ""
+    if reasoning is not None or r is None or r.from_content is None or r.from_content[1] not in msg.content:
+        return reasoning, msg.content
     open_tag, close_tag = r.from_content
     head, _, _ = msg.content.partition(close_tag)
     return head.rstrip("\n").split(open_tag)[-1].lstrip("\n"), msg.content.split(close_tag)[-1].lstrip("\n")
@@ -147,7 +176,7 @@ def reasoning_shown(spec: Spec, msg: Message, reasoning: str | None, *, last: bo
     """Whether the turn writes a reasoning block; ``last`` says it is the final turn,
     ``last_answer`` is the index of the last assistant message without tool calls."""
     r = spec.reasoning
-    if r is None or r.keep == "never":
+    if r is None or r.keep == "never" or (r.turns == "tool_calls" and not msg.tool_calls):
         return False
     if r.keep == "after_last_user" and (last_user is None or msg.index <= last_user):
         return False
@@ -215,21 +244,32 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,
-                  last_user: int | None, generation_prompt: str, last_answer: int | None = None) -> None:
+                  last_user: int | None, generation_prompt: str, last_answer: int | None = None,
+                  continued: bool = False, answered: bool = False) -> None:
     """An assistant turn: prefix, then the trained body (reasoning, content, calls) and the
     suffix up to the stop string, then the untrained rest of the suffix. What the generation
-    prompt supplies at inference (an empty think block after the header) is prefix."""
+    prompt supplies at inference (an empty think block after the header) is prefix. A
+    ``continued`` turn (``continue_assistant_turns``) writes no header; the content of an
+    ``answered`` turn with calls waits for its results (``tool_calls.after_results``)."""
     tc = spec.tool_calls
+    if answered and msg.tool_calls and tc.after_results is not None:
+        msg = replace(msg, content="")
     slots = bool(msg.tool_calls and tc is not None and tc.assistant is not None)
     template = tc.assistant if slots else (spec.final_assistant if last and spec.final_assistant else spec.assistant)
     instruction, calls, ahead = _body(spec, msg, values, last=last, last_user=last_user, slots=slots,
                                        last_answer=last_answer)
-    fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
-    head = fill(template.pieces[: fields[0]], values)
+    reasoning: list[_Part] = []
+    if "reasoning" in template.fields():  # `tool_calls.assistant` places the reasoning block itself
+        reasoning = [p for p in instruction if p.kind == "assistant_reasoning"]
+        instruction = [p for p in instruction if p.kind != "assistant_reasoning"]
+    fields = [k for k, p in enumerate(template.pieces) if p.field in BODY_FIELDS]
+    head = "" if continued else fill(template.pieces[: fields[0]], values)
     body: list[_Part] = []
     for piece in template.pieces[fields[0] : fields[-1] + 1]:
         if piece.field == "instruction":
             body += instruction
+        elif piece.field == "reasoning":
+            body += reasoning
         elif piece.field == "calls":
             body += calls
         else:
@@ -242,6 +282,23 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
     start = out.pos
     for part in body:
         out.add(part.kind, part.text, msg.index, content=(0, len(part.text)) if part.data else None)
+    out.add("assistant_suffix", trained, msg.index)
+    out.turns.append((msg.index, start, out.pos))
+    out.add("assistant_end", end, msg.index)
+
+
+def add_deferred_content(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any]) -> None:
+    """The content of a turn with calls, after the results that answer it: ``tool_calls.after_results``
+    filled, trained up to its stop string, written when the content is not empty (before
+    stripping, as Gemma 4 tests it)."""
+    if not msg.content:
+        return
+    content = msg.content.strip() if spec.strip_assistant else msg.content
+    before, after = spec.tool_calls.after_results.around("instruction")
+    trained, end = stop_split(spec, after, values)
+    start = out.pos
+    out.add("assistant_content", fill(before, values), msg.index)
+    out.add("assistant_content", content, msg.index, content=(0, len(content)))
     out.add("assistant_suffix", trained, msg.index)
     out.turns.append((msg.index, start, out.pos))
     out.add("assistant_end", end, msg.index)

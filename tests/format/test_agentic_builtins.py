@@ -31,11 +31,13 @@ AGENTIC = {
     "qwen3": ("modern/templates", "qwen3", {"enable_thinking": [True, False]}),
     "llama3.1": ("templates", "llama-3.1-instruct", {}),
     "llama3.3": ("templates", "llama-3.3-instruct", {}),
+    "gemma-4": ("modern/templates", "gemma-4-it", {"enable_thinking": [True, False]}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
 #: bos/eos the official templates are rendered with
-TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_token": "<|begin_of_text|>"}}
+TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_token": "<|begin_of_text|>"},
+          "gemma-4": {"bos_token": "<bos>"}}
 
 
 def _official(conformance, where: str, name: str) -> str:
