@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import sys
+from datetime import datetime
+from typing import Any
 
 import click
 
@@ -76,7 +79,7 @@ class _PackBar:
             self.bar = progress_bar(total, self.label, self.quiet).__enter__()
         self.bar.update(done)
 
-    def __enter__(self) -> "_PackBar":
+    def __enter__(self) -> _PackBar:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -84,11 +87,64 @@ class _PackBar:
             self.bar.__exit__(*exc)
 
 
-def parse_vars(pairs: tuple[str, ...]) -> dict[str, str]:
+def parse_value(raw: str) -> Any:
+    """A ``--var`` value, typed as ``apply_chat_template`` keyword arguments are.
+
+    ``true``/``false`` are booleans, ``none``/``null`` None (any case), integers ints;
+    anything else is the string as written. Quote a value to keep it a string.
+
+    Examples:
+        >>> [parse_value(v) for v in ("false", "True", "null", "-3", "0.5", "01 Jan 2026", '"true"', "'7'")]
+        [False, True, None, -3, '0.5', '01 Jan 2026', 'true', '7']
+    """
+    low = raw.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    if _INTEGER.fullmatch(raw):
+        return int(raw)
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
+        return raw[1:-1]
+    return raw
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+VAR_HELP = ("Set a template variable: true/false → boolean, none/null → None, integers → int, anything else "
+            "a string (quote it to keep a string: 'name=\"true\"').")
+
+
+def parse_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs as a dict of typed values (:func:`parse_value`).
+
+    Examples:
+        >>> parse_vars(("enable_thinking=false", "date_string=26 Jul 2024", "n=3"))
+        {'enable_thinking': False, 'date_string': '26 Jul 2024', 'n': 3}
+    """
     out = {}
     for pair in pairs:
-        if "=" not in pair:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
             raise click.BadParameter(f"expected NAME=VALUE, found {pair!r}", param_hint="--var")
-        key, value = pair.split("=", 1)
-        out[key] = value
+        out[key.strip()] = parse_value(value)
     return out
+
+
+def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date or time, such as 2026-01-31 or "
+                                 "2026-01-31T12:00.") from None
+
+
+def variable_options(command):
+    """``--var`` and ``--now``, as ``tforge render`` and ``tforge check`` take them."""
+    return _options([
+        click.option("--var", "variables", multiple=True, metavar="NAME=VALUE", help=VAR_HELP),
+        click.option("--now", callback=_parse_now, metavar="ISO-TIME",
+                     help="Freeze the clock (strftime_now, clock variables), e.g. 2026-01-31T12:00."),
+    ])(command)

@@ -1,57 +1,40 @@
 """Check a spec against an existing chat template (a model's tokenizer, a ``.jinja`` file).
 
 Before training on a format, make sure it is the format the model is served with:
-``tforge check llama3 path/to/tokenizer`` renders sample conversations with the spec and
-with the tokenizer's own ``chat_template`` (through transformers' renderer, imported only
-here and only when called) and reports the first difference, with its position.
+``tforge check llama3 path/to/tokenizer`` renders sample conversations
+(:mod:`~template_forge.format.samples`) with the spec and with the tokenizer's own
+``chat_template`` (through transformers' renderer, imported only here and only when
+called) and reports the first differences, with their position.
 
-The samples cover the domain chat templates share: an optional system message first
-(absent, empty, padded or plain), then 1–6 alternating user/assistant turns ending with
-either role, with padded, empty, unicode, brace and Jinja-looking content; every sample is
-checked with and without the generation prompt.
+Every sample is checked with and without the generation prompt. Agentic samples (tool
+definitions, tool calls and results, reasoning) join the plain ones when the spec or the
+template can render them. Both sides read the same frozen clock, so templates that print
+the date (``strftime_now``) compare.
 """
 
 from __future__ import annotations
 
 import json
-import random
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from template_forge.errors import DataError, RenderError, TemplateForgeError
 from template_forge.format.render import render
+from template_forge.format.samples import KINDS, Sample, draw_samples, sample_conversations  # noqa: F401
 from template_forge.format.spec import Spec
 from template_forge.io import read_json_object
 
-SAMPLE_TEXTS = (
-    "Hello!", "What is 2+2?", "2+2 is 4.", "  padded both sides  ", "\nleading newline", "trailing newline\n",
-    "", " ", "line one\nline two", "tab\there", "unicode: 日本語, émoji 🤖", "braces {x} {{ y }}",
-    "{% if true %}jinja-looking{% endif %}", "quotes ' \" and \\ backslash", "</s> and <|eot_id|> as text",
-)
-
-
-def sample_conversations(n: int, *, seed: int = 0) -> list[list[dict[str, str]]]:
-    """``n`` deterministic sample conversations (same ``seed``, same samples).
-
-    Examples:
-        >>> convs = sample_conversations(24)
-        >>> sorted({len(c) for c in convs})
-        [1, 2, 3, 4, 5, 6, 7]
-        >>> convs[6][0]
-        {'role': 'system', 'content': ''}
-    """
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        turns = 1 + i % 6 if i < 24 else rng.randint(1, 6)
-        system_kind = (i // 6) % 4 if i < 24 else rng.randrange(4)  # none, empty, padded, plain
-        msgs = [{"role": "user" if t % 2 == 0 else "assistant", "content": rng.choice(SAMPLE_TEXTS)}
-                for t in range(turns)]
-        if system_kind:
-            msgs.insert(0, {"role": "system", "content": ["", "  Be brief.  ", "You are a helpful assistant."][system_kind - 1]})
-        out.append(msgs)
-    return out
+#: What a template reads that makes each agentic sample kind worth drawing.
+_READS_FOR_KIND = {
+    "tools": {"tools"},
+    "tool_calls": {"tool_calls", "tool_call_id"},
+    "reasoning": {"reasoning_content", "thinking", "reasoning"},
+}
 
 
 @dataclass(frozen=True)
@@ -59,23 +42,35 @@ class Mismatch:
     """One sample where the spec and the template disagree."""
 
     sample: int
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     add_generation_prompt: bool
     expected: str | None  # the spec's text; None when the spec refuses the conversation
     got: str | None  # the template's text; None when the template raises
+    kind: str = "plain"
+    tools: list[dict[str, Any]] | None = None
+    spec_error: str | None = None  # why the spec refuses
+    template_error: str | None = None  # what the template raised, as "TypeError: ..."
 
     def describe(self, context: int = 40) -> str:
-        head = f"sample {self.sample} ({'with' if self.add_generation_prompt else 'without'} generation prompt): "
-        if self.expected is None or self.got is None:
-            refused = "the spec refuses it" if self.expected is None else "the template raises"
-            return head + f"{refused}, the other renders it.\n  messages: {json.dumps(self.messages, ensure_ascii=False)}"
-        pos = next((i for i, (a, b) in enumerate(zip(self.expected, self.got)) if a != b),
-                   min(len(self.expected), len(self.got)))
-        lo = max(pos - context, 0)
-        return (head + f"first difference at character {pos}.\n"
-                f"  spec:     {self.expected[lo:pos + context]!r}\n"
-                f"  template: {self.got[lo:pos + context]!r}\n"
-                f"  messages: {json.dumps(self.messages, ensure_ascii=False)}")
+        head = (f"sample {self.sample} ({KINDS.get(self.kind, self.kind)}, "
+                f"{'with' if self.add_generation_prompt else 'without'} generation prompt): ")
+        if self.expected is None:
+            head += f"the spec refuses it ({self.spec_error}), the template renders it."
+        elif self.got is None:
+            head += f"the template raises {self.template_error}; the spec renders it."
+        else:
+            pos = next((i for i, (a, b) in enumerate(zip(self.expected, self.got)) if a != b),
+                       min(len(self.expected), len(self.got)))
+            lo = max(pos - context, 0)
+            head += (f"first difference at character {pos}.\n"
+                     f"  spec:     {self.expected[lo:pos + context]!r}\n"
+                     f"  template: {self.got[lo:pos + context]!r}")
+        return head + f"\n  messages: {json.dumps(self.messages, ensure_ascii=False)}" + self._tools_line()
+
+    def _tools_line(self) -> str:
+        if not self.tools:
+            return ""
+        return "\n  tools: " + ", ".join(str(t.get("function", t).get("name")) for t in self.tools)
 
 
 @dataclass
@@ -84,16 +79,61 @@ class CheckReport:
     identical: int = 0
     both_refuse: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    #: renders per sample kind (a key of samples.KINDS)
+    kinds: Counter = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
         return not self.mismatches
 
+    def summary(self) -> str:
+        """``80 renders: 48 plain, 32 with tools; 78 identical, 2 refused by both, 0 different``;
+        the differences too are counted by kind."""
+        different = f"{len(self.mismatches)} different"
+        if self.mismatches:
+            different += f" ({_by_kind(Counter(m.kind for m in self.mismatches))})"
+        return (f"{self.renders} renders: {_by_kind(self.kinds) or 'none'}; {self.identical} identical, "
+                f"{self.both_refuse} refused by both, {different}")
 
+    def examples(self, n: int) -> list[Mismatch]:
+        """``n`` differences to show: the first of each kind, then the next ones, in sample order."""
+        firsts = {}
+        for m in self.mismatches:
+            firsts.setdefault(m.kind, m)
+        chosen = list(firsts.values())[:n]
+        chosen += [m for m in self.mismatches if m not in chosen][: n - len(chosen)]
+        order = {id(m): k for k, m in enumerate(self.mismatches)}
+        return sorted(chosen, key=lambda m: order[id(m)])
+
+
+def _by_kind(counts: Counter) -> str:
+    return ", ".join(f"{counts[k]} {label}" for k, label in KINDS.items() if counts[k])
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """What a chat template reads: the variables it takes from the context (``bos_token``,
+    ``tools``, ``enable_thinking``…) and the message keys and strings it names."""
+
+    reads: frozenset[str]
+
+    def missing_tokens(self, tokens: Mapping[str, str]) -> list[str]:
+        """``bos_token`` / ``eos_token`` the template reads but that are not given."""
+        return [k for k in ("bos_token", "eos_token") if k in self.reads and k not in tokens]
+
+
+# --------------------------------------------------------------------------- loading
 def _token_text(value: Any) -> str | None:
     if isinstance(value, dict):  # AddedToken serialised as {"content": ...}
         value = value.get("content")
     return value if isinstance(value, str) else None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the chat template ({exc}).") from None
 
 
 def load_template(source: str | Path, *, name: str = "default") -> tuple[str, dict[str, str]]:
@@ -104,14 +144,14 @@ def load_template(source: str | Path, *, name: str = "default") -> tuple[str, di
     """
     path = Path(source)
     if path.is_file():
-        return path.read_text(encoding="utf-8"), {}
+        return _read_text(path), {}
     if not path.is_dir():
         raise DataError(f"{path}: no such file or folder. Give a .jinja file or a tokenizer folder.")
     config_path = path / "tokenizer_config.json"
     config = read_json_object(config_path) if config_path.is_file() else {}
     tokens = {k: t for k in ("bos_token", "eos_token") if (t := _token_text(config.get(k))) is not None}
     if (path / "chat_template.jinja").is_file():
-        return (path / "chat_template.jinja").read_text(encoding="utf-8"), tokens
+        return _read_text(path / "chat_template.jinja"), tokens
     template = config.get("chat_template")
     if isinstance(template, list):
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
@@ -124,19 +164,105 @@ def load_template(source: str | Path, *, name: str = "default") -> tuple[str, di
     return template, tokens
 
 
-def _hf_renderer():
+def _hf():
     try:
-        from transformers.utils.chat_template_utils import render_jinja_template
+        from transformers.utils import chat_template_utils
     except ImportError:
         raise TemplateForgeError(
             "checking against a chat template needs transformers' renderer: pip install transformers") from None
-    import jinja2
+    return chat_template_utils
 
-    return render_jinja_template, jinja2.TemplateError
+
+def inspect_template(template: str, *, where: str = "<template>") -> TemplateInfo:
+    """Compile ``template`` as transformers does and list what it reads.
+
+    Raises:
+        DataError: for a syntax error, with its line and the offending source line.
+
+    Examples:
+        >>> inspect_template("{{ bos_token }}{% for m in messages %}{{ m.tool_calls }}{% endfor %}").reads >= {
+        ...     "bos_token", "messages", "tool_calls"}
+        True
+        >>> inspect_template("{% if %}", where="t.jinja")
+        Traceback (most recent call last):
+        ...
+        template_forge.errors.DataError: t.jinja:1: the chat template is not valid Jinja (Expected an expression, got 'end of statement block'):
+          {% if %}
+    """
+    import jinja2
+    from jinja2 import meta, nodes
+
+    try:
+        compiled = _hf()._compile_jinja_template(template)
+        ast = compiled.environment.parse(template)
+    except jinja2.TemplateSyntaxError as exc:
+        lines = template.splitlines()
+        shown = f":\n  {lines[exc.lineno - 1]}" if 0 < exc.lineno <= len(lines) else "."
+        raise DataError(f"{where}:{exc.lineno}: the chat template is not valid Jinja ({exc.message}){shown}") from None
+    reads = set(meta.find_undeclared_variables(ast))
+    reads |= {n.attr for n in ast.find_all(nodes.Getattr)}
+    reads |= {n.value for n in ast.find_all(nodes.Const) if isinstance(n.value, str)}
+    return TemplateInfo(frozenset(reads))
+
+
+def sample_kinds(spec: Spec, info: TemplateInfo) -> tuple[str, ...]:
+    """The agentic sample kinds worth drawing: those the spec declares or the template reads."""
+    declared = {"tools": spec.tools is not None,
+                "tool_calls": spec.tool_calls is not None or spec.tool_results is not None,
+                "reasoning": spec.reasoning is not None}
+    return tuple(k for k, reads in _READS_FOR_KIND.items() if declared[k] or reads & info.reads)
+
+
+# --------------------------------------------------------------------------- checking
+_MISSING = object()
+
+
+@contextmanager
+def frozen_clock(template: str, now: datetime) -> Iterator[None]:
+    """``strftime_now`` reads ``now`` while the block runs, for this template only.
+
+    transformers compiles each template once (cached) into an environment of its own and
+    defines ``strftime_now`` as a global there; a name set on the compiled template's own
+    globals shadows it, and is removed again afterwards, so nothing leaks into later renders
+    (the compiled template is shared: do not render it from another thread meanwhile).
+    """
+    compiled = _hf()._compile_jinja_template(template)
+    own = compiled.globals.maps[0] if hasattr(compiled.globals, "maps") else compiled.globals
+    saved = own.get("strftime_now", _MISSING)
+    own["strftime_now"] = lambda fmt: now.strftime(fmt)
+    try:
+        yield
+    finally:
+        if saved is _MISSING:
+            own.pop("strftime_now", None)
+        else:
+            own["strftime_now"] = saved
+
+
+
+def _spec_side(spec: Spec, sample: Sample, gen: bool, variables: Mapping[str, Any],
+               now: datetime) -> tuple[str | None, str | None]:
+    try:
+        return render(spec, sample.messages, add_generation_prompt=gen, variables=variables, tools=sample.tools,
+                      now=now).text, None
+    except RenderError as exc:
+        return None, str(exc)
+
+
+def _template_side(hf, template: str, sample: Sample, gen: bool, kwargs: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    # Whatever the template raises counts as refusing the sample: templates from the Hub
+    # fail with TypeError, ZeroDivisionError, RecursionError… as often as with raise_exception.
+    try:
+        (got,), _ = hf.render_jinja_template(conversations=[sample.messages], tools=sample.tools,
+                                             chat_template=template, add_generation_prompt=gen, **kwargs)
+    except Exception as exc:  # noqa: BLE001 (see above)
+        return None, f"{type(exc).__name__}: {exc}"
+    return got, None
 
 
 def check_template(spec: Spec, template: str, *, samples: int = 200, seed: int = 0,
-                   tokens: dict[str, str] | None = None, variables: dict[str, str] | None = None) -> CheckReport:
+                   tokens: Mapping[str, str] | None = None, variables: Mapping[str, Any] | None = None,
+                   now: datetime | None = None, kinds: tuple[str, ...] | None = None) -> CheckReport:
     """Render ``samples`` conversations with the spec and with ``template``; compare.
 
     Args:
@@ -145,25 +271,38 @@ def check_template(spec: Spec, template: str, *, samples: int = 200, seed: int =
         samples: how many conversations (each rendered with and without the generation prompt).
         seed: picks the samples.
         tokens: ``bos_token`` / ``eos_token`` for the template.
-        variables: template variables, passed to both sides.
+        variables: template variables, passed to both sides as ``apply_chat_template`` takes them.
+        now: the time both sides' clocks read (default: the time the check starts).
+        kinds: agentic sample kinds to draw (default: :func:`sample_kinds`).
+
+    Raises:
+        DataError: when the template is not valid Jinja.
+
+    Examples:
+        >>> from template_forge.format.spec import load_builtin
+        >>> from template_forge.format.compiler import compile_template
+        >>> spec = load_builtin("qwen2.5")
+        >>> check_template(spec, compile_template(spec), samples=10).summary()
+        '20 renders: 12 plain, 4 with tools, 4 with tool calls; 20 identical, 0 refused by both, 0 different'
     """
-    render_jinja_template, template_error = _hf_renderer()
+    hf = _hf()
+    info = inspect_template(template)  # a syntax error is a DataError here, not on the first sample
+    kinds = sample_kinds(spec, info) if kinds is None else kinds
+    now = now or datetime.now()
+    variables = dict(variables or {})
+    kwargs = {**(tokens or {}), **variables}
     report = CheckReport()
-    for i, messages in enumerate(sample_conversations(samples, seed=seed)):
-        for gen in (False, True):
-            try:
-                expected = render(spec, messages, add_generation_prompt=gen, variables=variables).text
-            except RenderError:
-                expected = None
-            try:
-                (got,), _ = render_jinja_template(conversations=[messages], chat_template=template,
-                                                  add_generation_prompt=gen, **(tokens or {}), **(variables or {}))
-            except template_error:
-                got = None
-            report.renders += 1
-            if expected == got:
-                report.identical += expected is not None
-                report.both_refuse += expected is None
-            else:
-                report.mismatches.append(Mismatch(i, messages, gen, expected, got))
+    with frozen_clock(template, now):
+        for i, sample in enumerate(draw_samples(samples, seed=seed, kinds=kinds)):
+            for gen in (False, True):
+                expected, spec_error = _spec_side(spec, sample, gen, variables, now)
+                got, template_error = _template_side(hf, template, sample, gen, kwargs)
+                report.renders += 1
+                report.kinds[sample.kind] += 1
+                if expected == got:
+                    report.identical += expected is not None
+                    report.both_refuse += expected is None
+                else:
+                    report.mismatches.append(Mismatch(i, sample.messages, gen, expected, got, sample.kind,
+                                                      sample.tools, spec_error, template_error))
     return report

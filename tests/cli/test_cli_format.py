@@ -9,9 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from template_forge.cli import main
+from template_forge.cli.format import STYLES
+from template_forge.cli.options import parse_value, parse_vars
 from template_forge.format.compiler import compile_template
 from template_forge.format.formats import builtin_names
-from template_forge.format.render import render
+from template_forge.format.render import SEGMENT_KINDS, render
 from template_forge.format.spec import load_builtin
 
 from conftest import make_tokenizer
@@ -96,6 +98,63 @@ def test_render_from_stdin_with_generation_prompt_and_variables(runner):
     assert result.exit_code == 0
     assert "Today Date: 01 Jan 2026" in result.output
     assert result.output.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+AGENTIC = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "reasoning_content": "Look it up.", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "18°C"},
+    {"role": "assistant", "content": "18°C in Paris.", "reasoning_content": "Answer."},
+]
+
+
+def test_render_takes_tools_variables_and_the_clock(runner, tmp_path):
+    conv = tmp_path / "agentic.json"
+    conv.write_text(json.dumps({"messages": AGENTIC, "tools": TOOLS}))
+    result = runner.invoke(main, ["render", "qwen3", str(conv), "--plain", "--var", "enable_thinking=false"])
+    assert result.exit_code == 0, result.output
+    assert result.output == render(load_builtin("qwen3"), AGENTIC, tools=TOOLS,
+                                   variables={"enable_thinking": False}).text
+    assert '<tools>\n{"type": "function", "function": {"name": "get_weather"' in result.output
+    refused = runner.invoke(main, ["render", "chatml", str(conv)])
+    assert refused.exit_code == 1 and "this format does not render tool definitions" in refused.output
+    typed = runner.invoke(main, ["render", "qwen3", str(conv), "--var", 'enable_thinking="false"'])
+    assert typed.exit_code == 1 and "must be true or false, found str 'false'" in typed.output
+    assert runner.invoke(main, ["render", "qwen3", str(conv), "--now", "31/01/2026"]).exit_code == 2
+
+
+def test_every_segment_kind_has_a_colour(runner, tmp_path):
+    spec = load_builtin("qwen3")
+    kinds = {seg.kind for gen in (False, True) for msgs in (AGENTIC, AGENTIC[:3])
+             for seg in render(spec, msgs, tools=TOOLS, add_generation_prompt=gen).segments}
+    agentic = {"tools", "assistant_calls", "assistant_reasoning", "assistant_end", "tool"}
+    assert agentic <= kinds
+    assert kinds <= set(STYLES) and set(SEGMENT_KINDS) == set(STYLES)  # no KeyError in _styled
+    assert [k for k in agentic if any(STYLES[k] == STYLES[o] for o in STYLES if o != k)] == []  # their own colours
+    conv = tmp_path / "agentic.json"
+    conv.write_text(json.dumps({"messages": AGENTIC, "tools": TOOLS}))
+    coloured = runner.invoke(main, ["render", "qwen3", str(conv), "--color"])
+    assert coloured.exit_code == 0
+    assert "\x1b[92m\x1b[1m<tool_call>" in coloured.output  # the call: bold bright green
+    assert click.unstyle(coloured.output) == render(spec, AGENTIC, tools=TOOLS).text
+
+
+def test_render_help_has_a_legend_of_every_kind(runner):
+    text = runner.invoke(main, ["render", "--help"]).output
+    assert [k for k in SEGMENT_KINDS if k not in text] == []
+
+
+def test_var_values_are_typed():
+    assert parse_vars(("enable_thinking=false", "a=TRUE", "b=null", "c=None", "n=-12", "x=0.5", "s=a=b", "e=")) == {
+        "enable_thinking": False, "a": True, "b": None, "c": None, "n": -12, "x": "0.5", "s": "a=b", "e": ""}
+    assert [parse_value(v) for v in ('"true"', "'12'", '"', "'x\"", "trueish", "1e3")] == [
+        "true", "12", '"', "'x\"", "trueish", "1e3"]
+    for bad in ("novalue", "=3"):
+        with pytest.raises(click.BadParameter, match="expected NAME=VALUE"):
+            parse_vars((bad,))
 
 
 @pytest.mark.parametrize("args,pattern", [
