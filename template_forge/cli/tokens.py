@@ -83,6 +83,10 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
                 as_table: bool, html_path: str | None, force_color: bool) -> None:
     """Show the tokens of one conversation, trained ones highlighted.
 
+    For a conversation file, tool definitions (magenta), tool results (blue), reasoning
+    (cyan) and tool calls (yellow) have their own colours (underlined where trained), and
+    --table gets a kind column.
+
     SOURCE is a `tforge tokenize` or `tforge pack` output folder (pick a row, or a pack,
     with --row) or a conversation file: JSON messages, or JSONL with --line (then --format and --tokenizer are needed).
     """
@@ -93,12 +97,12 @@ def inspect_cmd(source: str, row: int, line_no: int | None, fmt: str | None, tok
         ds, vocab = _open_row(source, row, tokenizer)
         if isinstance(ds, PackedDataset):  # a pack: shown sample by sample
             return _inspect_pack(ds, row, vocab, as_table, force_color)
-        encoded, title = ds[row], f"{source} row {row} (line {ds.line(row)})"
+        encoded, title, rendered = ds[row], f"{source} row {row} (line {ds.line(row)})", None
     else:
         if not fmt or not tokenizer:
             raise click.UsageError("a conversation file needs --format and --tokenizer")
-        encoded, vocab, title = _file_conversation(source, line_no, fmt, tokenizer, policy)
-    views = view.token_views(encoded, vocab)
+        encoded, vocab, title, rendered = _file_conversation(source, line_no, fmt, tokenizer, policy)
+    views = view.token_views(encoded, vocab, rendered)
     summary = f"{encoded.num_tokens} tokens, {encoded.num_trained} trained"
     if as_table:
         click.echo(view.table(views))
@@ -131,7 +135,7 @@ def _open_row(source: str, row: int, tokenizer: str | None):
 
 
 def _file_conversation(source: str, line_no: int | None, fmt: str, tokenizer: str, policy: str):
-    """``(encoded, vocab, title)`` of a conversation in a JSON or JSONL file."""
+    """``(encoded, vocab, title, rendered)`` of a conversation in a JSON or JSONL file."""
     from template_forge.data.conversations import read_record
     from template_forge.format.spec import load_spec
     from template_forge.tokens.encoder import Encoder
@@ -139,8 +143,11 @@ def _file_conversation(source: str, line_no: int | None, fmt: str, tokenizer: st
 
     messages, tools = read_record(source, line=line_no)
     vocab = Vocab(tokenizer)
-    encoded = Encoder(load_spec(fmt), vocab, policy=policy).encode({"messages": messages, "tools": tools})
-    return encoded, vocab, f"{source}" + (f":{line_no or 1}" if source.endswith(".jsonl") or line_no else "")
+    encoder = Encoder(load_spec(fmt), vocab, policy=policy)
+    record = {"messages": messages, "tools": tools}
+    encoded = encoder.encode(record)
+    title = f"{source}" + (f":{line_no or 1}" if source.endswith(".jsonl") or line_no else "")
+    return encoded, vocab, title, encoder.render(record)
 
 
 def _inspect_pack(ds, row: int, vocab, as_table: bool, force_color: bool) -> None:

@@ -104,3 +104,35 @@ def test_tokenize_warns_when_the_tokenizer_does_not_fit_the_format(runner, tmp_p
     assert result.exit_code == 0, result.output
     assert "warning: the assistant suffix '<|im_end|>\\n' holds no special token" in result.output
     assert json.loads((out / "manifest.json").read_text())["warnings"][0].startswith("the assistant suffix")
+
+
+AGENTIC = {"messages": [
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "reasoning_content": "Call the tool.", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "21 C"},
+    {"role": "assistant", "content": "It is 21 C.", "reasoning_content": "Report it."}],
+    "tools": [{"type": "function", "function": {"name": "weather", "description": "Weather of a city.",
+                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]}
+
+
+def test_inspect_shows_tools_calls_results_and_reasoning_by_kind(runner, tmp_path, real_tokenizer):
+    path = tmp_path / "a.jsonl"
+    path.write_text(json.dumps(AGENTIC) + "\n")
+    tok = str(real_tokenizer("llama3"))
+    page = tmp_path / "view.html"
+    result = runner.invoke(main, ["inspect", str(path), "--line", "1", "-f", "qwen3", "-t", tok, "--table",
+                                  "--html", str(page)])
+    assert result.exit_code == 0, result.output
+    rows = [line.split(None, 4) for line in result.output.splitlines()[1:] if re.match(r"\s+\d+ ", line)]
+    kinds = {row[3]: row for row in rows if len(row) == 5 and not row[3].startswith("'")}
+    assert {"tools", "assistant_calls", "tool", "assistant_reasoning"} <= set(kinds)
+    # calls and reasoning are trained, definitions and results never
+    trained = {kind for *_, flag, kind, _text in (r for r in rows if len(r) == 5) if flag == "1"}
+    assert {"assistant_calls", "assistant_reasoning"} <= trained and not {"tools", "tool"} & trained
+    html = page.read_text()
+    for cls, label in (("k-tools", "tool definitions"), ("k-calls", "tool calls"), ("k-tool", "tool results"),
+                       ("k-reasoning", "reasoning")):
+        assert f'<span class="t {cls}">{label}</span>' in html and f" {cls}\" title=" in html
+    coloured = runner.invoke(main, ["inspect", str(path), "--line", "1", "-f", "qwen3", "-t", tok, "--color"])
+    assert "\x1b[4m" in coloured.output and "\x1b[46m" in coloured.output  # reasoning on cyan, trained: underlined
