@@ -218,10 +218,3 @@ def test_every_builtin_served_by_autotokenizer(runner, tmp_path, tiny_tokenizer_
         assert tok.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True) == render(
             spec, conv[:-1], add_generation_prompt=True).text
 
-
-def test_every_segment_kind_has_a_colour():
-    """`tforge render` colours every segment; the agentic kinds once raised KeyError."""
-    from template_forge.cli.format import STYLES
-    from template_forge.format.render import SEGMENT_KINDS
-
-    assert set(SEGMENT_KINDS) <= set(STYLES)
