@@ -45,6 +45,7 @@ class ToolsModel(_Strict):
     separator: StrictStr = ""
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
+    required: StrictBool = False
 
 
 class ToolCallsModel(_Strict):
@@ -63,6 +64,9 @@ class ToolResultsModel(_Strict):
     each: StrictStr
     group: StrictStr = "{instruction}"
     content: Literal["text", "json"] = "text"
+    separator: StrictStr = ""
+    final_group: Optional[StrictStr] = None
+    may_open: StrictBool = True
 
 
 class FromContentModel(_Strict):
@@ -143,6 +147,13 @@ class Tools:
     each: RoleTemplate  # with {tool}
     separator: str
     writer: Writer
+    required: bool = False  # a conversation without tools is refused
+
+    @property
+    def standalone(self) -> bool:
+        """``system`` without ``{instruction}``: a block of its own before the system message,
+        which renders as it does without tools (Hermes 3)."""
+        return self.system is not None and "instruction" not in self.system.fields()
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,9 @@ class ToolResults:
     each: RoleTemplate  # with {instruction}, {name}, {id}
     group: RoleTemplate  # with {instruction}
     content: str
+    separator: str = ""  # between the results of one group
+    final_group: RoleTemplate | None = None  # the group that ends the conversation; None: `group`
+    may_open: bool = True  # False: a result may not be message 0
 
 
 @dataclass(frozen=True)
@@ -277,9 +291,15 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at))
     if m.tool_results is not None:
         t = m.tool_results
+        group = role("tool_results.group", t.group, ["instruction"])
+        final = role("tool_results.final_group", t.final_group, ["instruction"])
+        if group is not None and final is not None and group.around("instruction")[0] != final.around("instruction")[0]:
+            problems.append(at("tool_results.final_group", (
+                "differs from `group` before `{instruction}`; it may differ only after it (the text that closes "
+                "the group). Start it as `group` does.")))
         out["tool_results"] = ToolResults(
-            each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]),
-            group=role("tool_results.group", t.group, ["instruction"]), content=t.content)
+            each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]), group=group,
+            content=t.content, separator=t.separator, final_group=final, may_open=t.may_open)
     if m.reasoning is not None:
         r = m.reasoning
         out["reasoning"] = Reasoning(
@@ -291,7 +311,8 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
 
 
 def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
-    system = role("tools.system", t.system, ["instruction"], once=["tools"])
+    # without {instruction}, tools.system is a block of its own (Tools.standalone)
+    system = role("tools.system", t.system, once=["instruction", "tools"])
     user = role("tools.user", t.user, ["instruction", "tools"])
     if system is not None and "tools" in system.fields() and user is not None:
         problems.append(at("tools.user", "is given, but `tools.system` already holds `{tools}`: the definitions go "
@@ -301,7 +322,7 @@ def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
                            "`tools.user` (a user template with `{tools}`)."))
     return Tools(system=system, system_text=role("tools.system_text", t.system_text, ["instruction"]), user=user,
                  user_turn=t.user_turn, each=role("tools.each", t.each, ["tool"]), separator=t.separator,
-                 writer=writer_of("tools", t, problems, at))
+                 writer=writer_of("tools", t, problems, at), required=t.required)
 
 
 def _generation_prompts(models: list, variables: tuple[Variable, ...], problems: list,

@@ -56,19 +56,33 @@ def tools_system_expression(spec: Spec) -> str:
 # --------------------------------------------------------------------------- tool results
 def tool_result_lines(spec: Spec) -> list[str]:
     r = spec.tool_results
-    before, after = r.group.around("instruction")
     content = "(message['content'] | tojson)" if r.content == "json" else "message['content']"
     each = pieces_expression(r.each.pieces, {
         "instruction": content, "name": "(message['name'] if message['name'] is string else '')",
         "id": "(message['tool_call_id'] if message['tool_call_id'] is string else '')"})
+    opens = f"loop.first or messages[loop.index0 - 1]['role'] not in {TOOL_ROLES_JINJA}"
     lines = [f"    {{%- elif message['role'] in {TOOL_ROLES_JINJA} -%}}"]
-    if before:
-        lines += [f"        {{%- if loop.first or messages[loop.index0 - 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
-                  "            {{- " + pieces_expression(before, {}) + " -}}", "        {%- endif -%}"]
+    if not r.may_open:
+        lines += ["        {%- if loop.first -%}",
+                  "            " + raise_("'message 0: this format cannot open a conversation with a tool result.'"),
+                  "        {%- endif -%}"]
+    # final_group shares group's head (checked at load); only the tail after {instruction} differs
+    before, after = r.group.around("instruction")
+    final_after = r.final_group.around("instruction")[1] if r.final_group is not None else after
+    before_expr = pieces_expression(before, {}) if before else None
+    if before_expr:
+        lines += [f"        {{%- if {opens} -%}}", "            {{- " + before_expr + " -}}", "        {%- endif -%}"]
+    if r.separator:
+        lines.append(f"        {{%- if not ({opens}) -%}}{{{{- {jinja_literal(r.separator)} -}}}}{{%- endif -%}}")
     lines.append("        {{- " + each + " -}}")
-    if after:
-        lines += [f"        {{%- if loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
-                  "            {{- " + pieces_expression(after, {}) + " -}}", "        {%- endif -%}"]
+    closes = f"loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA}"
+    if final_after != after:
+        lines += ["        {%- if loop.last -%}", "            {{- " + pieces_expression(final_after, {}) + " -}}",
+                  f"        {{%- elif {closes} -%}}", "            {{- " + pieces_expression(after, {}) + " -}}",
+                  "        {%- endif -%}"]
+    elif after:
+        lines += [f"        {{%- if {closes} -%}}", "            {{- " + pieces_expression(after, {}) + " -}}",
+                  "        {%- endif -%}"]
     return lines
 
 

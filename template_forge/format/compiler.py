@@ -220,6 +220,10 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
     lines = compile_turns.serialiser_lines(spec)
     if spec.tools is not None or spec.agentic:
         lines += [_comment("The tool definitions, as the format writes them.")] + compile_turns.definitions_lines(spec)
+    if spec.tools is not None and spec.tools.required:
+        lines += ["{%- if not tf_has_tools -%}",
+                  "    " + raise_("'this format always writes tool definitions, but no tools were given.'"),
+                  "{%- endif -%}"]
     if spec.tools is not None and spec.tools.user is not None:
         turn = f"{spec.tools.user_turn}_user"
         lines += [f"{{%- if tf_has_tools and tf.{turn} < 0 -%}}",
@@ -312,7 +316,8 @@ def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
 def _in_place_lines(spec: Spec) -> list[str]:
     text = _stripped(spec, "message['content']")
     emit = _emit_condition(spec, present=None, raw="message['content']", text=text)
-    if spec.tools is not None and spec.tools.system is not None:  # the opening one went into the tools block
+    if spec.tools is not None and spec.tools.system is not None and not spec.tools.standalone:
+        # the opening one went into the tools block
         emit = ("not (tf_has_tools and loop.first)" + ("" if emit == "true" else f" and {emit}"))
     block = "{{- " + _system_expression(spec, text) + " -}}"
     if emit == "true":
@@ -360,6 +365,9 @@ def _with_tools_system(spec: Spec, plain: list[str], text: str) -> list[str]:
     """``tools.system`` when tools are given, else the plain system lines."""
     if spec.tools is None or spec.tools.system is None:
         return plain
+    if spec.tools.standalone:  # a block of its own, then the system lines as without tools
+        return ["{%- if tf_has_tools -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}",
+                "{%- endif -%}", *plain]
     block = ["    {%- set tf_st = " + text + " -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}"]
     return ["{%- if tf_has_tools -%}", *block] + (["{%- else -%}"] + ["    " + x for x in plain]
                                                           if plain else []) + ["{%- endif -%}"]

@@ -196,11 +196,14 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     out = _Builder()
     out.add("bos", spec.bos)
     skip = None
-    if defs is not None and spec.tools.system is not None:
+    if defs is not None and spec.tools.system is not None and not spec.tools.standalone:
         skip = _add_tools_system(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index,
                                  opens=opens_with_system)
-    elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
-        turns.add_system(out, spec, sys_text, sys_index, values)
+    else:
+        if defs is not None and spec.tools.system is not None:  # standalone: a block before the system message
+            turns.add_tools_system(out, spec, None, None, values, defs)
+        if emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
+            turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
     gen = generation_prompt(spec, values)
     _add_turns(out, spec, msgs, values, sys_text=sys_text if target is not None else None, sys_index=sys_index,
@@ -232,11 +235,18 @@ def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str |
     except MessageError as exc:
         raise RenderError(f"tools: {exc}") from None
     if not schemas:
+        if spec.tools is not None and spec.tools.required:
+            raise RenderError("this format always writes tool definitions (its official template fails without "
+                              "them), but no tools were given. Pass tools=[...] with at least one tool, or use a "
+                              "format without tools for plain chat.")
         return None
     if spec.tools is None:
         raise RenderError("this format does not render tool definitions, but tools were given. Use a format "
                           "with tool support (see `tforge formats`), or leave the tools out.")
-    return turns.definitions(spec, schemas)
+    try:
+        return turns.definitions(spec, schemas)
+    except ValueError as exc:  # a named serialiser refusing a schema it cannot write (e.g. hermes_signature)
+        raise RenderError(f"tools: {exc}.") from None
 
 
 def _check_support(spec: Spec, msgs: list[Message]) -> None:
@@ -295,7 +305,7 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
             while k < len(msgs) and msgs[k].role in TOOL_ROLES:
                 group.append(msgs[k])
                 k += 1
-            turns.add_tool_results(out, spec, group, values)
+            turns.add_tool_results(out, spec, group, values, final=k == len(msgs))
         elif spec.placement == "in_place" and m.index != skip:
             emit_here, text = system_decision(spec, m.index, m.content)
             if emit_here:

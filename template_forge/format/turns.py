@@ -88,12 +88,21 @@ def add_user(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any],
 
 
 # --------------------------------------------------------------------------- tool results
-def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any]) -> None:
-    """Consecutive tool results, each written by ``tool_results.each``, inside one ``group``."""
+def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any], *,
+                     final: bool = False) -> None:
+    """Consecutive tool results, each written by ``tool_results.each`` (joined by
+    ``separator``), inside one ``group`` (``final_group`` when it ends the conversation)."""
     results = spec.tool_results
-    before, after = results.group.around("instruction")
+    if not results.may_open and group[0].index == 0:
+        raise RenderError("this format cannot open a conversation with a tool result (its official template "
+                          "writes such a result without its turn header). Put the assistant message that made the "
+                          "call before it, or drop the result.", message_index=0)
+    template = results.final_group if final and results.final_group is not None else results.group
+    before, after = template.around("instruction")
     out.add("tool", fill(before, values), group[0].index)
-    for msg in group:
+    for k, msg in enumerate(group):
+        if k and results.separator:
+            out.add("tool", results.separator, msg.index)
         content = Json().dumps(msg.content) if results.content == "json" else msg.content
         fields = {"name": msg.name or "", "id": msg.tool_call_id or ""}
         for piece in results.each.pieces:
