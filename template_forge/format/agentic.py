@@ -46,6 +46,7 @@ class ToolsModel(_Strict):
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
     required: StrictBool = False
+    ignore: StrictBool = False
 
 
 class ToolCallsModel(_Strict):
@@ -54,7 +55,7 @@ class ToolCallsModel(_Strict):
     after_content: StrictStr = ""
     each: StrictStr
     separator: StrictStr = ""
-    arguments: Literal["as_given", "json"] = "json"
+    arguments: Literal["as_given", "json", "string"] = "json"
     max_calls: Optional[StrictInt] = None
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
@@ -91,6 +92,10 @@ class ChoiceModel(_Strict):
 class ClockModel(_Strict):
     strftime: StrictStr
 
+
+#: the role of the message before an assistant turn or the generation prompt (system messages
+#: aside; "tool" covers every tool-result role)
+PrevRole = Literal["user", "assistant", "tool"]
 
 VariableModel = Union[StrictStr, StrictBool, ChoiceModel, ClockModel]
 
@@ -148,6 +153,7 @@ class Tools:
     separator: str
     writer: Writer
     required: bool = False  # a conversation without tools is refused
+    ignore: bool = False  # tools are accepted and not written (the official template ignores them)
 
     @property
     def standalone(self) -> bool:
@@ -307,6 +313,11 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             content_lstrip=r.content_lstrip,
             from_content=(r.from_content.open, r.from_content.close) if r.from_content else None)
     out["generation_prompts"] = _generation_prompts(m.generation_prompt, variables, problems, at)
+    out["assistant_prefix_after"] = tuple(m.assistant_prefix_after.items())
+    out["generation_prompt_after"] = tuple(m.generation_prompt_after) if m.generation_prompt_after is not None else None
+    out["refuse_in_assistant"] = tuple(m.refuse_in_assistant)
+    if "" in m.refuse_in_assistant:
+        problems.append(at("refuse_in_assistant", "holds an empty string, which every content holds. Remove it."))
     return out
 
 
@@ -317,12 +328,13 @@ def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
     if system is not None and "tools" in system.fields() and user is not None:
         problems.append(at("tools.user", "is given, but `tools.system` already holds `{tools}`: the definitions go "
                            "in one place. Remove `{tools}` from one of them."))
-    if not any(x is not None and "tools" in x.fields() for x in (system, user)):
+    if not t.ignore and not any(x is not None and "tools" in x.fields() for x in (system, user)):
         problems.append(at("tools", "says nowhere where the definitions go: put `{tools}` in `tools.system` or give "
                            "`tools.user` (a user template with `{tools}`)."))
     return Tools(system=system, system_text=role("tools.system_text", t.system_text, ["instruction"]), user=user,
                  user_turn=t.user_turn, each=role("tools.each", t.each, ["tool"]), separator=t.separator,
-                 writer=writer_of("tools", t, problems, at), required=t.required)
+                 writer=writer_of("tools", t, problems, at), required=t.required,
+                 ignore=t.ignore)
 
 
 def _generation_prompts(models: list, variables: tuple[Variable, ...], problems: list,

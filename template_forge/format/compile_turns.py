@@ -27,6 +27,8 @@ def serialiser_lines(spec: Spec) -> list[str]:
 def definitions_lines(spec: Spec) -> list[str]:
     """``tf_defs.text``: the tool definitions (``tf_has_tools`` says whether there are any)."""
     t = spec.tools
+    if t is not None and t.ignore:  # accepted, not written
+        return ["{%- set tf_has_tools = false -%}"]
     lines = ["{%- set tf_has_tools = tools is defined and tools is not none and tools | length > 0 -%}"]
     if t is None:
         return lines + ["{%- if tf_has_tools -%}",
@@ -140,13 +142,18 @@ def _calls_lines(spec: Spec) -> list[str]:
     tc = spec.tool_calls
     args = "call.function.arguments"
     dumped = tc.writer.jinja(args)
-    if tc.arguments == "as_given":
+    if tc.arguments in ("as_given", "string"):
         dumped = f"({args} if {args} is string else {dumped})"
     each = pieces_expression(tc.each.pieces, {
         "name": "call.function.name", "arguments": dumped,
         "id": "(call.id if call.id is string else '')"})
     sep = f"({jinja_literal(tc.separator)} if not loop.first else '') ~ " if tc.separator else ""
     lines = ["        {%- if message.tool_calls -%}"]
+    if tc.arguments == "string":
+        lines += ["            {%- for call in message.tool_calls if call.function.arguments is not string -%}",
+                  "                " + raise_("'message ' ~ loop.index0 ~ ': this format writes tool-call arguments "
+                                              "only as a JSON string.'"),
+                  "            {%- endfor -%}"]
     if tc.max_calls is not None:
         lines += [f"            {{%- if message.tool_calls | length > {tc.max_calls} -%}}",
                   "                " + raise_(f"'message ' ~ loop.index0 ~ ': the format takes at most {tc.max_calls} "
@@ -201,10 +208,25 @@ def stop_split(spec: Spec, pieces) -> tuple[str, str]:
     return jinja_literal(trained), jinja_literal(end)
 
 
+def previous_role_lines(indent: str, before: str) -> list[str]:
+    """``tf_prev.role``: the role of the last of ``before`` (system messages aside, "tool" for
+    any tool-result role), '' when there is none (:func:`template_forge.format.render.previous_role`)."""
+    return [f"{indent}{{%- set tf_prev = namespace(role='') -%}}",
+            f"{indent}{{%- for earlier in {before} if earlier['role'] != 'system' -%}}",
+            f"{indent}    {{%- set tf_prev.role = 'tool' if earlier['role'] in {TOOL_ROLES_JINJA} else earlier['role'] -%}}",
+            f"{indent}{{%- endfor -%}}"]
+
+
 def assistant_lines(spec: Spec, flavour: str) -> list[str]:
     """The general assistant turn: body and calls, the template by position and calls, the
     generation prompt's part moved to the prefix, the suffix cut at its stop string."""
-    lines = _body_lines(spec)
+    lines = []
+    for text in spec.refuse_in_assistant:
+        lines += [f"        {{%- if message['content'] is string and {jinja_literal(text)} in message['content'] -%}}",
+                  "            " + raise_("'message ' ~ loop.index0 ~ ': the content holds ' ~ "
+                                          f"{jinja_literal(repr(text))} ~ ', which this format cannot render.'"),
+                  "        {%- endif -%}"]
+    lines += _body_lines(spec)
     choices = []
     tc = spec.tool_calls
     if tc is not None and tc.assistant is not None:
@@ -222,6 +244,11 @@ def assistant_lines(spec: Spec, flavour: str) -> list[str]:
         lines += [f"            {{%- set tf_trained = {trained} -%}}", f"            {{%- set tf_end = {end} -%}}"]
     if len(choices) > 1:
         lines.append("        {%- endif -%}")
+    if spec.assistant_prefix_after:
+        lines += previous_role_lines("        ", "messages[:loop.index0]")
+        for role, text in spec.assistant_prefix_after:
+            lines.append(f"        {{%- if tf_prev.role == {jinja_literal(role)} -%}}"
+                         f"{{%- set tf_head = {jinja_literal(text)} ~ tf_head -%}}{{%- endif -%}}")
     if may_move_prompt(spec):
         lines += ["        {%- if tf_gen | length > tf_head | length and tf_gen.startswith(tf_head) and "
                   "(tf_head ~ tf_text).startswith(tf_gen) -%}",

@@ -296,7 +296,8 @@ def _plain_user_lines(spec: Spec) -> list[str]:
 
 def _plain_assistant(spec: Spec) -> bool:
     """Whether the assistant turn is the plain one: the template, the content, the suffix."""
-    return not (spec.tool_calls or spec.reasoning or spec.final_assistant or compile_turns.may_move_prompt(spec))
+    return not (spec.tool_calls or spec.reasoning or spec.final_assistant or compile_turns.may_move_prompt(spec)
+                or spec.assistant_prefix_after or spec.refuse_in_assistant)
 
 
 def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
@@ -389,10 +390,13 @@ def _generate_ending(spec: Spec) -> list[str]:
         return []
     lines = [_comment("The end: the generation prompt (at inference)" + (", else the final suffix." if spec.final_suffix else "."))]
     lines.append("{%- if add_generation_prompt -%}")
-    if spec.generation_prompts:
-        lines.append("    {{- tf_gen -}}")
-    elif spec.trailing_assistant:
-        lines.append("    {{- " + jinja_literal(spec.trailing_assistant) + " -}}")
+    prompt = "tf_gen" if spec.generation_prompts else jinja_literal(spec.trailing_assistant)
+    if spec.generation_prompt_after is not None:  # only after a last message of these roles
+        lines += compile_turns.previous_role_lines("    ", "messages")
+        roles = "[" + ", ".join(jinja_literal(r) for r in spec.generation_prompt_after) + "]"
+        lines.append(f"    {{%- if tf_prev.role in {roles} -%}}{{{{- {prompt} -}}}}{{%- endif -%}}")
+    elif spec.generation_prompts or spec.trailing_assistant:
+        lines.append("    {{- " + prompt + " -}}")
     if spec.final_suffix:
         lines += ["{%- else -%}", "    {{- " + jinja_literal(spec.final_suffix) + " -}}"]
     lines.append("{%- endif -%}")

@@ -209,7 +209,8 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     _add_turns(out, spec, msgs, values, sys_text=sys_text if target is not None else None, sys_index=sys_index,
                target=target, skip=skip, gen=gen, defs=defs if defs is not None and spec.tools.user else None)
     if add_generation_prompt:
-        out.add("generation_prompt", gen)
+        after = spec.generation_prompt_after
+        out.add("generation_prompt", gen if after is None or previous_role(msgs, len(msgs)) in after else "")
     else:
         out.add("final_suffix", spec.final_suffix)
     return out.build()
@@ -234,6 +235,8 @@ def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str |
         schemas = check_tools(tools)
     except MessageError as exc:
         raise RenderError(f"tools: {exc}") from None
+    if schemas and spec.tools is not None and spec.tools.ignore:
+        return None  # accepted, not written
     if not schemas:
         if spec.tools is not None and spec.tools.required:
             raise RenderError("this format always writes tool definitions (its official template fails without "
@@ -280,6 +283,15 @@ def _tools_turn(spec: Spec, msgs: list[Message]) -> int:
     return users[0] if spec.tools.user_turn == "first" else users[-1]
 
 
+def previous_role(msgs: list[Message], k: int) -> str | None:
+    """The role of the last message before index ``k``, system messages aside ("tool" for any
+    tool-result role); None when there is none."""
+    for m in reversed(msgs[:k]):
+        if m.role != "system":
+            return "tool" if m.role in TOOL_ROLES else m.role
+    return None
+
+
 def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[str, Any], *,
                sys_text: str | None, sys_index: int | None, target: int | None, skip: int | None, gen: str,
                defs: str | None) -> None:
@@ -299,7 +311,9 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
             turns.add_user(out, spec, m, values, system_text=sys_text if m.index == target else None,
                            sys_index=sys_index, around=user_around, tools=defs if m.index == tools_at else None)
         elif m.role == "assistant":
-            turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen)
+            before = dict(spec.assistant_prefix_after).get(previous_role(msgs, k - 1), "")
+            turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen,
+                                before=before)
         elif m.role in TOOL_ROLES:
             group = [m]
             while k < len(msgs) and msgs[k].role in TOOL_ROLES:

@@ -95,6 +95,9 @@ class _PromptFormatModel(BaseModel):
     tool_results: agentic.ToolResultsModel | None = None
     reasoning: agentic.ReasoningModel | None = None
     generation_prompt: list[agentic.WhenModel] = []
+    assistant_prefix_after: dict[agentic.PrevRole, StrictStr] = {}
+    generation_prompt_after: list[agentic.PrevRole] | None = None
+    refuse_in_assistant: list[StrictStr] = []
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
@@ -134,6 +137,12 @@ class Spec:
     tool_results: ToolResults | None = None
     reasoning: Reasoning | None = None
     generation_prompts: tuple[GenerationPrompt, ...] = ()
+    #: text before an assistant turn whose previous message (system messages aside) has the role
+    assistant_prefix_after: tuple[tuple[str, str], ...] = ()
+    #: the generation prompt is written only after a last message of these roles (None: always)
+    generation_prompt_after: tuple[str, ...] | None = None
+    #: strings an assistant message's content may not hold (refused)
+    refuse_in_assistant: tuple[str, ...] = ()
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()

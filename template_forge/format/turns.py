@@ -181,7 +181,11 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
     for k, call in enumerate(msg.tool_calls):
         if k:
             parts.append(_Part("assistant_calls", tc.separator))
-        args = call.arguments if tc.arguments == "as_given" and isinstance(call.arguments, str) else \
+        if tc.arguments == "string" and not isinstance(call.arguments, str):
+            raise RenderError(f"tool call {k} gives its arguments as an object; this format writes them only as a "
+                              "JSON string (its official template joins them as text). Give "
+                              "`function.arguments` as a JSON string.", message_index=msg.index)
+        args = call.arguments if tc.arguments in ("as_given", "string") and isinstance(call.arguments, str) else \
             tc.writer.dumps(call.arguments)
         fields = {"name": call.name, "arguments": args, "id": call.id or ""}
         for piece in tc.each.pieces:
@@ -193,16 +197,22 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,
-                  last_user: int | None, generation_prompt: str) -> None:
-    """An assistant turn: prefix, then the trained body (reasoning, content, calls) and the
-    suffix up to the stop string, then the untrained rest of the suffix. What the generation
-    prompt supplies at inference (an empty think block after the header) is prefix."""
+                  last_user: int | None, generation_prompt: str, before: str = "") -> None:
+    """An assistant turn: prefix (after ``before``, the ``assistant_prefix_after`` text), then the
+    trained body (reasoning, content, calls) and the suffix up to the stop string, then the
+    untrained rest of the suffix. What the generation prompt supplies at inference (an empty
+    think block after the header) is prefix."""
+    for text in spec.refuse_in_assistant:
+        if text in msg.content:
+            raise RenderError(f"this assistant message's content holds {text!r}, which this format cannot render "
+                              "as its official template does (it cuts the content there). Remove it (reasoning "
+                              "goes in `reasoning_content`).", message_index=msg.index)
     tc = spec.tool_calls
     slots = bool(msg.tool_calls and tc is not None and tc.assistant is not None)
     template = tc.assistant if slots else (spec.final_assistant if last and spec.final_assistant else spec.assistant)
     instruction, calls = _body(spec, msg, values, last=last, last_user=last_user, slots=slots)
     fields = [k for k, p in enumerate(template.pieces) if p.field in ("instruction", "calls")]
-    head = fill(template.pieces[: fields[0]], values)
+    head = before + fill(template.pieces[: fields[0]], values)
     body: list[_Part] = []
     for piece in template.pieces[fields[0] : fields[-1] + 1]:
         if piece.field == "instruction":

@@ -32,11 +32,13 @@ AGENTIC = {
     "llama3.1": ("templates", "llama-3.1-instruct", {}),
     "llama3.3": ("templates", "llama-3.3-instruct", {}),
     "hermes-3": ("modern/templates", "hermes-3-tool-use", {}),
+    "deepseek-v3.1": ("modern/templates", "deepseek-v3.1", {"thinking": [True, False]}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
 #: bos/eos the official templates are rendered with
 TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_token": "<|begin_of_text|>"}}
+TOKENS["deepseek-v3.1"] = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
 TOKENS["hermes-3"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}
 
 
