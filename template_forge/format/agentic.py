@@ -73,6 +73,8 @@ class ToolResultsModel(_Strict):
 class FromContentModel(_Strict):
     open: StrictStr
     close: StrictStr
+    lstrip: StrictStr = "\n"
+    always: StrictBool = False
 
 
 class ReasoningModel(_Strict):
@@ -192,6 +194,8 @@ class Reasoning:
     strip: str
     content_lstrip: str
     from_content: tuple[str, str] | None
+    answer_lstrip: str = "\n"  # stripped from the start of the answer after the closing tag
+    cut_always: bool = False  # cut the content even when `reasoning_content` is given
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,9 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         out["reasoning"] = Reasoning(
             block=role("reasoning.block", r.block, ["instruction"]), keep=r.keep, empty=r.empty, strip=r.strip,
             content_lstrip=r.content_lstrip,
-            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None)
+            from_content=(r.from_content.open, r.from_content.close) if r.from_content else None,
+            answer_lstrip=r.from_content.lstrip if r.from_content else "\n",
+            cut_always=r.from_content.always if r.from_content else False)
     out["generation_prompts"] = _generation_prompts(m.generation_prompt, variables, problems, at)
     out["assistant_prefix_after"] = tuple(m.assistant_prefix_after.items())
     out["generation_prompt_after"] = tuple(m.generation_prompt_after) if m.generation_prompt_after is not None else None

@@ -126,11 +126,14 @@ def split_reasoning(spec: Spec, msg: Message) -> tuple[str | None, str]:
     """The reasoning and the answer: ``reasoning_content``, else (with ``from_content``) the
     text before the closing tag, cut out of the content the way Qwen3's template cuts it."""
     r = spec.reasoning
-    if msg.reasoning is not None or r is None or r.from_content is None or r.from_content[1] not in msg.content:
+    if r is None or r.from_content is None or r.from_content[1] not in msg.content:
+        return msg.reasoning, msg.content
+    if msg.reasoning is not None and not r.cut_always:
         return msg.reasoning, msg.content
     open_tag, close_tag = r.from_content
     head, _, _ = msg.content.partition(close_tag)
-    return head.rstrip("\n").split(open_tag)[-1].lstrip("\n"), msg.content.split(close_tag)[-1].lstrip("\n")
+    reasoning = msg.reasoning if msg.reasoning is not None else head.rstrip("\n").split(open_tag)[-1].lstrip("\n")
+    return reasoning, msg.content.split(close_tag)[-1].lstrip(r.answer_lstrip)
 
 
 def reasoning_shown(spec: Spec, msg: Message, reasoning: str | None, *, last: bool, last_user: int | None) -> bool:

@@ -40,6 +40,7 @@ OFFICIAL = {
     "gemma": "gemma-2-it",
     "phi3": "phi-3-mini-4k-instruct",
     "deepseek-v3": "deepseek-v3",
+    "deepseek-r1": "deepseek-r1",
     "vicuna": "vicuna-v1.1",
     "alpaca": "alpaca",
 }

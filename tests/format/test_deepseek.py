@@ -107,3 +107,46 @@ def test_refuses_what_it_does_not_express(messages, pattern):
     for training in (False, True):
         with pytest.raises(jinja2.TemplateError):
             _hf(compile_template(SPEC, training=training), messages, None, False, {})
+
+
+# --------------------------------------------------------------------------- deepseek-r1
+R1 = load_builtin("deepseek-r1")
+thought = st.sampled_from(["", "<think>\nhm\n</think>", "</think>", "x</think>\n\n", "<think>a</think>b</think>"])
+
+
+@st.composite
+def r1_conversations(draw):
+    """Plain conversations whose answers hold `</think>` (before, inside, twice) and sometimes
+    `reasoning_content` (which the official template ignores)."""
+    from strategies import conversations
+
+    messages = draw(conversations(system="anywhere" if draw(st.booleans()) else "maybe"))
+    for m in messages:
+        if m["role"] == "assistant":
+            m["content"] = draw(thought) + m["content"]
+            if draw(st.booleans()):
+                m["reasoning_content"] = draw(st.sampled_from(["", "r", "\n\nr\n"]))
+    return messages
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=r1_conversations(), gen=st.booleans())
+def test_r1_cuts_reasoning_as_the_official_template(conformance, messages, gen):
+    official = (conformance / "templates" / "deepseek-r1.jinja").read_text()
+    expected = _hf(official, messages, None, gen, TOKENS)[0][0]
+    assert render(R1, messages, add_generation_prompt=gen).text == expected
+    for training in (False, True):
+        assert _hf(compile_template(R1, training=training), messages, None, gen, {})[0][0] == expected
+    (_text,), (indices,) = _hf(compile_template(R1, training=True), messages, None, False, {}, masks=True)
+    assert [(a, b) for a, b in indices if b > a] == render(R1, messages).trained_spans()
+
+
+def test_r1_trains_the_answer_after_the_reasoning_only():
+    r = render(R1, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\nhm\n</think>\n\nA"}])
+    assert r.text == "<｜begin▁of▁sentence｜><｜User｜>q<｜Assistant｜>\n\nA<｜end▁of▁sentence｜>"
+    assert [r.text[a:b] for a, b in r.trained_spans()] == ["\n\nA<｜end▁of▁sentence｜>"]
+
+
+def test_r1_refuses_tools():
+    with pytest.raises(RenderError, match="message 1: .*tool calls"):
+        render(R1, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [CALL]}])
