@@ -150,3 +150,18 @@ def test_r1_trains_the_answer_after_the_reasoning_only():
 def test_r1_refuses_tools():
     with pytest.raises(RenderError, match="message 1: .*tool calls"):
         render(R1, [{"role": "user", "content": "q"}, {"role": "assistant", "content": "", "tool_calls": [CALL]}])
+
+
+@pytest.mark.parametrize("extra,pattern", [
+    ({"refuse_in_assistant": [""]}, r"refuse_in_assistant.*empty string"),
+    ({"assistant_prefix_after": {"system": "x"}}, r"assistant_prefix_after"),
+    ({"generation_prompt_after": ["ipython"]}, r"generation_prompt_after"),
+    ({"tool_calls": {"each": "{arguments}", "arguments": "text"}}, r"tool_calls\.arguments"),
+])
+def test_new_fields_are_validated_located(extra, pattern):
+    from template_forge.errors import SpecError
+    from template_forge.format.spec import spec_from_dict
+
+    with pytest.raises(SpecError, match=pattern):
+        spec_from_dict({"prompt_format": {"system": "{instruction}", "user": "{instruction}",
+                                          "assistant": "{instruction}", **extra}})
