@@ -275,6 +275,12 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
     user_allowed = variables | {"instruction"} | ({"system"} if in_user else set())
     user = check_role("user", m.user, user_allowed, {"instruction"} | ({"system"} if in_user else set()), problems, at)
     assistant = check_role("assistant", m.assistant, variables | {"instruction"}, {"instruction"}, problems, at)
+    if in_user and m.tools is not None and m.tools.system is not None:
+        # Bug fix: the renderer wrote tools.system (and the system text twice) but the compiled
+        # template did not; with the system text inside a user turn there is no system block to replace.
+        problems.append(at("tools.system", (
+            f"is given, but `system_placement` is {placement!r}: the system text goes into a user turn, so "
+            "there is no system block for the tools. Use `tools.user` (a user template with `{tools}`).")))
     strip = m.strip or _StripModel()
     strip_user = strip.user if strip.user is not None else m.strip_whitespace
     if strip_user == "with_system":

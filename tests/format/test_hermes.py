@@ -160,3 +160,13 @@ def test_a_standalone_tools_block_leaves_the_system_message_in_place():
     for tools in ([TOOL], None):
         out = hf.render_jinja_template(conversations=[messages], tools=tools, chat_template=compile_template(spec))
         assert out[0][0] == render(spec, messages, tools=tools).text
+
+
+def test_tools_system_is_refused_where_the_system_text_goes_into_a_user_turn():
+    from template_forge.errors import SpecError
+    from template_forge.format.spec import spec_from_dict
+
+    with pytest.raises(SpecError, match=r"tools\.system.*first_user.*tools\.user"):
+        spec_from_dict({"prompt_format": {
+            "system": "<s>{instruction}</s>", "user": "<u>{system}{instruction}</u>", "assistant": "{instruction}",
+            "system_placement": "first_user", "tools": {"system": "<t>{tools}</t>"}}})
