@@ -50,7 +50,7 @@ def _hf(template, messages, tools, gen, variables, *, masks=False):
                                     add_generation_prompt=gen, return_assistant_tokens_mask=masks, **variables)
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(conv=conversations_with_string_arguments, gen=st.booleans(), thinking=st.sampled_from([None, True, False]))
 def test_matches_official_on_calls_with_string_arguments(official, conv, gen, thinking):
     messages, tools = conv
@@ -129,7 +129,7 @@ def r1_conversations(draw):
     return messages
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=r1_conversations(), gen=st.booleans())
 def test_r1_cuts_reasoning_as_the_official_template(conformance, messages, gen):
     official = (conformance / "templates" / "deepseek-r1.jinja").read_text()

@@ -75,7 +75,7 @@ def _hf(template, messages, tools, gen=False, **tokens):
         return None
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(tools=hermes_tools())
 def test_signature_pair_matches_the_official_macro(official, tools):
     messages = [{"role": "user", "content": "Hi"}]
@@ -88,7 +88,7 @@ def test_signature_pair_matches_the_official_macro(official, tools):
         assert one.render(tool=tool) == macro.dumps(tool)
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(messages=conversations(system="many"), tools=hermes_tools(), gen=st.booleans())
 def test_plain_chat_with_tools_matches_official(official, messages, tools, gen):
     expected = _hf(official, messages, tools, gen, **TOKENS)
