@@ -98,16 +98,16 @@ def _reasoning_lines(spec: Spec) -> list[str]:
         o, c = (jinja_literal(x) for x in r.from_content)
         if not r.cut_always and r.answer_lstrip == "\n":  # the usual (Qwen3) cut: as before
             lines += [f"        {{%- if tf_reasoning is none and {c} in tf_content -%}}",
-                      f"            {{%- set tf_reasoning = tf_content.split({c})[0].rstrip('\\n').split({o})[-1]"
-                      ".lstrip('\\n') -%}",
+                      (f"            {{%- set tf_reasoning = tf_content.split({c})[0].rstrip('\\n').split({o})[-1]"
+                       ".lstrip('\\n') -%}"),
                       f"            {{%- set tf_content = tf_content.split({c})[-1].lstrip('\\n') -%}}",
                       "        {%- endif -%}"]
             return lines
         cut = f"{c} in tf_content" if r.cut_always else f"tf_reasoning is none and {c} in tf_content"
         lines += [f"        {{%- if {cut} -%}}",
                   "            {%- if tf_reasoning is none -%}",
-                  f"                {{%- set tf_reasoning = tf_content.split({c})[0].rstrip('\\n').split({o})[-1]"
-                  ".lstrip('\\n') -%}",
+                  (f"                {{%- set tf_reasoning = tf_content.split({c})[0].rstrip('\\n').split({o})[-1]"
+                   ".lstrip('\\n') -%}"),
                   "            {%- endif -%}",
                   f"            {{%- set tf_content = tf_content.split({c})[-1].lstrip({jinja_literal(r.answer_lstrip)}) -%}}",
                   "        {%- endif -%}"]
