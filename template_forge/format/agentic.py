@@ -45,6 +45,8 @@ class ToolsModel(_Strict):
     separator: StrictStr = ""
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
+    required: StrictBool = False
+    ignore: StrictBool = False
 
 
 class ToolCallsModel(_Strict):
@@ -53,7 +55,7 @@ class ToolCallsModel(_Strict):
     after_content: StrictStr = ""
     each: StrictStr
     separator: StrictStr = ""
-    arguments: Literal["as_given", "json"] = "json"
+    arguments: Literal["as_given", "json", "string"] = "json"
     max_calls: Optional[StrictInt] = None
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
@@ -71,11 +73,15 @@ class ToolResultsModel(_Strict):
     name: Literal["message", "call", "latest_call"] = "message"
     require_calls: StrictBool = False
     generation_prompt: StrictStr | None = None
+    final_group: Optional[StrictStr] = None
+    may_open: StrictBool = True
 
 
 class FromContentModel(_Strict):
     open: StrictStr
     close: StrictStr
+    lstrip: StrictStr = "\n"
+    always: StrictBool = False
 
 
 class ReasoningModel(_Strict):
@@ -106,6 +112,10 @@ class DerivedModel(_Strict):
     text: StrictStr
     otherwise: StrictStr = ""
 
+
+#: the role of the message before an assistant turn or the generation prompt (system messages
+#: aside; "tool" covers every tool-result role)
+PrevRole = Literal["user", "assistant", "tool"]
 
 VariableModel = Union[StrictStr, StrictBool, ChoiceModel, ClockModel, DerivedModel]
 
@@ -167,6 +177,14 @@ class Tools:
     each: RoleTemplate  # with {tool}
     separator: str
     writer: Writer
+    required: bool = False  # a conversation without tools is refused
+    ignore: bool = False  # tools are accepted and not written (the official template ignores them)
+
+    @property
+    def standalone(self) -> bool:
+        """``system`` without ``{instruction}``: a block of its own before the system message,
+        which renders as it does without tools (Hermes 3)."""
+        return self.system is not None and "instruction" not in self.system.fields()
 
 
 @dataclass(frozen=True)
@@ -196,6 +214,8 @@ class ToolResults:
     name: str = "message"
     require_calls: bool = False  # refuse a result that follows no assistant turn with calls
     generation_prompt: str | None = None  # when the conversation ends with tool results
+    final_group: RoleTemplate | None = None  # the group that ends the conversation; None: `group`
+    may_open: bool = True  # False: a result may not be message 0
 
 
 @dataclass(frozen=True)
@@ -211,6 +231,8 @@ class Reasoning:
     #: the message keys read, the first non-empty one wins (None: `reasoning_content` alone, which
     #: transformers fills from `thinking` and `reasoning` when it is null)
     keys: tuple[str, ...] | None = None
+    answer_lstrip: str = "\n"  # stripped from the start of the answer after the closing tag
+    cut_always: bool = False  # cut the content even when `reasoning_content` is given
 
 
 @dataclass(frozen=True)
@@ -371,9 +393,15 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
                                "content it moves. Give both, or neither."))
     if m.tool_results is not None:
         t = m.tool_results
+        group = role("tool_results.group", t.group, ["instruction"])
+        final = role("tool_results.final_group", t.final_group, ["instruction"])
+        if group is not None and final is not None and group.around("instruction")[0] != final.around("instruction")[0]:
+            problems.append(at("tool_results.final_group", (
+                "differs from `group` before `{instruction}`; it may differ only after it (the text that closes "
+                "the group). Start it as `group` does.")))
         out["tool_results"] = ToolResults(
-            each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]),
-            group=role("tool_results.group", t.group, ["instruction"]), content=t.content, separator=t.separator,
+            each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]), group=group,
+            content=t.content, separator=t.separator, final_group=final, may_open=t.may_open,
             name=t.name, require_calls=t.require_calls, generation_prompt=t.generation_prompt, roles=tuple(t.roles))
         if not t.roles:
             problems.append(at("tool_results.roles", "is empty: no result could be rendered. Give `[tool]`, "
@@ -387,7 +415,9 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             block=role("reasoning.block", r.block, ["instruction"]), keep=r.keep, empty=r.empty, strip=r.strip,
             content_lstrip=r.content_lstrip,
             from_content=(r.from_content.open, r.from_content.close) if r.from_content else None, turns=r.turns,
-            keys=tuple(r.keys) if r.keys is not None else None, before_turn=r.before_turn)
+            keys=tuple(r.keys) if r.keys is not None else None, before_turn=r.before_turn,
+            answer_lstrip=r.from_content.lstrip if r.from_content else "\n",
+            cut_always=r.from_content.always if r.from_content else False)
         if r.keys == []:
             problems.append(at("reasoning.keys", "is empty, so no reasoning is ever read. Name a key, or leave it out."))
     out["generation_prompts"] = _generation_prompts(m.generation_prompt, variables, problems, at)
@@ -401,6 +431,8 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         out["opening_system"] = OpeningSystem(
             role("opening_system.template", o.template, ["instruction"]),
             check_when("opening_system.present_when", o.present_when, variables, problems, at))
+    out["assistant_prefix_after"] = tuple(m.assistant_prefix_after.items())
+    out["generation_prompt_after"] = tuple(m.generation_prompt_after) if m.generation_prompt_after is not None else None
     return out
 
 
@@ -427,17 +459,19 @@ def _system_and_final(m, role, problems: list, at) -> dict:
 
 
 def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
-    system = role("tools.system", t.system, ["instruction"], once=["tools"])
+    # without {instruction}, tools.system is a block of its own (Tools.standalone)
+    system = role("tools.system", t.system, once=["instruction", "tools"])
     user = role("tools.user", t.user, ["instruction", "tools"])
     if system is not None and "tools" in system.fields() and user is not None:
         problems.append(at("tools.user", "is given, but `tools.system` already holds `{tools}`: the definitions go "
                            "in one place. Remove `{tools}` from one of them."))
-    if not any(x is not None and "tools" in x.fields() for x in (system, user)):
+    if not t.ignore and not any(x is not None and "tools" in x.fields() for x in (system, user)):
         problems.append(at("tools", "says nowhere where the definitions go: put `{tools}` in `tools.system` or give "
                            "`tools.user` (a user template with `{tools}`)."))
     return Tools(system=system, system_text=role("tools.system_text", t.system_text, ["instruction"]), user=user,
                  user_turn=t.user_turn, each=role("tools.each", t.each, ["tool"]), separator=t.separator,
-                 writer=writer_of("tools", t, problems, at))
+                 writer=writer_of("tools", t, problems, at), required=t.required,
+                 ignore=t.ignore)
 
 
 def _generation_prompts(models: list, variables: tuple[Variable, ...], problems: list,

@@ -27,6 +27,8 @@ def serialiser_lines(spec: Spec) -> list[str]:
 def definitions_lines(spec: Spec) -> list[str]:
     """``tf_defs.text``: the tool definitions (``tf_has_tools`` says whether there are any)."""
     t = spec.tools
+    if t is not None and t.ignore:  # accepted, not written
+        return ["{%- set tf_has_tools = false -%}"]
     lines = ["{%- set tf_has_tools = tools is defined and tools is not none and tools | length > 0 -%}"]
     if t is None:
         return lines + ["{%- if tf_has_tools -%}",
@@ -133,15 +135,26 @@ def tool_result_lines(spec: Spec, flavour: str = "inference") -> list[str]:
         lines += ["        {%- if tf.call_name is none -%}",
                   "            " + raise_("'message ' ~ loop.index0 ~ ': this tool result follows no assistant message "
                                           "with tool calls.'"), "        {%- endif -%}"]
+    if not r.may_open:
+        lines += ["        {%- if loop.first -%}",
+                  "            " + raise_("'message 0: this format cannot open a conversation with a tool result.'"),
+                  "        {%- endif -%}"]
+    # final_group shares group's head (checked at load); only the tail after {instruction} differs
+    final_after = r.final_group.around("instruction")[1] if r.final_group is not None else after
     if before:
         lines += [f"        {{%- if {first} -%}}",
                   "            {{- " + pieces_expression(before, {}) + " -}}", "        {%- endif -%}"]
     if r.separator:
         lines.append(f"        {{%- if not ({first}) -%}}{{{{- {jinja_literal(r.separator)} -}}}}{{%- endif -%}}")
     lines.append("        {{- " + each + " -}}")
-    if after:
-        lines += [f"        {{%- if loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA} -%}}",
-                  "            {{- " + pieces_expression(after, {}) + " -}}", "        {%- endif -%}"]
+    closes = f"loop.last or messages[loop.index0 + 1]['role'] not in {TOOL_ROLES_JINJA}"
+    if final_after != after:
+        lines += ["        {%- if loop.last -%}", "            {{- " + pieces_expression(final_after, {}) + " -}}",
+                  f"        {{%- elif {closes} -%}}", "            {{- " + pieces_expression(after, {}) + " -}}",
+                  "        {%- endif -%}"]
+    elif after:
+        lines += [f"        {{%- if {closes} -%}}", "            {{- " + pieces_expression(after, {}) + " -}}",
+                  "        {%- endif -%}"]
     return lines + _deferred_content_lines(spec, flavour)
 
 
@@ -173,10 +186,20 @@ def _reasoning_lines(spec: Spec) -> list[str]:
                   "        {%- endif -%}"]
     if r.from_content:
         o, c = (jinja_literal(x) for x in r.from_content)
-        lines += [f"        {{%- if tf_reasoning is none and {c} in tf_content -%}}",
-                  f"            {{%- set tf_reasoning = tf_content.split({c})[0].rstrip('\\n').split({o})[-1]"
-                  ".lstrip('\\n') -%}",
-                  f"            {{%- set tf_content = tf_content.split({c})[-1].lstrip('\\n') -%}}",
+        if not r.cut_always and r.answer_lstrip == "\n":  # the usual (Qwen3) cut: as before
+            lines += [f"        {{%- if tf_reasoning is none and {c} in tf_content -%}}",
+                      (f"            {{%- set tf_reasoning = tf_content.split({c})[0].rstrip('\\n').split({o})[-1]"
+                       ".lstrip('\\n') -%}"),
+                      f"            {{%- set tf_content = tf_content.split({c})[-1].lstrip('\\n') -%}}",
+                      "        {%- endif -%}"]
+            return lines
+        cut = f"{c} in tf_content" if r.cut_always else f"tf_reasoning is none and {c} in tf_content"
+        lines += [f"        {{%- if {cut} -%}}",
+                  "            {%- if tf_reasoning is none -%}",
+                  (f"                {{%- set tf_reasoning = tf_content.split({c})[0].rstrip('\\n').split({o})[-1]"
+                   ".lstrip('\\n') -%}"),
+                  "            {%- endif -%}",
+                  f"            {{%- set tf_content = tf_content.split({c})[-1].lstrip({jinja_literal(r.answer_lstrip)}) -%}}",
                   "        {%- endif -%}"]
     return lines
 
@@ -246,13 +269,18 @@ def _calls_lines(spec: Spec) -> list[str]:
     tc = spec.tool_calls
     args = "call.function.arguments"
     dumped = tc.writer.jinja(args)
-    if tc.arguments == "as_given":
+    if tc.arguments in ("as_given", "string"):
         dumped = f"({args} if {args} is string else {dumped})"
     each = pieces_expression(tc.each.pieces, {
         "name": "call.function.name", "arguments": dumped,
         "id": "(call.id if call.id is string else '')"})
     sep = f"({jinja_literal(tc.separator)} if not loop.first else '') ~ " if tc.separator else ""
     lines = ["        {%- if message.tool_calls -%}"]
+    if tc.arguments == "string":
+        lines += ["            {%- for call in message.tool_calls if call.function.arguments is not string -%}",
+                  "                " + raise_("'message ' ~ loop.index0 ~ ': this format writes tool-call arguments "
+                                              "only as a JSON string.'"),
+                  "            {%- endfor -%}"]
     if tc.max_calls is not None:
         lines += [f"            {{%- if message.tool_calls | length > {tc.max_calls} -%}}",
                   "                " + raise_(f"'message ' ~ loop.index0 ~ ': the format takes at most {tc.max_calls} "
@@ -317,10 +345,20 @@ def stop_split(spec: Spec, pieces) -> tuple[str, str]:
     return jinja_literal(trained), jinja_literal(end)
 
 
+def previous_role_lines(indent: str, before: str) -> list[str]:
+    """``tf_before.role``: the role of the last of ``before`` (system messages aside, "tool" for
+    any tool-result role), '' when there is none (:func:`template_forge.format.render.previous_role`)."""
+    return [f"{indent}{{%- set tf_before = namespace(role='') -%}}",
+            f"{indent}{{%- for earlier in {before} if earlier['role'] != 'system' -%}}",
+            f"{indent}    {{%- set tf_before.role = 'tool' if earlier['role'] in {TOOL_ROLES_JINJA} else earlier['role'] -%}}",
+            f"{indent}{{%- endfor -%}}"]
+
+
 def assistant_lines(spec: Spec, flavour: str) -> list[str]:
     """The general assistant turn: body and calls, the template by position and calls, the
     generation prompt's part moved to the prefix, the suffix cut at its stop string."""
-    lines = _body_lines(spec)
+    lines = []  # (strings refused in assistant text: the validation section, compiler.py)
+    lines += _body_lines(spec)
     choices = []
     tc = spec.tool_calls
     if tc is not None and tc.assistant is not None:
@@ -343,6 +381,11 @@ def assistant_lines(spec: Spec, flavour: str) -> list[str]:
                      "{%- set tf_head = '' -%}{%- endif -%}")
     if spec.continue_assistant_turns:  # it continues the turn of the assistant message before it
         lines.append("        {%- if tf_prev.role == 'assistant' -%}{%- set tf_head = '' -%}{%- endif -%}")
+    if spec.assistant_prefix_after:
+        lines += previous_role_lines("        ", "messages[:loop.index0]")
+        for role, text in spec.assistant_prefix_after:
+            lines.append(f"        {{%- if tf_before.role == {jinja_literal(role)} -%}}"
+                         f"{{%- set tf_head = {jinja_literal(text)} ~ tf_head -%}}{{%- endif -%}}")
     if may_move_prompt(spec):
         lines += ["        {%- if tf_gen | length > tf_head | length and tf_gen.startswith(tf_head) and "
                   "(tf_head ~ tf_text).startswith(tf_gen) -%}",

@@ -139,8 +139,9 @@ def _generate_validation(spec: Spec) -> list[str]:
                   "        " + raise_(at + " ~ 'this format cannot render tool calls.'")]
     for text in spec.refuse_in_assistant:
         t = jinja_literal(text)
-        held = (f"((message['content'] is string and {t} in message['content']) or "
-                f"(message['reasoning_content'] is string and {t} in message['reasoning_content']))")
+        held = f"(message['content'] is string and {t} in message['content'])"
+        if spec.reasoning is not None:  # the reasoning only where the format renders it
+            held = f"({held} or (message['reasoning_content'] is string and {t} in message['reasoning_content']))"
         refusal = jinja_literal(f"an assistant message holds {text!r}, which the format refuses.")
         lines += [f"    {{%- elif message['role'] == 'assistant' and {held} -%}}", "        " + raise_(f"{at} ~ {refusal}")]
     if spec.system_position == "first" and spec.placement != "in_place":
@@ -253,6 +254,10 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
     lines = compile_turns.serialiser_lines(spec)
     if spec.tools is not None or spec.agentic:
         lines += [_comment("The tool definitions, as the format writes them.")] + compile_turns.definitions_lines(spec)
+    if spec.tools is not None and spec.tools.required:
+        lines += ["{%- if not tf_has_tools -%}",
+                  "    " + raise_("'this format always writes tool definitions, but no tools were given.'"),
+                  "{%- endif -%}"]
     if spec.tools is not None and spec.tools.user is not None:
         turn = f"{spec.tools.user_turn}_user"
         lines += [f"{{%- if tf_has_tools and tf.{turn} < 0 -%}}",
@@ -331,7 +336,7 @@ def _plain_user_lines(spec: Spec) -> list[str]:
 def _plain_assistant(spec: Spec) -> bool:
     """Whether the assistant turn is the plain one: the template, the content, the suffix."""
     return not (spec.tool_calls or spec.reasoning or spec.final_assistant or compile_turns.may_move_prompt(spec)
-                or spec.continue_assistant_turns)
+                or spec.continue_assistant_turns or spec.assistant_prefix_after)
 
 
 def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
@@ -351,7 +356,8 @@ def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
 def _in_place_lines(spec: Spec) -> list[str]:
     text = _stripped(spec, "message['content']")
     emit = _emit_condition(spec, present=None, raw="message['content']", text=text)
-    if spec.tools is not None and spec.tools.system is not None:  # the opening one went into the tools block
+    if spec.tools is not None and spec.tools.system is not None and not spec.tools.standalone:
+        # the opening one went into the tools block
         emit = ("not (tf_has_tools and loop.first)" + ("" if emit == "true" else f" and {emit}"))
     block = "{{- " + _system_expression(spec, text) + " -}}"
     if spec.opening_system is not None:
@@ -412,6 +418,9 @@ def _with_tools_system(spec: Spec, plain: list[str], text: str) -> list[str]:
     """``tools.system`` when tools are given, else the plain system lines."""
     if spec.tools is None or spec.tools.system is None:
         return plain
+    if spec.tools.standalone:  # a block of its own, then the system lines as without tools
+        return ["{%- if tf_has_tools -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}",
+                "{%- endif -%}", *plain]
     block = ["    {%- set tf_st = " + text + " -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}"]
     return ["{%- if tf_has_tools -%}", *block] + (["{%- else -%}"] + ["    " + x for x in plain]
                                                           if plain else []) + ["{%- endif -%}"]
@@ -434,13 +443,17 @@ def _generate_ending(spec: Spec) -> list[str]:
         return []
     lines = [_comment("The end: the generation prompt (at inference)" + (", else the final suffix." if spec.final_suffix else "."))]
     lines.append("{%- if add_generation_prompt -%}")
-    lines += compile_turns.ending_prompt_lines(spec)
-    if spec.generation_prompts:
-        lines.append("    {{- tf_gen -}}")
-    elif spec.trailing_assistant:
-        lines.append("    {{- " + jinja_literal(spec.trailing_assistant) + " -}}")
+    prompt = "tf_gen" if spec.generation_prompts else jinja_literal(spec.trailing_assistant)
+    inner = compile_turns.ending_prompt_lines(spec)
+    if spec.generation_prompts or spec.trailing_assistant:
+        inner.append("    {{- " + prompt + " -}}")
     if compile_turns.ending_prompt_lines(spec):
-        lines.append("    {%- endif -%}")
+        inner.append("    {%- endif -%}")
+    if spec.generation_prompt_after is not None:  # only after a last message of these roles
+        roles = "[" + ", ".join(jinja_literal(r) for r in spec.generation_prompt_after) + "]"
+        inner = [*compile_turns.previous_role_lines("    ", "messages"), f"    {{%- if tf_before.role in {roles} -%}}",
+                 *inner, "    {%- endif -%}"]
+    lines += inner
     if spec.final_suffix:
         lines += ["{%- else -%}", "    {{- " + jinja_literal(spec.final_suffix) + " -}}"]
     lines.append("{%- endif -%}")

@@ -221,23 +221,29 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     out = _Builder()
     out.add("bos", spec.bos)
     skip = None
-    if defs is not None and spec.tools.system is not None:
+    if defs is not None and spec.tools.system is not None and not spec.tools.standalone:
         skip = _add_tools_system(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index,
                                  opens=opens_with_system)
-    elif spec.system_text is not None:  # always rendered, the system text (if any) wrapped
-        turns.add_wrapped_system(out, spec, spec.system, spec.system_text, sys_text if emit else None, sys_index, values)
-    elif spec.opening_system is not None and not opens_with_system:
-        if emit or holds(spec.opening_system.present_when, values):  # the default stands in
-            turns.add_system(out, spec, sys_text, None, values, spec.opening_system.template)
-    elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
-        turns.add_system(out, spec, sys_text, sys_index, values)
+    else:
+        if defs is not None and spec.tools.system is not None:  # standalone: a block before the system message
+            turns.add_tools_system(out, spec, None, None, values, defs)
+        if spec.system_text is not None:  # always rendered, the system text (if any) wrapped
+            turns.add_wrapped_system(out, spec, spec.system, spec.system_text, sys_text if emit else None, sys_index,
+                                     values)
+        elif spec.opening_system is not None and not opens_with_system:
+            if emit or holds(spec.opening_system.present_when, values):  # the default stands in
+                turns.add_system(out, spec, sys_text, None, values, spec.opening_system.template)
+        elif emit and spec.placement in OWN_SEGMENT_PLACEMENTS:
+            turns.add_system(out, spec, sys_text, sys_index, values)
     target = system_target(spec, msgs) if emit else None
     gen = generation_prompt(spec, values)
     _add_turns(out, spec, msgs, values, sys_text=sys_text if target is not None else None, sys_index=sys_index,
                target=target, skip=skip, gen=gen, defs=defs if defs is not None and spec.tools.user else None,
                prompted=add_generation_prompt)
     if add_generation_prompt:
-        out.add("generation_prompt", _ending_prompt(spec, msgs, gen))
+        after = spec.generation_prompt_after
+        prompted = after is None or previous_role(msgs, len(msgs)) in after
+        out.add("generation_prompt", _ending_prompt(spec, msgs, gen) if prompted else "")
     else:
         out.add("final_suffix", spec.final_suffix)
     return out.build()
@@ -262,12 +268,21 @@ def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str |
         schemas = check_tools(tools)
     except MessageError as exc:
         raise RenderError(f"tools: {exc}") from None
+    if schemas and spec.tools is not None and spec.tools.ignore:
+        return None  # accepted, not written
     if not schemas:
+        if spec.tools is not None and spec.tools.required:
+            raise RenderError("this format always writes tool definitions (its official template fails without "
+                              "them), but no tools were given. Pass tools=[...] with at least one tool, or use a "
+                              "format without tools for plain chat.")
         return None
     if spec.tools is None:
         raise RenderError("this format does not render tool definitions, but tools were given. Use a format "
                           "with tool support (see `tforge formats`), or leave the tools out.")
-    return turns.definitions(spec, schemas)
+    try:
+        return turns.definitions(spec, schemas)
+    except ValueError as exc:  # a named serialiser refusing a schema it cannot write (e.g. hermes_signature)
+        raise RenderError(f"tools: {exc}.") from None
 
 
 def _check_support(spec: Spec, msgs: list[Message]) -> None:
@@ -285,7 +300,9 @@ def _check_support(spec: Spec, msgs: list[Message]) -> None:
 
 def _check_refused(spec: Spec, m: Message) -> None:
     for text in spec.refuse_in_assistant:
-        for key, value in (("content", m.content), ("reasoning", m.reasoning)):
+        # the reasoning only where the format renders it (DeepSeek V3.1 ignores it)
+        shown = (("reasoning", m.reasoning),) if spec.reasoning is not None else ()
+        for key, value in (("content", m.content), *shown):
             if value is not None and text in value:
                 raise RenderError(f"this assistant message's {key} holds {text!r}, which the format refuses there (its "
                                   "template would read it as its own markup). Remove it.", message_index=m.index)
@@ -346,6 +363,15 @@ def _tools_turn(spec: Spec, msgs: list[Message]) -> int:
     return users[0] if spec.tools.user_turn == "first" else users[-1]
 
 
+def previous_role(msgs: list[Message], k: int) -> str | None:
+    """The role of the last message before index ``k``, system messages aside ("tool" for any
+    tool-result role); None when there is none."""
+    for m in reversed(msgs[:k]):
+        if m.role != "system":
+            return "tool" if m.role in TOOL_ROLES else m.role
+    return None
+
+
 def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[str, Any], *,
                sys_text: str | None, sys_index: int | None, target: int | None, skip: int | None, gen: str,
                defs: str | None, prompted: bool = False) -> None:
@@ -371,15 +397,16 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
         elif m.role == "assistant":
             continued = spec.continue_assistant_turns and previous is not None and previous.role == "assistant"
             answered = k < len(msgs) and msgs[k].role in TOOL_ROLES
+            before = dict(spec.assistant_prefix_after).get(previous_role(msgs, k - 1), "")
             turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen,
-                                last_answer=last_answer, continued=continued, answered=answered)
+                                last_answer=last_answer, continued=continued, answered=answered, before=before)
             call_name = m.tool_calls[0].name if m.tool_calls else None
         elif m.role in TOOL_ROLES:
             group = [m]
             while k < len(msgs) and msgs[k].role in TOOL_ROLES:
                 group.append(msgs[k])
                 k += 1
-            turns.add_tool_results(out, spec, group, values, calls=previous, call_name=call_name)
+            turns.add_tool_results(out, spec, group, values, calls=previous, call_name=call_name, final=k == len(msgs))
             if previous is not None and previous.tool_calls and spec.tool_calls.after_results is not None:
                 turns.add_deferred_content(out, spec, previous, values)
         elif spec.placement == "in_place" and m.index != skip:

@@ -104,6 +104,8 @@ class _PromptFormatModel(BaseModel):
     generation_prompt: list[agentic.WhenModel] = []
     opening_system: agentic.OpeningSystemModel | None = None
     continue_assistant_turns: StrictBool = False
+    assistant_prefix_after: dict[agentic.PrevRole, StrictStr] = {}
+    generation_prompt_after: list[agentic.PrevRole] | None = None
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
@@ -154,6 +156,10 @@ class Spec:
     opening_system: OpeningSystem | None = None
     #: an assistant message after an assistant turn (tool results between aside) writes no header
     continue_assistant_turns: bool = False
+    #: text before an assistant turn whose previous message (system messages aside) has the role
+    assistant_prefix_after: tuple[tuple[str, str], ...] = ()
+    #: the generation prompt is written only after a last message of these roles (None: always)
+    generation_prompt_after: tuple[str, ...] | None = None
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()
@@ -286,6 +292,12 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
     user_allowed = variables | {"instruction"} | ({"system"} if in_user else set())
     user = check_role("user", m.user, user_allowed, {"instruction"} | ({"system"} if in_user else set()), problems, at)
     assistant = check_role("assistant", m.assistant, variables | {"instruction"}, {"instruction"}, problems, at)
+    if in_user and m.tools is not None and m.tools.system is not None:
+        # Bug fix: the renderer wrote tools.system (and the system text twice) but the compiled
+        # template did not; with the system text inside a user turn there is no system block to replace.
+        problems.append(at("tools.system", (
+            f"is given, but `system_placement` is {placement!r}: the system text goes into a user turn, so "
+            "there is no system block for the tools. Use `tools.user` (a user template with `{tools}`).")))
     strip = m.strip or _StripModel()
     strip_user = strip.user if strip.user is not None else m.strip_whitespace
     if strip_user == "with_system":

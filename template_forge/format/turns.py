@@ -103,17 +103,23 @@ def result_name(msg: Message, calls: Sequence) -> str | None:
 
 
 def add_tool_results(out: _Builder, spec: Spec, group: Sequence[Message], values: Mapping[str, Any], *,
-                     calls: Message | None = None, call_name: str | None = None) -> None:
-    """Consecutive tool results, each written by ``tool_results.each``, inside one ``group``;
-    ``calls`` is the message before the group (whose calls name the results, ``name: call``),
-    ``call_name`` the latest tool-call turn's first call (``name: latest_call``)."""
+                     calls: Message | None = None, call_name: str | None = None, final: bool = False) -> None:
+    """Consecutive tool results, each written by ``tool_results.each`` (joined by ``separator``),
+    inside one ``group`` (``final_group`` when it ends the conversation); ``calls`` is the
+    message before the group (whose calls name the results, ``name: call``), ``call_name`` the
+    latest tool-call turn's first call (``name: latest_call``)."""
     results = spec.tool_results
+    if not results.may_open and group[0].index == 0:
+        raise RenderError("this format cannot open a conversation with a tool result (its official template "
+                          "writes such a result without its turn header). Put the assistant message that made the "
+                          "call before it, or drop the result.", message_index=0)
     if results.name == "latest_call" and call_name is None:
         raise RenderError("this tool result follows no assistant message with tool calls (the format names a result "
                           "after the latest call). Put it right after the turn that makes the call.",
                           message_index=group[0].index)
     made = calls.tool_calls if calls is not None and calls.role == "assistant" else ()
-    before, after = results.group.around("instruction")
+    template = results.final_group if final and results.final_group is not None else results.group
+    before, after = template.around("instruction")
     out.add("tool", fill(before, values), group[0].index)
     for k, msg in enumerate(group):
         if k and results.separator:
@@ -164,11 +170,14 @@ def split_reasoning(spec: Spec, msg: Message) -> tuple[str | None, str]:
             raise RenderError("this assistant message with tool calls has both content and reasoning, and the format "
                               "writes its content as its reasoning. Keep one of them.", message_index=msg.index)
         return (msg.content or reasoning or None), ""
-    if reasoning is not None or r is None or r.from_content is None or r.from_content[1] not in msg.content:
+    if r is None or r.from_content is None or r.from_content[1] not in msg.content:
+        return reasoning, msg.content
+    if reasoning is not None and not r.cut_always:
         return reasoning, msg.content
     open_tag, close_tag = r.from_content
     head, _, _ = msg.content.partition(close_tag)
-    return head.rstrip("\n").split(open_tag)[-1].lstrip("\n"), msg.content.split(close_tag)[-1].lstrip("\n")
+    reasoning = msg.reasoning if msg.reasoning is not None else head.rstrip("\n").split(open_tag)[-1].lstrip("\n")
+    return reasoning, msg.content.split(close_tag)[-1].lstrip(r.answer_lstrip)
 
 
 def reasoning_shown(spec: Spec, msg: Message, reasoning: str | None, *, last: bool, last_user: int | None,
@@ -232,7 +241,11 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
     for k, call in enumerate(msg.tool_calls):
         if k:
             parts.append(_Part("assistant_calls", tc.separator))
-        args = call.arguments if tc.arguments == "as_given" and isinstance(call.arguments, str) else \
+        if tc.arguments == "string" and not isinstance(call.arguments, str):
+            raise RenderError(f"tool call {k} gives its arguments as an object; this format writes them only as a "
+                              "JSON string (its official template joins them as text). Give "
+                              "`function.arguments` as a JSON string.", message_index=msg.index)
+        args = call.arguments if tc.arguments in ("as_given", "string") and isinstance(call.arguments, str) else \
             tc.writer.dumps(call.arguments)
         fields = {"name": call.name, "arguments": args, "id": call.id or ""}
         for piece in tc.each.pieces:
@@ -245,12 +258,13 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,
                   last_user: int | None, generation_prompt: str, last_answer: int | None = None,
-                  continued: bool = False, answered: bool = False) -> None:
-    """An assistant turn: prefix, then the trained body (reasoning, content, calls) and the
-    suffix up to the stop string, then the untrained rest of the suffix. What the generation
-    prompt supplies at inference (an empty think block after the header) is prefix. A
-    ``continued`` turn (``continue_assistant_turns``) writes no header; the content of an
-    ``answered`` turn with calls waits for its results (``tool_calls.after_results``)."""
+                  continued: bool = False, answered: bool = False, before: str = "") -> None:
+    """An assistant turn: prefix (after ``before``, the ``assistant_prefix_after`` text), then the
+    trained body (reasoning, content, calls) and the suffix up to the stop string, then the
+    untrained rest of the suffix. What the generation prompt supplies at inference (an empty
+    think block after the header) is prefix. A ``continued`` turn (``continue_assistant_turns``)
+    writes no header; the content of an ``answered`` turn with calls waits for its results
+    (``tool_calls.after_results``)."""
     tc = spec.tool_calls
     if answered and msg.tool_calls and tc.after_results is not None:
         msg = replace(msg, content="")
@@ -263,7 +277,7 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
         reasoning = [p for p in instruction if p.kind == "assistant_reasoning"]
         instruction = [p for p in instruction if p.kind != "assistant_reasoning"]
     fields = [k for k, p in enumerate(template.pieces) if p.field in BODY_FIELDS]
-    head = "" if continued else fill(template.pieces[: fields[0]], values)
+    head = before + ("" if continued else fill(template.pieces[: fields[0]], values))
     body: list[_Part] = []
     for piece in template.pieces[fields[0] : fields[-1] + 1]:
         if piece.field == "instruction":

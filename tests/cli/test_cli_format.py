@@ -208,13 +208,16 @@ def test_every_builtin_served_by_autotokenizer(runner, tmp_path, tiny_tokenizer_
 
     spec = load_builtin(name)
     conv = CONV[1:] if spec.placement == "reject" else CONV
+    # a format that always writes tool definitions (hermes-3) is given one tool
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {}}}] \
+        if spec.tools is not None and spec.tools.required else None
     for training in (False, True):
         folder = tmp_path / f"tok-{training}"
         shutil.copytree(tiny_tokenizer_dir, folder)
         args = ["compile", name, "--tokenizer-dir", str(folder)] + (["--training"] if training else [])
         assert runner.invoke(main, args).exit_code == 0
         tok = transformers.AutoTokenizer.from_pretrained(str(folder))
-        assert tok.apply_chat_template(conv, tokenize=False) == render(spec, conv).text
-        assert tok.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True) == render(
-            spec, conv[:-1], add_generation_prompt=True).text
+        assert tok.apply_chat_template(conv, tokenize=False, tools=tools) == render(spec, conv, tools=tools).text
+        assert tok.apply_chat_template(conv[:-1], tokenize=False, add_generation_prompt=True, tools=tools) == render(
+            spec, conv[:-1], add_generation_prompt=True, tools=tools).text
 

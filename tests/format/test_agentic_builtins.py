@@ -32,12 +32,16 @@ AGENTIC = {
     "llama3.1": ("templates", "llama-3.1-instruct", {}),
     "llama3.3": ("templates", "llama-3.3-instruct", {}),
     "gemma-4": ("modern/templates", "gemma-4-it", {"enable_thinking": [True, False]}),
+    "hermes-3": ("modern/templates", "hermes-3-tool-use", {}),
+    "deepseek-v3.1": ("modern/templates", "deepseek-v3.1", {"thinking": [True, False]}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
 #: bos/eos the official templates are rendered with
 TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_token": "<|begin_of_text|>"},
           "gemma-4": {"bos_token": "<bos>"}}
+TOKENS["deepseek-v3.1"] = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
+TOKENS["hermes-3"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}
 
 
 def _official(conformance, where: str, name: str) -> str:
@@ -48,7 +52,7 @@ def _hf(template, messages, tools, gen, variables, *, masks=False):
     try:
         out = hf.render_jinja_template(conversations=[messages], tools=tools, chat_template=template,
                                        add_generation_prompt=gen, return_assistant_tokens_mask=masks, **variables)
-    except jinja2.TemplateError:
+    except (jinja2.TemplateError, TypeError):  # TypeError: Hermes 3 iterates `tools`, None without them
         return None
     return out if masks else out[0][0]
 

@@ -40,6 +40,7 @@ OFFICIAL = {
     "gemma": "gemma-2-it",
     "phi3": "phi-3-mini-4k-instruct",
     "deepseek-v3": "deepseek-v3",
+    "deepseek-r1": "deepseek-r1",
     "vicuna": "vicuna-v1.1",
     "alpaca": "alpaca",
 }
@@ -52,7 +53,7 @@ NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
-MODERN = {"qwen3", "gpt-oss", "gemma-4"}
+MODERN = {"qwen3", "gpt-oss", "gemma-4", "hermes-3", "deepseek-v3.1"}
 
 
 def test_every_builtin_is_classified():
