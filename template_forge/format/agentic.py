@@ -415,12 +415,17 @@ def _system_and_final(m, role, problems: list, at) -> dict:
                            "stands. Remove `system_position`, or use another placement."))
     if "" in m.refuse_in_assistant:
         problems.append(at("refuse_in_assistant", "holds an empty string, which every message holds. Remove it."))
+    if m.default_system_when == "empty" and (m.system_placement != "in_place" or not m.default_system_message):
+        problems.append(at("default_system_when", "is `empty`, which makes the default system message stand in for "
+                           "an empty opening system block, but there is no such block or default: it needs "
+                           "`system_placement: in_place` and a `default_system_message`. Add them, or remove it."))
     for name in m.unsupported_variables:
         if not name.isidentifier() or name.startswith("tf_") or name in m.variables:
             problems.append(at("unsupported_variables", (
                 f"names {name!r}, which is not an identifier, starts with `tf_` or is a declared variable. "
                 "Name the official template's switch, e.g. `builtin_tools`.")))
     return {"unsupported_variables": tuple(m.unsupported_variables), "final_when": m.final_when,
+            "default_system_when": m.default_system_when,
             "train_header_rest": m.train_header_rest,
             "system_text": role("system_text", m.system_text, ["instruction"]), "system_position": m.system_position,
             "refuse_in_assistant": tuple(m.refuse_in_assistant)}

@@ -351,6 +351,10 @@ def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
 def _in_place_lines(spec: Spec) -> list[str]:
     text = _stripped(spec, "message['content']")
     emit = _emit_condition(spec, present=None, raw="message['content']", text=text)
+    if spec.default_system_when == "empty":  # the default stands in for an empty opening system message
+        default = jinja_literal(system_decision(spec, None, None)[1])
+        text = f"({default} if loop.first and {text} == '' else {text})"
+        emit = emit if emit == "true" else f"loop.first or ({emit})"
     if spec.tools is not None and spec.tools.system is not None:  # the opening one went into the tools block
         emit = ("not (tf_has_tools and loop.first)" + ("" if emit == "true" else f" and {emit}"))
     block = "{{- " + _system_expression(spec, text) + " -}}"
@@ -425,6 +429,7 @@ def _in_place_tools_text(spec: Spec) -> str:
     emit = _emit_condition(spec, present=None, raw="messages[0]['content']", text=text)
     given = text if emit == "true" else f"({text} if {emit} else none)"
     emit_default, default = system_decision(spec, None, None)
+    emit_default = emit_default and spec.default_system_when != "empty"  # the definitions fill the block
     return f"({given} if {opening} else {jinja_literal(default) if emit_default else 'none'})"
 
 

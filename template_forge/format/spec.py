@@ -92,6 +92,7 @@ class _PromptFormatModel(BaseModel):
     system_position: Literal["anywhere", "first"] = "anywhere"
     refuse_in_assistant: list[StrictStr] = []
     unsupported_variables: list[StrictStr] = []
+    default_system_when: Literal["absent", "empty"] = "absent"
     # agentic extensions (docs/spec.md, "Tools and reasoning")
     stop: list[StrictStr] = []
     final_assistant: StrictStr | None = None
@@ -145,6 +146,7 @@ class Spec:
     system_position: str = "anywhere"  # "first": a system message must open the conversation
     refuse_in_assistant: tuple[str, ...] = ()  # texts an assistant's content or reasoning may not hold
     unsupported_variables: tuple[str, ...] = ()  # the official template's switches we refuse when set
+    default_system_when: str = "absent"  # "empty": the default also stands in for an empty opening block
     tools: Tools | None = None
     tool_calls: ToolCalls | None = None
     tool_results: ToolResults | None = None

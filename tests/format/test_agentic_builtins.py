@@ -32,6 +32,7 @@ AGENTIC = {
     "llama3.1": ("templates", "llama-3.1-instruct", {}),
     "llama3.3": ("templates", "llama-3.3-instruct", {}),
     "gemma-4": ("modern/templates", "gemma-4-it", {"enable_thinking": [True, False]}),
+    "granite-4.0": ("modern/templates", "granite-4.0", {}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
