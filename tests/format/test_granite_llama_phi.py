@@ -3,6 +3,8 @@ generated conversations of test_agentic_builtins.py and test_builtins.py reach r
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from template_forge.errors import RenderError, SpecError
@@ -69,3 +71,42 @@ def test_default_system_when_empty_needs_in_place_and_a_default():
     with pytest.raises(SpecError, match="default_system_when"):
         spec_from_dict({"system": "{instruction}", "user": "{instruction}", "assistant": "{instruction}",
                         "default_system_when": "empty"})
+
+
+# --------------------------------------------------------------------------- llama3.2
+class _Frozen(dt.datetime):
+    @classmethod
+    def now(cls, tz=None):  # noqa: ARG003 - the signature of datetime.now
+        return NOW
+
+
+NOW = dt.datetime(2025, 1, 2, 23, 59)
+
+
+@pytest.mark.parametrize("tools", [None, TOOLS])
+def test_llama32_date_is_today_unless_date_string_is_given(conformance, monkeypatch, tools):
+    monkeypatch.setattr(hf, "datetime", _Frozen)  # transformers' strftime_now reads datetime.now()
+    official = _official(conformance, "templates", "llama-3.2-instruct")
+    spec = load_builtin("llama3.2")
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    extra = {"bos_token": "<|begin_of_text|>"}
+    today = hf.render_jinja_template(conversations=[messages], tools=tools, chat_template=official, **extra)[0][0]
+    assert "Today Date: 02 Jan 2025\n" in today
+    assert render(spec, messages, tools=tools, now=NOW).text == today
+    assert hf.render_jinja_template(conversations=[messages], tools=tools,
+                                    chat_template=compile_template(spec))[0][0] == today
+    given = hf.render_jinja_template(conversations=[messages], tools=tools, chat_template=official,
+                                     date_string="26 Jul 2024", **extra)[0][0]
+    assert render(spec, messages, tools=tools, variables={"date_string": "26 Jul 2024"}, now=NOW).text == given
+    assert given == today.replace("02 Jan 2025", "26 Jul 2024")
+
+
+@pytest.mark.parametrize("name,variable", [("llama3.2", "custom_tools"), ("llama3.1", "custom_tools"),
+                                           ("llama3.1", "builtin_tools")])
+def test_llama_refuses_the_tool_switches_it_does_not_render(name, variable):
+    spec = load_builtin(name)
+    with pytest.raises(RenderError, match=f"`{variable}` is set"):
+        render(spec, [{"role": "user", "content": "x"}], variables={variable: ["brave_search"]})
+    with pytest.raises(Exception, match=f"`{variable}` is set"):
+        hf.render_jinja_template(conversations=[[{"role": "user", "content": "x"}]],
+                                 chat_template=compile_template(spec), **{variable: ["brave_search"]})
