@@ -120,6 +120,11 @@ class OpeningSystemModel(_Strict):
     present_when: dict[StrictStr, StrictBool | StrictStr] = {}
 
 
+class SystemKeyModel(_Strict):
+    key: StrictStr
+    template: StrictStr
+
+
 # --------------------------------------------------------------------------- frozen values
 @dataclass(frozen=True)
 class Json:
@@ -252,6 +257,15 @@ class OpeningSystem:
 
     template: RoleTemplate  # with {instruction}
     present_when: tuple[tuple[str, str | bool], ...]
+
+
+@dataclass(frozen=True)
+class SystemKey:
+    """A system message carrying ``key`` (not null) is written by ``template``, whose
+    ``{key}`` is that key's text (Phi-4-mini's ``tools`` string)."""
+
+    key: str
+    template: RoleTemplate  # with {instruction} and {key}
 
 
 def holds(when, values) -> bool:
@@ -401,7 +415,29 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         out["opening_system"] = OpeningSystem(
             role("opening_system.template", o.template, ["instruction"]),
             check_when("opening_system.present_when", o.present_when, variables, problems, at))
+    if m.system_key is not None:
+        out["system_key"] = _system_key(m, role, problems, at)
     return out
+
+
+#: message keys a template reads for its own purpose: not a system message's extra text
+_MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content", "thinking", "reasoning"}
+
+
+def _system_key(m, role, problems: list, at) -> SystemKey | None:
+    k = m.system_key
+    if not k.key.isidentifier() or k.key in _MESSAGE_KEYS or k.key in m.variables:
+        problems.append(at("system_key.key", f"is {k.key!r}, which is not an identifier, or is a key messages "
+                           "already use, or a declared variable. Name the system message's own key, e.g. `tools`."))
+        return None
+    if m.system_placement != "in_place":
+        problems.append(at("system_key", "is given, but `system_placement` is not `in_place`: a keyed system "
+                           "message renders where it stands. Set `system_placement: in_place`."))
+    if m.tools is not None and m.tools.system is not None:
+        problems.append(at("system_key", "is given with `tools.system`, which takes the opening system message (and "
+                           "would drop its key). Put the definitions in `tools.user`, or remove `system_key`."))
+    template = role("system_key.template", k.template, ["instruction", k.key])
+    return SystemKey(k.key, template) if template is not None else None
 
 
 def _system_and_final(m, role, problems: list, at) -> dict:

@@ -361,6 +361,13 @@ def _in_place_lines(spec: Spec) -> list[str]:
     if spec.opening_system is not None:
         opening = pieces_expression(spec.opening_system.template.pieces, {"instruction": text})
         block = "{{- (" + opening + ") if loop.first else (" + _system_expression(spec, text) + ") -}}"
+    if spec.system_key is not None:  # a system message carrying the key: its own template
+        key = f"message[{jinja_literal(spec.system_key.key)}]"
+        keyed = pieces_expression(spec.system_key.template.pieces, {"instruction": text, spec.system_key.key: key})
+        refuse = raise_(jinja_literal(f"`{spec.system_key.key}` of a system message must be a string."))
+        block = (f"{{%- if {key} is defined and {key} is not none -%}}"
+                 f"{{%- if {key} is not string -%}}{refuse}{{%- endif -%}}{{{{- {keyed} -}}}}"
+                 f"{{%- else -%}}{block}{{%- endif -%}}")
     if emit == "true":
         return ["    {%- elif message['role'] == 'system' -%}", "        " + block]
     return ["    {%- elif message['role'] == 'system' -%}", f"        {{%- if {emit} -%}}", "            " + block,

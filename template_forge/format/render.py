@@ -389,7 +389,9 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
             if m.index == 0 and text == "" and spec.default_system_when == "empty":
                 emit_here, text = system_decision(spec, None, None)  # the default stands in for an empty one
             opening = spec.opening_system if m.index == 0 else None
-            if emit_here:
+            if emit_here and spec.system_key is not None and m.raw.get(spec.system_key.key) is not None:
+                turns.add_keyed_system(out, spec, text, m, values)
+            elif emit_here:
                 turns.add_system(out, spec, text, m.index, values, opening.template if opening else None)
         if m.role not in TOOL_ROLES:
             previous = m

@@ -28,6 +28,7 @@ from template_forge.format.agentic import (
     GenerationPrompt,
     OpeningSystem,
     Reasoning,
+    SystemKey,
     ToolCalls,
     ToolResults,
     Tools,
@@ -105,12 +106,13 @@ class _PromptFormatModel(BaseModel):
     generation_prompt: list[agentic.WhenModel] = []
     opening_system: agentic.OpeningSystemModel | None = None
     continue_assistant_turns: StrictBool = False
+    system_key: agentic.SystemKeyModel | None = None
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
 _SUB_MODELS = {"strip": _StripModel, "tools": agentic.ToolsModel, "tool_calls": agentic.ToolCallsModel,
                "tool_results": agentic.ToolResultsModel, "reasoning": agentic.ReasoningModel,
-               "opening_system": agentic.OpeningSystemModel}
+               "opening_system": agentic.OpeningSystemModel, "system_key": agentic.SystemKeyModel}
 
 
 # --------------------------------------------------------------------------- frozen values
@@ -156,6 +158,8 @@ class Spec:
     opening_system: OpeningSystem | None = None
     #: an assistant message after an assistant turn (tool results between aside) writes no header
     continue_assistant_turns: bool = False
+    #: in_place: a system message carrying this key is written by its own template (Phi-4-mini's `tools`)
+    system_key: SystemKey | None = None
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()

@@ -55,7 +55,7 @@ NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
-MODERN = {"qwen3", "gpt-oss", "gemma-4", "granite-4.0"}
+MODERN = {"qwen3", "gpt-oss", "gemma-4", "granite-4.0", "phi-4-mini"}
 
 
 def test_every_builtin_is_classified():

@@ -4,13 +4,21 @@ generated conversations of test_agentic_builtins.py and test_builtins.py reach r
 from __future__ import annotations
 
 import datetime as dt
+import os
 
+import json
+
+import jinja2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from template_forge.errors import RenderError, SpecError
 from template_forge.format.compiler import compile_template
 from template_forge.format.render import render
 from template_forge.format.spec import load_builtin, spec_from_dict
+
+from strategies import conversations, tool_schemas
 
 hf = pytest.importorskip("transformers.utils.chat_template_utils")
 
@@ -110,3 +118,102 @@ def test_llama_refuses_the_tool_switches_it_does_not_render(name, variable):
     with pytest.raises(Exception, match=f"`{variable}` is set"):
         hf.render_jinja_template(conversations=[[{"role": "user", "content": "x"}]],
                                  chat_template=compile_template(spec), **{variable: ["brave_search"]})
+
+
+# --------------------------------------------------------------------------- phi-4-mini
+PHI_TOKENS = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}
+
+
+def _phi_official(conformance, messages, gen):
+    try:
+        return hf.render_jinja_template(conversations=[messages], chat_template=_official(
+            conformance, "modern/templates", "phi-4-mini"), add_generation_prompt=gen, **PHI_TOKENS)[0][0]
+    except (jinja2.TemplateError, TypeError):
+        return None
+
+
+def _phi_ours(messages, gen):
+    spec = load_builtin("phi-4-mini")
+    try:
+        text = render(spec, messages, add_generation_prompt=gen).text
+    except RenderError:
+        text = None
+    for training in (False, True):
+        try:
+            compiled = hf.render_jinja_template(conversations=[messages], chat_template=compile_template(
+                spec, training=training), add_generation_prompt=gen)[0][0]
+        except jinja2.TemplateError:
+            compiled = None
+        assert compiled == text
+    return text
+
+
+@st.composite
+def _phi_conversations(draw):
+    """Plain conversations, system messages anywhere, some carrying a `tools` string (or null),
+    and tool results."""
+    messages = [dict(m) for m in draw(conversations(system="many"))]
+    for m in messages:
+        if m["role"] == "system" and draw(st.booleans()):
+            schemas = draw(st.lists(tool_schemas(), max_size=2))
+            m["tools"] = draw(st.sampled_from([json.dumps(schemas, ensure_ascii=False), "", None]))
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(messages)))
+        results = [{"role": "tool", "content": c} for c in draw(st.lists(st.text(max_size=8), min_size=1, max_size=2))]
+        messages[at:at] = results
+    return messages
+
+
+@settings(max_examples=int(os.environ.get("TFORGE_PHI4_EXAMPLES", "150")), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(messages=_phi_conversations(), gen=st.booleans())
+def test_phi4_mini_matches_official(conformance, messages, gen):
+    expected = _phi_official(conformance, messages, gen)
+    assert expected is not None
+    assert _phi_ours(messages, gen) == expected
+
+
+def test_phi4_mini_tools_string_is_prompt_and_answers_are_trained():
+    messages = [{"role": "system", "content": "S", "tools": '[{"name": "f"}]'}, {"role": "user", "content": "u"},
+                {"role": "assistant", "content": "a"}]
+    r = render(load_builtin("phi-4-mini"), messages)
+    assert r.text == ('<|system|>S<|tool|>[{"name": "f"}]<|/tool|><|end|><|user|>u<|end|><|assistant|>a<|end|>'
+                      "<|endoftext|>")
+    assert [r.text[a:b] for a, b in r.trained_spans()] == ["a<|end|>"]
+    assert [r.text[s.start:s.end] for s in r.segments if s.kind == "tools"] == ['[{"name": "f"}]']
+
+
+@pytest.mark.parametrize("messages,tools,pattern", [
+    ([{"role": "system", "content": "S", "tools": [{"name": "f"}]}], None, "message 0: `tools` of this system message "
+                                                                          "must be a string"),
+    ([{"role": "user", "content": "x"}], TOOLS, "tool definitions"),  # the official template ignores tools=
+    ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}], None, "message 1: .*tool calls"),
+    ([{"role": "ipython", "content": "r"}], None, "message 0"),
+])
+def test_phi4_mini_refuses_what_it_cannot_render(messages, tools, pattern):
+    with pytest.raises(RenderError, match=pattern):
+        render(load_builtin("phi-4-mini"), messages, tools=tools)
+
+
+@pytest.mark.parametrize("fields,pattern", [
+    ({"system_key": {"key": "content", "template": "{instruction}{content}"}}, r"system_key\.key"),
+    ({"system_key": {"key": "tools", "template": "{instruction}"}}, r"system_key\.template.*\{tools\}"),
+    ({"system_key": {"key": "tools", "template": "{instruction}{tools}"}, "system_placement": "separate"},
+     "system_key.*in_place"),
+])
+def test_system_key_is_checked(fields, pattern):
+    with pytest.raises(SpecError, match=pattern):
+        spec_from_dict({"system": "{instruction}", "user": "{instruction}", "assistant": "{instruction}",
+                        "system_placement": "in_place", **fields})
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=_phi_conversations())
+def test_phi4_mini_generation_spans_are_the_trained_spans(messages):
+    spec = load_builtin("phi-4-mini")
+    rendered = render(spec, messages)
+    (text,), (indices,) = hf.render_jinja_template(conversations=[messages], chat_template=compile_template(
+        spec, training=True), return_assistant_tokens_mask=True)
+    assert text == rendered.text
+    assert [(a, b) for a, b in indices if b > a] == rendered.trained_spans()
