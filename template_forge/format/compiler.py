@@ -354,7 +354,7 @@ def _in_place_lines(spec: Spec) -> list[str]:
     if spec.default_system_when == "empty":  # the default stands in for an empty opening system message
         default = jinja_literal(system_decision(spec, None, None)[1])
         text = f"({default} if loop.first and {text} == '' else {text})"
-        emit = emit if emit == "true" else f"loop.first or ({emit})"
+        emit = emit if emit == "true" else f"(loop.first or ({emit}))"
     if spec.tools is not None and spec.tools.system is not None:  # the opening one went into the tools block
         emit = ("not (tf_has_tools and loop.first)" + ("" if emit == "true" else f" and {emit}"))
     block = "{{- " + _system_expression(spec, text) + " -}}"

@@ -50,7 +50,7 @@ NOW = dt.datetime(2026, 3, 9, 12, 0)
 
 class _Frozen(dt.datetime):
     @classmethod
-    def now(cls, tz=None):  # noqa: ARG003 - the signature of datetime.now
+    def now(cls, tz=None):  # the signature of datetime.now
         return NOW
 
 

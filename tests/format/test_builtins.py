@@ -68,7 +68,7 @@ NOW = dt.datetime(2024, 7, 26, 12, 0)
 
 class _Frozen(dt.datetime):
     @classmethod
-    def now(cls, tz=None):  # noqa: ARG003 - the signature of datetime.now
+    def now(cls, tz=None):  # the signature of datetime.now
         return NOW
 
 

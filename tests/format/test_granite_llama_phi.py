@@ -1,12 +1,12 @@
-"""Granite 4.0, Llama 3.2 and Phi-4-mini: the edges their official templates have that the
-generated conversations of test_agentic_builtins.py and test_builtins.py reach rarely."""
+"""Granite 4.0, Llama 3.2 and Phi-4-mini: the edges of their official templates that the generated
+conversations of test_agentic_builtins.py reach rarely, and Phi-4-mini's whole proof (its template
+is not in the agentic proof: it ignores tool calls, which the built-in refuses)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-
 import json
+import os
 
 import jinja2
 import pytest
@@ -75,6 +75,23 @@ def test_granite_trains_calls_not_results():
             "</tool_response><|end_of_text|>\n") in r.text
 
 
+@pytest.mark.parametrize("empty_system", ["auto", "drop", "render"])
+@pytest.mark.parametrize("tools", [None, TOOLS])
+@pytest.mark.parametrize("opening", GRANITE_OPENINGS)
+def test_default_system_when_empty_compiles_to_what_it_renders(empty_system, tools, opening):
+    spec = spec_from_dict({
+                           "system": "<s>{instruction}</s>", "user": "<u>{instruction}</u>", "assistant": "{instruction}",
+                           "system_placement": "in_place", "empty_system": empty_system, "strip_whitespace": False,
+                           "default_system_message": "D", "default_system_when": "empty",
+                           "tools": {"system": "<s>{instruction}T{tools}</s>", "system_text": "{instruction}|"}})
+    messages = opening + [{"role": "user", "content": "Hi"}, {"role": "system", "content": ""}]
+    expected = render(spec, messages, tools=tools).text
+    assert expected.count("<s>") == 1 + (empty_system == "render")
+    for training in (False, True):
+        assert hf.render_jinja_template(conversations=[messages], tools=tools, chat_template=compile_template(
+            spec, training=training))[0][0] == expected
+
+
 def test_default_system_when_empty_needs_in_place_and_a_default():
     with pytest.raises(SpecError, match="default_system_when"):
         spec_from_dict({"system": "{instruction}", "user": "{instruction}", "assistant": "{instruction}",
@@ -84,7 +101,7 @@ def test_default_system_when_empty_needs_in_place_and_a_default():
 # --------------------------------------------------------------------------- llama3.2
 class _Frozen(dt.datetime):
     @classmethod
-    def now(cls, tz=None):  # noqa: ARG003 - the signature of datetime.now
+    def now(cls, tz=None):  # the signature of datetime.now
         return NOW
 
 
@@ -184,8 +201,8 @@ def test_phi4_mini_tools_string_is_prompt_and_answers_are_trained():
 
 
 @pytest.mark.parametrize("messages,tools,pattern", [
-    ([{"role": "system", "content": "S", "tools": [{"name": "f"}]}], None, "message 0: `tools` of this system message "
-                                                                          "must be a string"),
+    ([{"role": "system", "content": "S", "tools": [{"name": "f"}]}], None,
+     "message 0: `tools` of this system message must be a string"),
     ([{"role": "user", "content": "x"}], TOOLS, "tool definitions"),  # the official template ignores tools=
     ([{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [
         {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}], None, "message 1: .*tool calls"),
