@@ -130,6 +130,11 @@ class OpeningSystemModel(_Strict):
     present_when: dict[StrictStr, StrictBool | StrictStr] = {}
 
 
+class SystemKeyModel(_Strict):
+    key: StrictStr
+    template: StrictStr
+
+
 # --------------------------------------------------------------------------- frozen values
 @dataclass(frozen=True)
 class Json:
@@ -274,6 +279,15 @@ class OpeningSystem:
 
     template: RoleTemplate  # with {instruction}
     present_when: tuple[tuple[str, str | bool], ...]
+
+
+@dataclass(frozen=True)
+class SystemKey:
+    """A system message carrying ``key`` (not null) is written by ``template``, whose
+    ``{key}`` is that key's text (Phi-4-mini's ``tools`` string)."""
+
+    key: str
+    template: RoleTemplate  # with {instruction} and {key}
 
 
 def holds(when, values) -> bool:
@@ -433,7 +447,29 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             check_when("opening_system.present_when", o.present_when, variables, problems, at))
     out["assistant_prefix_after"] = tuple(m.assistant_prefix_after.items())
     out["generation_prompt_after"] = tuple(m.generation_prompt_after) if m.generation_prompt_after is not None else None
+    if m.system_key is not None:
+        out["system_key"] = _system_key(m, role, problems, at)
     return out
+
+
+#: message keys a template reads for its own purpose: not a system message's extra text
+_MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name", "reasoning_content", "thinking", "reasoning"}
+
+
+def _system_key(m, role, problems: list, at) -> SystemKey | None:
+    k = m.system_key
+    if not k.key.isidentifier() or k.key in _MESSAGE_KEYS or k.key in m.variables:
+        problems.append(at("system_key.key", f"is {k.key!r}, which is not an identifier, or is a key messages "
+                           "already use, or a declared variable. Name the system message's own key, e.g. `tools`."))
+        return None
+    if m.system_placement != "in_place":
+        problems.append(at("system_key", "is given, but `system_placement` is not `in_place`: a keyed system "
+                           "message renders where it stands. Set `system_placement: in_place`."))
+    if m.tools is not None and m.tools.system is not None:
+        problems.append(at("system_key", "is given with `tools.system`, which takes the opening system message (and "
+                           "would drop its key). Put the definitions in `tools.user`, or remove `system_key`."))
+    template = role("system_key.template", k.template, ["instruction", k.key])
+    return SystemKey(k.key, template) if template is not None else None
 
 
 def _system_and_final(m, role, problems: list, at) -> dict:
@@ -447,12 +483,17 @@ def _system_and_final(m, role, problems: list, at) -> dict:
                            "stands. Remove `system_position`, or use another placement."))
     if "" in m.refuse_in_assistant:
         problems.append(at("refuse_in_assistant", "holds an empty string, which every message holds. Remove it."))
+    if m.default_system_when == "empty" and (m.system_placement != "in_place" or not m.default_system_message):
+        problems.append(at("default_system_when", "is `empty`, which makes the default system message stand in for "
+                           "an empty opening system block, but there is no such block or default: it needs "
+                           "`system_placement: in_place` and a `default_system_message`. Add them, or remove it."))
     for name in m.unsupported_variables:
         if not name.isidentifier() or name.startswith("tf_") or name in m.variables:
             problems.append(at("unsupported_variables", (
                 f"names {name!r}, which is not an identifier, starts with `tf_` or is a declared variable. "
                 "Name the official template's switch, e.g. `builtin_tools`.")))
     return {"unsupported_variables": tuple(m.unsupported_variables), "final_when": m.final_when,
+            "default_system_when": m.default_system_when,
             "train_header_rest": m.train_header_rest,
             "system_text": role("system_text", m.system_text, ["instruction"]), "system_position": m.system_position,
             "refuse_in_assistant": tuple(m.refuse_in_assistant)}

@@ -356,6 +356,10 @@ def _assistant_lines(spec: Spec, flavour: str) -> list[str]:
 def _in_place_lines(spec: Spec) -> list[str]:
     text = _stripped(spec, "message['content']")
     emit = _emit_condition(spec, present=None, raw="message['content']", text=text)
+    if spec.default_system_when == "empty":  # the default stands in for an empty opening system message
+        default = jinja_literal(system_decision(spec, None, None)[1])
+        text = f"({default} if loop.first and {text} == '' else {text})"
+        emit = emit if emit == "true" else f"(loop.first or ({emit}))"
     if spec.tools is not None and spec.tools.system is not None and not spec.tools.standalone:
         # the opening one went into the tools block
         emit = ("not (tf_has_tools and loop.first)" + ("" if emit == "true" else f" and {emit}"))
@@ -363,6 +367,13 @@ def _in_place_lines(spec: Spec) -> list[str]:
     if spec.opening_system is not None:
         opening = pieces_expression(spec.opening_system.template.pieces, {"instruction": text})
         block = "{{- (" + opening + ") if loop.first else (" + _system_expression(spec, text) + ") -}}"
+    if spec.system_key is not None:  # a system message carrying the key: its own template
+        key = f"message[{jinja_literal(spec.system_key.key)}]"
+        keyed = pieces_expression(spec.system_key.template.pieces, {"instruction": text, spec.system_key.key: key})
+        refuse = raise_(jinja_literal(f"`{spec.system_key.key}` of a system message must be a string."))
+        block = (f"{{%- if {key} is defined and {key} is not none -%}}"
+                 f"{{%- if {key} is not string -%}}{refuse}{{%- endif -%}}{{{{- {keyed} -}}}}"
+                 f"{{%- else -%}}{block}{{%- endif -%}}")
     if emit == "true":
         return ["    {%- elif message['role'] == 'system' -%}", "        " + block]
     return ["    {%- elif message['role'] == 'system' -%}", f"        {{%- if {emit} -%}}", "            " + block,
@@ -434,6 +445,7 @@ def _in_place_tools_text(spec: Spec) -> str:
     emit = _emit_condition(spec, present=None, raw="messages[0]['content']", text=text)
     given = text if emit == "true" else f"({text} if {emit} else none)"
     emit_default, default = system_decision(spec, None, None)
+    emit_default = emit_default and spec.default_system_when != "empty"  # the definitions fill the block
     return f"({given} if {opening} else {jinja_literal(default) if emit_default else 'none'})"
 
 

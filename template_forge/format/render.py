@@ -257,6 +257,8 @@ def _add_tools_system(out: _Builder, spec: Spec, msgs: list[Message], values: Ma
     if spec.placement == "in_place":
         skip = 0 if opens else None
         emit, sys_text = system_decision(spec, skip, msgs[0].content if opens else None)
+        if spec.default_system_when == "empty" and not opens:
+            emit = False  # the definitions fill the opening block: no default stands in (Granite 4.0)
         sys_index = skip
     turns.add_tools_system(out, spec, sys_text if emit else None, sys_index, values, defs)
     return skip
@@ -411,8 +413,12 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
                 turns.add_deferred_content(out, spec, previous, values)
         elif spec.placement == "in_place" and m.index != skip:
             emit_here, text = system_decision(spec, m.index, m.content)
+            if m.index == 0 and text == "" and spec.default_system_when == "empty":
+                emit_here, text = system_decision(spec, None, None)  # the default stands in for an empty one
             opening = spec.opening_system if m.index == 0 else None
-            if emit_here:
+            if emit_here and spec.system_key is not None and m.raw.get(spec.system_key.key) is not None:
+                turns.add_keyed_system(out, spec, text, m, values)
+            elif emit_here:
                 turns.add_system(out, spec, text, m.index, values, opening.template if opening else None)
         if m.role not in TOOL_ROLES:
             previous = m

@@ -28,6 +28,7 @@ from template_forge.format.agentic import (
     GenerationPrompt,
     OpeningSystem,
     Reasoning,
+    SystemKey,
     ToolCalls,
     ToolResults,
     Tools,
@@ -92,6 +93,7 @@ class _PromptFormatModel(BaseModel):
     system_position: Literal["anywhere", "first"] = "anywhere"
     refuse_in_assistant: list[StrictStr] = []
     unsupported_variables: list[StrictStr] = []
+    default_system_when: Literal["absent", "empty"] = "absent"
     # agentic extensions (docs/spec.md, "Tools and reasoning")
     stop: list[StrictStr] = []
     final_assistant: StrictStr | None = None
@@ -106,12 +108,13 @@ class _PromptFormatModel(BaseModel):
     continue_assistant_turns: StrictBool = False
     assistant_prefix_after: dict[agentic.PrevRole, StrictStr] = {}
     generation_prompt_after: list[agentic.PrevRole] | None = None
+    system_key: agentic.SystemKeyModel | None = None
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
 _SUB_MODELS = {"strip": _StripModel, "tools": agentic.ToolsModel, "tool_calls": agentic.ToolCallsModel,
                "tool_results": agentic.ToolResultsModel, "reasoning": agentic.ReasoningModel,
-               "opening_system": agentic.OpeningSystemModel}
+               "opening_system": agentic.OpeningSystemModel, "system_key": agentic.SystemKeyModel}
 
 
 # --------------------------------------------------------------------------- frozen values
@@ -147,6 +150,7 @@ class Spec:
     system_position: str = "anywhere"  # "first": a system message must open the conversation
     refuse_in_assistant: tuple[str, ...] = ()  # texts an assistant's content or reasoning may not hold
     unsupported_variables: tuple[str, ...] = ()  # the official template's switches we refuse when set
+    default_system_when: str = "absent"  # "empty": the default also stands in for an empty opening block
     tools: Tools | None = None
     tool_calls: ToolCalls | None = None
     tool_results: ToolResults | None = None
@@ -160,6 +164,8 @@ class Spec:
     assistant_prefix_after: tuple[tuple[str, str], ...] = ()
     #: the generation prompt is written only after a last message of these roles (None: always)
     generation_prompt_after: tuple[str, ...] | None = None
+    #: in_place: a system message carrying this key is written by its own template (Phi-4-mini's `tools`)
+    system_key: SystemKey | None = None
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()

@@ -36,6 +36,23 @@ def add_system(out: _Builder, spec: Spec, text: str, index: int | None, values: 
     out.add("system", block, index, content=span)
 
 
+def add_keyed_system(out: _Builder, spec: Spec, text: str, msg: Message, values: Mapping[str, Any]) -> None:
+    """A system message carrying ``system_key.key``: its template, the key's text where
+    ``{key}`` is (a tool-definitions segment: message text, never trained)."""
+    key, template = spec.system_key.key, spec.system_key.template
+    value = msg.raw[key]
+    if not isinstance(value, str):
+        raise RenderError(f"`{key}` of this system message must be a string (the template writes it as text), found "
+                          f"{type(value).__name__}. Give it as a string, or leave it out.", message_index=msg.index)
+    for piece in template.pieces:
+        if piece.field == "instruction":
+            out.add("system", text, msg.index, content=(0, len(text)))
+        elif piece.field == key:
+            out.add("tools", value, msg.index, content=(0, len(value)))
+        else:
+            out.add("system", piece.text if piece.field is None else values[piece.field], msg.index)
+
+
 def add_tools_system(out: _Builder, spec: Spec, text: str | None, index: int | None, values: Mapping[str, Any],
                      definitions: str) -> None:
     """``tools.system`` in place of the system template: the system text (``None``: there is

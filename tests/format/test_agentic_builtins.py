@@ -9,6 +9,7 @@ spans are the renderer's trained spans.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import jinja2
@@ -34,14 +35,35 @@ AGENTIC = {
     "gemma-4": ("modern/templates", "gemma-4-it", {"enable_thinking": [True, False]}),
     "hermes-3": ("modern/templates", "hermes-3-tool-use", {}),
     "deepseek-v3.1": ("modern/templates", "deepseek-v3.1", {"thinking": [True, False]}),
+    "granite-4.0": ("modern/templates", "granite-4.0", {}),
+    "llama3.2": ("templates", "llama-3.2-instruct", {}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
 #: bos/eos the official templates are rendered with
 TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_token": "<|begin_of_text|>"},
+          "llama3.2": {"bos_token": "<|begin_of_text|>"},
           "gemma-4": {"bos_token": "<bos>"}}
 TOKENS["deepseek-v3.1"] = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
 TOKENS["hermes-3"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}
+
+
+#: the time strftime_now reads (Llama 3.2's date), in the official and compiled templates and in render(now=)
+NOW = dt.datetime(2026, 3, 9, 12, 0)
+
+
+class _Frozen(dt.datetime):
+    @classmethod
+    def now(cls, tz=None):  # the signature of datetime.now
+        return NOW
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _frozen_clock():
+    """transformers' ``strftime_now`` calls ``datetime.now()`` from its module's globals."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hf, "datetime", _Frozen)
+        yield
 
 
 def _official(conformance, where: str, name: str) -> str:
@@ -59,7 +81,7 @@ def _hf(template, messages, tools, gen, variables, *, masks=False):
 
 def _ours(spec, messages, tools, gen, variables):
     try:
-        return render(spec, messages, tools=tools, add_generation_prompt=gen, variables=variables)
+        return render(spec, messages, tools=tools, add_generation_prompt=gen, variables=variables, now=NOW)
     except RenderError:
         return None
 

@@ -11,6 +11,8 @@ flavours) are compared with the official template under transformers' renderer.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import jinja2
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -32,6 +34,7 @@ OFFICIAL = {
     "llama2": "llama-2-chat",
     "llama3": "llama-3-instruct",
     "llama3.1": "llama-3.1-instruct",
+    "llama3.2": "llama-3.2-instruct",
     "mistral-v1": "mistral-7b-instruct-v0.1",
     "mistral-v3": "mistral-7b-instruct-v0.3",
     "chatml": "chatml",
@@ -53,11 +56,29 @@ NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
-MODERN = {"qwen3", "gpt-oss", "gemma-4", "hermes-3", "deepseek-v3.1"}
+MODERN = {"qwen3", "gpt-oss", "gemma-4", "hermes-3", "deepseek-v3.1", "granite-4.0", "phi-4-mini"}
 
 
 def test_every_builtin_is_classified():
     assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER) | MODERN
+
+
+#: Llama 3.2 reads today's date (strftime_now): frozen at the date the official templates are given
+NOW = dt.datetime(2024, 7, 26, 12, 0)
+
+
+class _Frozen(dt.datetime):
+    @classmethod
+    def now(cls, tz=None):  # the signature of datetime.now
+        return NOW
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _frozen_clock():
+    """transformers' ``strftime_now`` calls ``datetime.now()`` from its module's globals."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hf, "datetime", _Frozen)
+        yield
 
 
 def official_render(template: str, entry: dict, messages, gen: bool) -> str | None:
@@ -79,7 +100,7 @@ def ours(template_or_spec, messages, gen: bool, *, compiled: bool) -> str | None
             return None
         return out[0]
     try:
-        return render(template_or_spec, messages, add_generation_prompt=gen).text
+        return render(template_or_spec, messages, add_generation_prompt=gen, now=NOW).text
     except RenderError:
         return None
 

@@ -20,10 +20,12 @@ from strategies import agentic_conversations
 pytest.importorskip("transformers")
 
 SWITCHES = {"qwen3": {"enable_thinking": [True, False]}, "gemma-4": {"enable_thinking": [True, False]},
-            "deepseek-v3.1": {"thinking": [True, False]}}
+            "deepseek-v3.1": {"thinking": [True, False]},
+            "llama3.2": {"date_string": ["09 Mar 2026"]}}  # its clock, set: both sides read the same date
 
 
-@pytest.mark.parametrize("name", ["llama3.1", "qwen2.5", "qwen3", "gemma-4", "hermes-3", "deepseek-v3.1"])
+@pytest.mark.parametrize("name", ["llama3.1", "qwen2.5", "qwen3", "gemma-4", "hermes-3", "deepseek-v3.1", "llama3.2",
+                                  "granite-4.0"])
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(conv=agentic_conversations(), data=st.data())
 def test_agentic_ids_and_mask_equal_transformers(real_tokenizer, name, conv, data):
