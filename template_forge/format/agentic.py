@@ -40,7 +40,7 @@ class ToolsModel(_Strict):
     system: Optional[StrictStr] = None
     system_text: StrictStr = "{instruction}"
     user: Optional[StrictStr] = None
-    user_turn: Literal["first", "last"] = "first"
+    user_turn: Literal["first", "last", "like_last"] = "first"
     each: StrictStr = "{tool}"
     separator: StrictStr = ""
     serialise: StrictStr = "json"
@@ -57,12 +57,15 @@ class ToolCallsModel(_Strict):
     max_calls: Optional[StrictInt] = None
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
+    names: Literal["text", "json"] = "text"
+    id_length: Optional[StrictInt] = None
 
 
 class ToolResultsModel(_Strict):
     each: StrictStr
     group: StrictStr = "{instruction}"
     content: Literal["text", "json"] = "text"
+    id_length: Optional[StrictInt] = None
 
 
 class FromContentModel(_Strict):
@@ -139,7 +142,7 @@ class Tools:
     system: RoleTemplate | None  # with {instruction} (and {tools}, where they go there)
     system_text: RoleTemplate  # with {instruction}
     user: RoleTemplate | None  # with {instruction} and {tools}
-    user_turn: str
+    user_turn: str  # first, last, or like_last: every user turn equal to the last one (Mistral)
     each: RoleTemplate  # with {tool}
     separator: str
     writer: Writer
@@ -155,6 +158,8 @@ class ToolCalls:
     arguments: str
     max_calls: int | None
     writer: Writer
+    names: str = "text"  # json: {name} is written as a JSON string (quotes included)
+    id_length: int | None = None  # every call needs an `id` of this length
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,7 @@ class ToolResults:
     each: RoleTemplate  # with {instruction}, {name}, {id}
     group: RoleTemplate  # with {instruction}
     content: str
+    id_length: int | None = None  # every result needs a `tool_call_id` of this length
 
 
 @dataclass(frozen=True)
@@ -265,7 +271,11 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         problems.append(at("stop", "holds an empty string, which would stop at once. Remove it."))
     out["final_assistant"] = role("final_assistant", m.final_assistant, ["instruction"])
     if m.tools is not None:
-        out["tools"] = _tools(m.tools, role, problems, at)
+        # Fix: `tools.user` replaces `user` for its turn, so it may hold `{system}` where `user`
+        # does (the renderer and the compiler write it; the check used to refuse it).
+        in_user = m.system_placement in ("first_user", "last_user", "final_user") or (
+            m.system_placement is None and m.system_in_user)
+        out["tools"] = _tools(m.tools, role, problems, at, in_user=in_user)
     if m.tool_calls is not None:
         t = m.tool_calls
         if t.max_calls is not None and t.max_calls < 1:
@@ -274,12 +284,14 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             assistant=role("tool_calls.assistant", t.assistant, ["calls"], once=["instruction"]),
             content=role("tool_calls.content", t.content, ["instruction"]), after_content=t.after_content,
             each=role("tool_calls.each", t.each, once=["name", "arguments", "id"]), separator=t.separator,
-            arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at))
+            arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at),
+            names=t.names, id_length=_id_length("tool_calls", t.id_length, problems, at))
     if m.tool_results is not None:
         t = m.tool_results
         out["tool_results"] = ToolResults(
             each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]),
-            group=role("tool_results.group", t.group, ["instruction"]), content=t.content)
+            group=role("tool_results.group", t.group, ["instruction"]), content=t.content,
+            id_length=_id_length("tool_results", t.id_length, problems, at))
     if m.reasoning is not None:
         r = m.reasoning
         out["reasoning"] = Reasoning(
@@ -290,9 +302,16 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
     return out
 
 
-def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
+def _id_length(field: str, length: int | None, problems: list, at) -> int | None:
+    if length is not None and length < 1:
+        problems.append(at(f"{field}.id_length", f"is {length}; give the length call ids must have (1 or more), "
+                           "or leave it out."))
+    return length
+
+
+def _tools(t: ToolsModel, role, problems: list, at, *, in_user: bool) -> Tools:
     system = role("tools.system", t.system, ["instruction"], once=["tools"])
-    user = role("tools.user", t.user, ["instruction", "tools"])
+    user = role("tools.user", t.user, ["instruction", "tools"], once=["system"] if in_user else ())
     if system is not None and "tools" in system.fields() and user is not None:
         problems.append(at("tools.user", "is given, but `tools.system` already holds `{tools}`: the definitions go "
                            "in one place. Remove `{tools}` from one of them."))

@@ -53,6 +53,28 @@ def tools_system_expression(spec: Spec) -> str:
     return pieces_expression(spec.tools.system.pieces, {"instruction": inner, "tools": "tf_defs.text"})
 
 
+# --------------------------------------------------------------------------- call ids
+def id_check_lines(spec: Spec) -> list[str]:
+    """``id_length``: refuse calls and results whose ids have another length, as render() does."""
+    calls = spec.tool_calls.id_length if spec.tool_calls is not None else None
+    results = spec.tool_results.id_length if spec.tool_results is not None else None
+    if calls is None and results is None:
+        return []
+    lines = ["{%- for message in messages -%}", "    {%- set tf_i = loop.index0 -%}"]
+    if calls is not None:
+        lines += [f"    {{%- for call in (message.tool_calls or []) if not (call.id is string and call.id | length == "
+                  f"{calls}) -%}}",
+                  "        " + raise_(f"'message ' ~ tf_i ~ ': tool call ids must have exactly {calls} characters.'"),
+                  "    {%- endfor -%}"]
+    if results is not None:
+        lines += [f"    {{%- if message['role'] in {TOOL_ROLES_JINJA} and not (message.tool_call_id is string and "
+                  f"message.tool_call_id | length == {results}) -%}}",
+                  "        " + raise_(f"'message ' ~ tf_i ~ ': a tool result needs a tool_call_id of exactly {results} "
+                                      "characters.'"),
+                  "    {%- endif -%}"]
+    return lines + ["{%- endfor -%}"]
+
+
 # --------------------------------------------------------------------------- tool results
 def tool_result_lines(spec: Spec) -> list[str]:
     r = spec.tool_results
@@ -128,8 +150,9 @@ def _calls_lines(spec: Spec) -> list[str]:
     dumped = tc.writer.jinja(args)
     if tc.arguments == "as_given":
         dumped = f"({args} if {args} is string else {dumped})"
+    name = "(call.function.name | tojson)" if tc.names == "json" else "call.function.name"
     each = pieces_expression(tc.each.pieces, {
-        "name": "call.function.name", "arguments": dumped,
+        "name": name, "arguments": dumped,
         "id": "(call.id if call.id is string else '')"})
     sep = f"({jinja_literal(tc.separator)} if not loop.first else '') ~ " if tc.separator else ""
     lines = ["        {%- if message.tool_calls -%}"]

@@ -79,10 +79,15 @@ def _users_tracked(spec: Spec) -> list[str]:
     last one before which reasoning is cut."""
     wanted = {spec.placement} & {"first_user", "last_user"}
     if spec.tools is not None and spec.tools.user is not None:
-        wanted.add(f"{spec.tools.user_turn}_user")
+        wanted.add(_tools_user_field(spec))
     if spec.reasoning is not None and spec.reasoning.keep == "after_last_user":
         wanted.add("last_user")
     return sorted(wanted)
+
+
+def _tools_user_field(spec: Spec) -> str:
+    """The tracked user turn the definitions go to (``like_last`` compares with the last one)."""
+    return "last_user" if spec.tools.user_turn == "like_last" else f"{spec.tools.user_turn}_user"
 
 
 def _state_fields(spec: Spec) -> list[str]:
@@ -117,6 +122,7 @@ def _generate_validation(spec: Spec) -> list[str]:
         lines += ["    {%- elif message.tool_calls -%}",
                   "        " + raise_(at + " ~ 'this format cannot render tool calls.'")]
     lines += ["    {%- endif -%}", "{%- endfor -%}"]
+    lines += compile_turns.id_check_lines(spec)
     lines += _track_messages(spec, at)
     if spec.placement == "reject":
         lines += [
@@ -221,9 +227,8 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
     if spec.tools is not None or spec.agentic:
         lines += [_comment("The tool definitions, as the format writes them.")] + compile_turns.definitions_lines(spec)
     if spec.tools is not None and spec.tools.user is not None:
-        turn = f"{spec.tools.user_turn}_user"
-        lines += [f"{{%- if tf_has_tools and tf.{turn} < 0 -%}}",
-                  "    " + raise_(f"'the tool definitions go into the {spec.tools.user_turn} user turn, but the "
+        lines += [f"{{%- if tf_has_tools and tf.{_tools_user_field(spec)} < 0 -%}}",
+                  "    " + raise_(f"'the tool definitions go into the {spec.tools.user_turn.replace('_', ' ')} user turn, but the "
                                   "conversation has no user message.'"), "{%- endif -%}"]
     if spec.generation_prompts or compile_turns.may_move_prompt(spec):
         lines += [_comment("The generation prompt, as the variables choose it."),
@@ -265,7 +270,9 @@ def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
     content = "(message['content'] | trim)" if spec.strip_user is True else "message['content']"
     expr = pieces_expression(spec.tools.user.pieces, {"instruction": content, "system": "tf_sys_part",
                                                       "tools": "tf_defs.text"})
-    at = f"loop.index0 == tf.{spec.tools.user_turn}_user"
+    at = f"loop.index0 == tf.{_tools_user_field(spec)}"
+    if spec.tools.user_turn == "like_last":  # Mistral's `message == user_messages[-1]`: equal dicts
+        at = "message == messages[tf.last_user]"
     return lines[:-1] + [f"        {{%- if tf_has_tools and {at} -%}}", "            {{- " + expr + " -}}",
                          "        {%- else -%}", "    " + lines[-1], "        {%- endif -%}"]
 

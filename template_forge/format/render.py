@@ -239,7 +239,25 @@ def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str |
     return turns.definitions(spec, schemas)
 
 
+def _check_ids(spec: Spec, msgs: list[Message]) -> None:
+    """``id_length``: every call's ``id`` and every result's ``tool_call_id`` has that length
+    (Mistral's templates refuse other ids)."""
+    calls = spec.tool_calls.id_length if spec.tool_calls is not None else None
+    results = spec.tool_results.id_length if spec.tool_results is not None else None
+    for m in msgs:
+        for k, call in enumerate(m.tool_calls if calls is not None else ()):
+            if call.id is None or len(call.id) != calls:
+                raise RenderError(f"tool call {k} has `id` {call.id!r}; this format takes ids of exactly {calls} "
+                                  f"characters (e.g. {'aB3dE6gH9kLm'[:calls]!r}). Give every call such an id, and "
+                                  "its result the same `tool_call_id`.", message_index=m.index)
+        if results is not None and m.role in TOOL_ROLES and (m.tool_call_id is None or len(m.tool_call_id) != results):
+            raise RenderError(f"this tool result has `tool_call_id` {m.tool_call_id!r}; this format takes ids of "
+                              f"exactly {results} characters. Give it the id of the call it answers.",
+                              message_index=m.index)
+
+
 def _check_support(spec: Spec, msgs: list[Message]) -> None:
+    _check_ids(spec, msgs)
     for m in msgs:
         if m.tool_calls and spec.tool_calls is None:
             raise RenderError("this assistant message has tool calls, which this format cannot render. Use a "
@@ -262,12 +280,17 @@ def _system_message(spec: Spec, msgs: list[Message]) -> tuple[int | None, str | 
     return sys_index, sys_raw
 
 
-def _tools_turn(spec: Spec, msgs: list[Message]) -> int:
-    users = [m.index for m in msgs if m.role == "user"]
+def _tools_turns(spec: Spec, msgs: list[Message]) -> set[int]:
+    """The user turns that take the definitions: the first, the last, or (``like_last``)
+    every user message equal to the last one, as Mistral's ``message == user_messages[-1]``."""
+    users = [m for m in msgs if m.role == "user"]
+    turn = spec.tools.user_turn
     if not users:
-        raise RenderError(f"the tool definitions go into the {spec.tools.user_turn} user turn, but this conversation "
-                          "has no user message. Add one, or leave the tools out.")
-    return users[0] if spec.tools.user_turn == "first" else users[-1]
+        raise RenderError(f"the tool definitions go into the {turn.replace('_', ' ')} user turn, but this "
+                          "conversation has no user message. Add one, or leave the tools out.")
+    if turn == "like_last":
+        return {m.index for m in users if m.raw == users[-1].raw}
+    return {users[0].index if turn == "first" else users[-1].index}
 
 
 def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[str, Any], *,
@@ -278,7 +301,7 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
     no_system = {**values, "system": ""}
     before, after = spec.user.around("instruction")
     user_around = (fill(before, no_system), fill(after, no_system))
-    tools_at = _tools_turn(spec, msgs) if defs is not None else None
+    tools_at = _tools_turns(spec, msgs) if defs is not None else set()
     last_user = max((m.index for m in msgs if m.role == "user"), default=None)
     last = msgs[-1].index if msgs else None
     k = 0
@@ -287,7 +310,7 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
         k += 1
         if m.role == "user":
             turns.add_user(out, spec, m, values, system_text=sys_text if m.index == target else None,
-                           sys_index=sys_index, around=user_around, tools=defs if m.index == tools_at else None)
+                           sys_index=sys_index, around=user_around, tools=defs if m.index in tools_at else None)
         elif m.role == "assistant":
             turns.add_assistant(out, spec, m, values, last=m.index == last, last_user=last_user, generation_prompt=gen)
         elif m.role in TOOL_ROLES:

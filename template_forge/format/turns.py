@@ -174,7 +174,8 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
             parts.append(_Part("assistant_calls", tc.separator))
         args = call.arguments if tc.arguments == "as_given" and isinstance(call.arguments, str) else \
             tc.writer.dumps(call.arguments)
-        fields = {"name": call.name, "arguments": args, "id": call.id or ""}
+        name = Json().dumps(call.name) if tc.names == "json" else call.name
+        fields = {"name": name, "arguments": args, "id": call.id or ""}
         for piece in tc.each.pieces:
             if piece.field in fields:
                 parts.append(_Part("assistant_calls", fields[piece.field], True))

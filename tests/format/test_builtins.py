@@ -34,6 +34,7 @@ OFFICIAL = {
     "llama3.1": "llama-3.1-instruct",
     "mistral-v1": "mistral-7b-instruct-v0.1",
     "mistral-v3": "mistral-7b-instruct-v0.3",
+    "mistral-nemo": "mistral-nemo-instruct-2407",
     "chatml": "chatml",
     "qwen2.5": "qwen2.5-instruct",
     "zephyr": "zephyr-7b-beta",
