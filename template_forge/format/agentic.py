@@ -58,14 +58,14 @@ class ToolCallsModel(_Strict):
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
     names: Literal["text", "json"] = "text"
-    id_length: Optional[StrictInt] = None
+    id_length: StrictInt | None = None
 
 
 class ToolResultsModel(_Strict):
     each: StrictStr
     group: StrictStr = "{instruction}"
     content: Literal["text", "json"] = "text"
-    id_length: Optional[StrictInt] = None
+    id_length: StrictInt | None = None
 
 
 class FromContentModel(_Strict):

@@ -62,13 +62,13 @@ def id_check_lines(spec: Spec) -> list[str]:
         return []
     lines = ["{%- for message in messages -%}", "    {%- set tf_i = loop.index0 -%}"]
     if calls is not None:
-        lines += [f"    {{%- for call in (message.tool_calls or []) if not (call.id is string and call.id | length == "
-                  f"{calls}) -%}}",
+        test = f"call.id is string and call.id | length == {calls}"
+        lines += [f"    {{%- for call in (message.tool_calls or []) if not ({test}) -%}}",
                   "        " + raise_(f"'message ' ~ tf_i ~ ': tool call ids must have exactly {calls} characters.'"),
                   "    {%- endfor -%}"]
     if results is not None:
-        lines += [f"    {{%- if message['role'] in {TOOL_ROLES_JINJA} and not (message.tool_call_id is string and "
-                  f"message.tool_call_id | length == {results}) -%}}",
+        test = f"message.tool_call_id is string and message.tool_call_id | length == {results}"
+        lines += [f"    {{%- if message['role'] in {TOOL_ROLES_JINJA} and not ({test}) -%}}",
                   "        " + raise_(f"'message ' ~ tf_i ~ ': a tool result needs a tool_call_id of exactly {results} "
                                       "characters.'"),
                   "    {%- endif -%}"]

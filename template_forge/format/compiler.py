@@ -130,9 +130,14 @@ def _generate_validation(spec: Spec) -> list[str]:
             "    " + raise_("'message ' ~ tf.sys_index ~ ': this format does not support a system message.'"),
             "{%- endif -%}",
         ]
+    if spec.require_alternation and spec.system_in_alternation:  # a system message past message 0 takes a turn
+        lines.append("{%- for message in (messages[1:] if messages | length > 0 and messages[0]['role'] == 'system' "
+                     "else messages) if message['role'] not in ['tool', 'ipython'] and not message.tool_calls -%}")
+    elif spec.require_alternation:
+        lines.append(
+            "{%- for message in messages if message['role'] not in ['system', 'tool', 'ipython'] and not message.tool_calls -%}")
     if spec.require_alternation:
         lines += [
-            "{%- for message in messages if message['role'] not in ['system', 'tool', 'ipython'] and not message.tool_calls -%}",
             "    {%- if (message['role'] == 'user') != (tf.turn % 2 == 0) -%}",
             "        " + raise_("'Conversation roles must alternate user/assistant/user/assistant/... after the optional system message.'"),
             "    {%- endif -%}",
@@ -208,7 +213,7 @@ def _generate_system(spec: Spec) -> list[str]:
         return []
     names = _system_vars(spec)
     if names.present is None:
-        default = jinja_literal(spec.default_system_message)
+        default = _default_expression(spec, spec.default_system_message, stripped=False)
         lines = [_comment("The system text: the conversation's, or the default, and whether it is rendered."),
                  f"{{%- set tf_raw = tf.sys_text if tf.sys_index >= 0 else {default} -%}}"]
     else:
@@ -236,6 +241,15 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
     return lines
 
 
+def _default_expression(spec: Spec, text: str, *, stripped: bool = True) -> str:
+    """The default system text (``text``, stripped where the spec strips it), or with
+    ``default_system_variables`` its role string filled in by the template's variables."""
+    if spec.default_system is None:
+        return jinja_literal(text)
+    expr = pieces_expression(spec.default_system.pieces, {})
+    return f"({expr} | trim)" if stripped and spec.strip_system else f"({expr})"
+
+
 def _system_expression(spec: Spec, text: str) -> str:
     return pieces_expression(spec.system.pieces, {"instruction": text})
 
@@ -259,7 +273,7 @@ def _in_place_default(spec: Spec) -> list[str]:
     if not emit:
         return []
     return ["{%- if not (messages | length > 0 and messages[0]['role'] == 'system') -%}",
-            "    {{- " + _system_expression(spec, jinja_literal(text)) + " -}}",
+            "    {{- " + _system_expression(spec, _default_expression(spec, text)) + " -}}",
             "{%- endif -%}"]
 
 
@@ -380,7 +394,7 @@ def _in_place_tools_text(spec: Spec) -> str:
     emit = _emit_condition(spec, present=None, raw="messages[0]['content']", text=text)
     given = text if emit == "true" else f"({text} if {emit} else none)"
     emit_default, default = system_decision(spec, None, None)
-    return f"({given} if {opening} else {jinja_literal(default) if emit_default else 'none'})"
+    return f"({given} if {opening} else {_default_expression(spec, default) if emit_default else 'none'})"
 
 
 def _generate_ending(spec: Spec) -> list[str]:

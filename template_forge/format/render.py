@@ -22,6 +22,7 @@ The turns themselves are written by :mod:`template_forge.format.turns`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -77,10 +78,13 @@ def alternation_break(roles: Iterable[str]) -> tuple[int, str] | None:
     return None
 
 
-def _check_alternation(msgs: list[Message]) -> None:
-    """Mistral's rule: tool results and assistant turns with tool calls stand outside the alternation."""
+def _check_alternation(spec: Spec, msgs: list[Message]) -> None:
+    """Mistral's rule: tool results and assistant turns with tool calls stand outside the
+    alternation; with ``system_in_alternation`` a system message other than message 0 takes a
+    turn where an assistant turn would (Mistral Small 3 counts it as a non-user turn)."""
     kept = [m for m in msgs if not m.tool_calls]
-    found = alternation_break(m.role for m in kept)
+    counted = spec.system_in_alternation
+    found = alternation_break("assistant" if counted and m.role == "system" and m.index else m.role for m in kept)
     if found:
         i, expected = found
         raise RenderError(
@@ -184,11 +188,13 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     """
     msgs = _check_messages(messages)
     values = _values(spec, variables, now)
+    if spec.default_system is not None:  # `default_system_variables`: the default names variables (a clock)
+        spec = replace(spec, default_system_message=fill(spec.default_system.pieces, values), default_system=None)
     defs = _definitions(spec, tools)
     _check_support(spec, msgs)
     sys_index, sys_raw = _system_message(spec, msgs)
     if spec.require_alternation:
-        _check_alternation(msgs)
+        _check_alternation(spec, msgs)
     emit, sys_text = system_decision(spec, sys_index, sys_raw)
     opens_with_system = bool(msgs) and msgs[0].role == "system"
     if spec.placement == "in_place" and opens_with_system:

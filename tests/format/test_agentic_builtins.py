@@ -33,12 +33,14 @@ AGENTIC = {
     "llama3.3": ("templates", "llama-3.3-instruct", {}),
     "mistral-v3": ("templates", "mistral-7b-instruct-v0.3", {}),
     "mistral-nemo": ("templates", "mistral-nemo-instruct-2407", {}),
+    "mistral-small-3.2": ("modern/templates", "mistral-small-3.2", {}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
 #: bos/eos the official templates are rendered with
 TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_token": "<|begin_of_text|>"},
-          "mistral-v3": {"bos_token": "<s>", "eos_token": "</s>"}, "mistral-nemo": {"bos_token": "<s>", "eos_token": "</s>"}}
+          "mistral-v3": {"bos_token": "<s>", "eos_token": "</s>"}, "mistral-nemo": {"bos_token": "<s>", "eos_token": "</s>"},
+          "mistral-small-3.2": {"bos_token": "<s>", "eos_token": "</s>"}}
 
 
 def _official(conformance, where: str, name: str) -> str:

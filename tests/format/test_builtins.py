@@ -53,7 +53,7 @@ NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
-MODERN = {"qwen3"}
+MODERN = {"qwen3", "mistral-small-3.2"}
 
 
 def test_every_builtin_is_classified():
