@@ -59,6 +59,8 @@ class ToolCallsModel(_Strict):
     json_: Optional[JsonModel] = Field(None, alias="json")
     names: Literal["text", "json"] = "text"
     id_length: StrictInt | None = None
+    open: StrictStr = ""
+    close: StrictStr = ""
 
 
 class ToolResultsModel(_Strict):
@@ -160,6 +162,8 @@ class ToolCalls:
     writer: Writer
     names: str = "text"  # json: {name} is written as a JSON string (quotes included)
     id_length: int | None = None  # every call needs an `id` of this length
+    open: str = ""  # before the first call and after the last, inside {calls} (trained)
+    close: str = ""
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,7 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             content=role("tool_calls.content", t.content, ["instruction"]), after_content=t.after_content,
             each=role("tool_calls.each", t.each, once=["name", "arguments", "id"]), separator=t.separator,
             arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at),
-            names=t.names, id_length=_id_length("tool_calls", t.id_length, problems, at))
+            names=t.names, id_length=_id_length("tool_calls", t.id_length, problems, at), open=t.open, close=t.close)
     if m.tool_results is not None:
         t = m.tool_results
         out["tool_results"] = ToolResults(

@@ -164,9 +164,14 @@ def _calls_lines(spec: Spec) -> list[str]:
     if tc.after_content:
         lines.append(f"            {{%- if tf_content -%}}{{%- set tf_turn.calls = {jinja_literal(tc.after_content)} -%}}"
                      "{%- endif -%}")
-    return lines + ["            {%- for call in message.tool_calls -%}",
-                    f"                {{%- set tf_turn.calls = tf_turn.calls ~ {sep}{each} -%}}",
-                    "            {%- endfor -%}", "        {%- endif -%}"]
+    if tc.open:
+        lines.append(f"            {{%- set tf_turn.calls = tf_turn.calls ~ {jinja_literal(tc.open)} -%}}")
+    lines += ["            {%- for call in message.tool_calls -%}",
+              f"                {{%- set tf_turn.calls = tf_turn.calls ~ {sep}{each} -%}}",
+              "            {%- endfor -%}"]
+    if tc.close:
+        lines.append(f"            {{%- set tf_turn.calls = tf_turn.calls ~ {jinja_literal(tc.close)} -%}}")
+    return lines + ["        {%- endif -%}"]
 
 
 def _parts(template: RoleTemplate) -> tuple[list, list, list]:

@@ -169,6 +169,7 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
                           f"{tc.max_calls} per message. Split the calls over several assistant turns.",
                           message_index=msg.index)
     parts = [_Part("assistant_calls", tc.after_content)] if content else []
+    parts.append(_Part("assistant_calls", tc.open))
     for k, call in enumerate(msg.tool_calls):
         if k:
             parts.append(_Part("assistant_calls", tc.separator))
@@ -181,7 +182,7 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
                 parts.append(_Part("assistant_calls", fields[piece.field], True))
             else:
                 parts.append(_Part("assistant_calls", piece.text if piece.field is None else values[piece.field]))
-    return parts
+    return parts + [_Part("assistant_calls", tc.close)]
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,

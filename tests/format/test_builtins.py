@@ -52,12 +52,14 @@ NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama
 #: Built-ins that follow a vendor's own encoder where it departs from the official template
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
+#: The same, for official templates in modern/ (token parity in tests/tokens/test_vendor_mistral.py).
+VENDOR_ENCODER_MODERN = {"mistral-small-3.2-common"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
 MODERN = {"qwen3", "mistral-small-3.2"}
 
 
 def test_every_builtin_is_classified():
-    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER) | MODERN
+    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER) | MODERN | VENDOR_ENCODER_MODERN
 
 
 def official_render(template: str, entry: dict, messages, gen: bool) -> str | None:

@@ -26,7 +26,7 @@ from strategies import agentic_conversations
 
 pytest.importorskip("mistral_common")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-EXAMPLES = int(os.environ.get("TFORGE_EXAMPLES", 25))
+EXAMPLES = int(os.environ.get("TFORGE_EXAMPLES", "25"))
 _cache: dict = {}
 
 
@@ -157,8 +157,9 @@ def distinct_users(messages: list[dict]) -> bool:
 def tekken(real_tokenizer, tmp_path_factory):
     """``tekken(version)`` → (our converted tokenizer folder, mistral-common's tokenizers) for
     the shipped Tekken file read as instruct ``version``."""
-    from conftest import REAL_TOKENIZERS, _vendor_file
     from template_forge.tokens import convert
+
+    from conftest import REAL_TOKENIZERS, _vendor_file
 
     folders = {"v7": real_tokenizer("tekken")}  # the file's own special tokens serve v7
 
@@ -226,3 +227,17 @@ def test_mistral_small_3_2_equals_mistral_common_tekken_v7_without_calls(tekken,
     expected = vendor_ids(vendor, messages, tools)
     assume(expected is not None)
     assert ours("mistral-small-3.2", folder, messages, tools) == expected
+
+
+@VENDOR
+@given(conv=vendor_agentic_conversations(content_with_calls=True), data=st.data())
+def test_mistral_small_3_2_common_equals_mistral_common_tekken_v11(tekken, conv, data):
+    """`mistral-small-3.2-common` follows the encoder where the template departs from it: no
+    default system message, content before the calls, the definitions at the last user turn
+    only, arguments as objects or canonical JSON strings."""
+    messages, tools = conv
+    messages = canonical_arguments(messages, data)
+    folder, vendor = tekken("v11")
+    expected = vendor_ids(vendor, messages, tools)
+    assume(expected is not None)
+    assert ours("mistral-small-3.2-common", folder, messages, tools) == expected
