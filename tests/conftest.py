@@ -68,7 +68,8 @@ REAL_TOKENIZERS = {
     "mistral-v1": ("mistral_common", "data/tokenizer.model.v1", "sentencepiece"),
     "mistral-v3": ("mistral_common", "data/mistral_instruct_tokenizer_240323.model.v3", "sentencepiece"),
     "mistral-v7": ("mistral_common", "data/mistral_instruct_tokenizer_241114.model.v7", "sentencepiece"),
-    "tekken": ("mistral_common", "data/tekken_240911.json", "tekken"),
+    "tekken": ("mistral_common", "data/tekken_240911.json", "tekken"),  # Pixtral's; read as v7/v11 for Small 3.x
+    "tekken-nemo": ("mistral_common", "data/tekken_240718.json", "tekken"),  # Mistral Nemo's own (v3)
 }
 
 

@@ -51,7 +51,7 @@ ALSO = {"llama3.1": ["llama-3.3-instruct"], "mistral-v1": ["mistral-7b-instruct-
 NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama3"}
 #: Built-ins that follow a vendor's own encoder where it departs from the official template
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
-VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
+VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3", "mistral-nemo-common": "mistral-nemo-instruct-2407"}
 #: The same, for official templates in modern/ (token parity in tests/tokens/test_vendor_mistral.py).
 VENDOR_ENCODER_MODERN = {"mistral-small-3.2-common"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).

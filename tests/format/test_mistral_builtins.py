@@ -167,7 +167,7 @@ def test_mistral_tool_serialiser_pair_agrees(tool):
 
 
 # ---------------------------------------------------------------- the -common formats compile to their renderer
-@pytest.mark.parametrize("name", ["mistral-v3-common", "mistral-small-3.2-common"])
+@pytest.mark.parametrize("name", ["mistral-v3-common", "mistral-nemo-common", "mistral-small-3.2-common"])
 @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(conv=agentic_conversations(reasoning=False), gen=st.booleans())
 def test_common_formats_compile_to_their_renderer(name, conv, gen):

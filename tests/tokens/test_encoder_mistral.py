@@ -20,8 +20,8 @@ from template_forge.tokens.encoder import Encoder
 from strategies import agentic_conversations
 
 pytest.importorskip("transformers")
-TOKENIZER = {"mistral-v3": "mistral-v3", "mistral-v3-common": "mistral-v3", "mistral-nemo": "tekken",
-             "mistral-small-3.2": "tekken", "mistral-small-3.2-common": "tekken"}
+TOKENIZER = {"mistral-v3": "mistral-v3", "mistral-v3-common": "mistral-v3", "mistral-nemo": "tekken-nemo",
+             "mistral-nemo-common": "tekken-nemo", "mistral-small-3.2": "tekken", "mistral-small-3.2-common": "tekken"}
 
 
 @pytest.mark.parametrize("name", sorted(TOKENIZER))

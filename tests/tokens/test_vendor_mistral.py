@@ -199,6 +199,18 @@ def test_mistral_v3_common_equals_mistral_common_v3(real_tokenizer, conv, data):
 
 
 @VENDOR
+@given(conv=vendor_agentic_conversations(), data=st.data())
+def test_mistral_nemo_common_equals_mistral_common_tekken_v3(real_tokenizer, conv, data):
+    """The same on Mistral Nemo's own Tekken file (InstructTokenizerV3, no dummy prefix)."""
+    messages, tools = conv
+    messages = canonical_arguments(messages, data)
+    assume(not any(m["role"] == "tool" and is_json(m["content"]) for m in messages))
+    vendor = vendor_ids(vendor_tokenizer("tekken-nemo"), messages, tools)
+    assume(vendor is not None)
+    assert ours("mistral-nemo-common", real_tokenizer("tekken-nemo"), messages, tools) == vendor
+
+
+@VENDOR
 @given(conv=vendor_agentic_conversations(system=True))
 def test_mistral_small_3_2_equals_mistral_common_tekken_v11(tekken, conv):
     """The official Mistral Small 3.2 template and mistral-common's InstructTokenizerV11 on a
