@@ -67,6 +67,9 @@ REAL_TOKENIZERS = {
     "llama3": ("llama_models", "llama3/tokenizer.model", "tiktoken"),
     "mistral-v1": ("mistral_common", "data/tokenizer.model.v1", "sentencepiece"),
     "mistral-v3": ("mistral_common", "data/mistral_instruct_tokenizer_240323.model.v3", "sentencepiece"),
+    "mistral-v7": ("mistral_common", "data/mistral_instruct_tokenizer_241114.model.v7", "sentencepiece"),
+    "tekken": ("mistral_common", "data/tekken_240911.json", "tekken"),  # Pixtral's; read as v7/v11 for Small 3.x
+    "tekken-nemo": ("mistral_common", "data/tekken_240718.json", "tekken"),  # Mistral Nemo's own (v3)
 }
 
 
@@ -88,7 +91,7 @@ def real_tokenizer(request):
         if not (folder / "tokenizer.json").is_file():
             from template_forge.tokens import convert
 
-            tok = convert.from_tiktoken(source) if kind == "tiktoken" else convert.from_sentencepiece(source)
+            tok, _ = convert.from_vendor_file(source, kind=kind)
             tmp = folder.with_name(folder.name + ".tmp")
             convert.save(tok, tmp)
             tmp.replace(folder)

@@ -18,13 +18,14 @@ from template_forge.io import write_atomic
 @click.command("convert-tokenizer")
 @click.argument("vocab_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder to write (save_pretrained layout).")
-@click.option("--kind", type=click.Choice(["auto", "tiktoken", "sentencepiece"]), default="auto", show_default=True)
+@click.option("--kind", type=click.Choice(["auto", "tiktoken", "sentencepiece", "tekken"]), default="auto", show_default=True)
 def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str) -> None:
     """Build a Hugging Face fast tokenizer from a vendor VOCAB_FILE, offline.
 
     tiktoken files (Llama 3's tokenizer.model from llama-models) get Llama 3's 256 special
     tokens; SentencePiece BPE models (Mistral's, from mistral-common) keep their control
-    tokens and encode exactly like SentencePiece (merges ranked by score, legacy=False).
+    tokens and encode exactly like SentencePiece (merges ranked by score, legacy=False);
+    Tekken JSON files (Mistral Nemo / Small 3) keep their special tokens at ids 0..N-1.
     """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from template_forge.tokens import convert

@@ -40,7 +40,7 @@ class ToolsModel(_Strict):
     system: Optional[StrictStr] = None
     system_text: StrictStr = "{instruction}"
     user: Optional[StrictStr] = None
-    user_turn: Literal["first", "last"] = "first"
+    user_turn: Literal["first", "last", "like_last"] = "first"
     each: StrictStr = "{tool}"
     separator: StrictStr = ""
     serialise: StrictStr = "json"
@@ -62,6 +62,10 @@ class ToolCallsModel(_Strict):
     content_as: Literal["content", "reasoning"] = "content"
     after_results: StrictStr | None = None
     generation_prompt: StrictStr | None = None
+    names: Literal["text", "json"] = "text"
+    id_length: StrictInt | None = None
+    open: StrictStr = ""
+    close: StrictStr = ""
 
 
 class ToolResultsModel(_Strict):
@@ -75,6 +79,7 @@ class ToolResultsModel(_Strict):
     generation_prompt: StrictStr | None = None
     final_group: Optional[StrictStr] = None
     may_open: StrictBool = True
+    id_length: StrictInt | None = None
 
 
 class FromContentModel(_Strict):
@@ -178,7 +183,7 @@ class Tools:
     system: RoleTemplate | None  # with {instruction} (and {tools}, where they go there)
     system_text: RoleTemplate  # with {instruction}
     user: RoleTemplate | None  # with {instruction} and {tools}
-    user_turn: str
+    user_turn: str  # first, last, or like_last: every user turn equal to the last one (Mistral)
     each: RoleTemplate  # with {tool}
     separator: str
     writer: Writer
@@ -205,6 +210,10 @@ class ToolCalls:
     content_as: str = "content"  # "reasoning": a turn's content is its reasoning (gpt-oss's analysis)
     after_results: RoleTemplate | None = None  # with {instruction}: the content, after the results
     generation_prompt: str | None = None  # when the conversation ends with such a turn
+    names: str = "text"  # json: {name} is written as a JSON string (quotes included)
+    id_length: int | None = None  # every call needs an `id` of this length
+    open: str = ""  # before the first call and after the last, inside {calls} (trained)
+    close: str = ""
 
 
 @dataclass(frozen=True)
@@ -221,6 +230,7 @@ class ToolResults:
     generation_prompt: str | None = None  # when the conversation ends with tool results
     final_group: RoleTemplate | None = None  # the group that ends the conversation; None: `group`
     may_open: bool = True  # False: a result may not be message 0
+    id_length: int | None = None  # every result needs a `tool_call_id` of this length
 
 
 @dataclass(frozen=True)
@@ -390,7 +400,11 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
     out["final_assistant"] = role("final_assistant", m.final_assistant, ["instruction"])
     out.update(_system_and_final(m, role, problems, at))
     if m.tools is not None:
-        out["tools"] = _tools(m.tools, role, problems, at)
+        # Fix: `tools.user` replaces `user` for its turn, so it may hold `{system}` where `user`
+        # does (the renderer and the compiler write it; the check used to refuse it).
+        in_user = m.system_placement in ("first_user", "last_user", "final_user") or (
+            m.system_placement is None and m.system_in_user)
+        out["tools"] = _tools(m.tools, role, problems, at, in_user=in_user)
     if m.tool_calls is not None:
         t = m.tool_calls
         if t.max_calls is not None and t.max_calls < 1:
@@ -401,7 +415,8 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
             each=role("tool_calls.each", t.each, once=["name", "arguments", "id"]), separator=t.separator,
             arguments=t.arguments, max_calls=t.max_calls, writer=writer_of("tool_calls", t, problems, at),
             content_as=t.content_as, generation_prompt=t.generation_prompt,
-            after_results=role("tool_calls.after_results", t.after_results, ["instruction"]))
+            after_results=role("tool_calls.after_results", t.after_results, ["instruction"]),
+            names=t.names, id_length=_id_length("tool_calls", t.id_length, problems, at), open=t.open, close=t.close)
         if t.after_results is not None and t.assistant is None:
             problems.append(at("tool_calls.after_results", "is given without `tool_calls.assistant`, the turn whose "
                                "content it moves. Give both, or neither."))
@@ -416,7 +431,8 @@ def resolve(m, variables: tuple[Variable, ...], problems: list, at) -> dict:
         out["tool_results"] = ToolResults(
             each=role("tool_results.each", t.each, ["instruction"], once=["name", "id"]), group=group,
             content=t.content, separator=t.separator, final_group=final, may_open=t.may_open,
-            name=t.name, require_calls=t.require_calls, generation_prompt=t.generation_prompt, roles=tuple(t.roles))
+            name=t.name, require_calls=t.require_calls, generation_prompt=t.generation_prompt, roles=tuple(t.roles),
+            id_length=_id_length("tool_results", t.id_length, problems, at))
         if not t.roles:
             problems.append(at("tool_results.roles", "is empty: no result could be rendered. Give `[tool]`, "
                                "`[ipython]` or both, or remove `tool_results`."))
@@ -499,10 +515,17 @@ def _system_and_final(m, role, problems: list, at) -> dict:
             "refuse_in_assistant": tuple(m.refuse_in_assistant)}
 
 
-def _tools(t: ToolsModel, role, problems: list, at) -> Tools:
+def _id_length(field: str, length: int | None, problems: list, at) -> int | None:
+    if length is not None and length < 1:
+        problems.append(at(f"{field}.id_length", f"is {length}; give the length call ids must have (1 or more), "
+                           "or leave it out."))
+    return length
+
+
+def _tools(t: ToolsModel, role, problems: list, at, *, in_user: bool) -> Tools:
     # without {instruction}, tools.system is a block of its own (Tools.standalone)
     system = role("tools.system", t.system, once=["instruction", "tools"])
-    user = role("tools.user", t.user, ["instruction", "tools"])
+    user = role("tools.user", t.user, ["instruction", "tools"], once=["system"] if in_user else ())
     if system is not None and "tools" in system.fields() and user is not None:
         problems.append(at("tools.user", "is given, but `tools.system` already holds `{tools}`: the definitions go "
                            "in one place. Remove `{tools}` from one of them."))

@@ -74,6 +74,26 @@ def ending_prompt_lines(spec: Spec) -> list[str]:
             lines += [f"    {{%- {keyword} messages | length > 0 and {test} -%}}",
                       "        {{- " + jinja_literal(block.generation_prompt) + " -}}"]
     return lines + ["    {%- else -%}"] if lines else []
+# --------------------------------------------------------------------------- call ids
+def id_check_lines(spec: Spec) -> list[str]:
+    """``id_length``: refuse calls and results whose ids have another length, as render() does."""
+    calls = spec.tool_calls.id_length if spec.tool_calls is not None else None
+    results = spec.tool_results.id_length if spec.tool_results is not None else None
+    if calls is None and results is None:
+        return []
+    lines = ["{%- for message in messages -%}", "    {%- set tf_i = loop.index0 -%}"]
+    if calls is not None:
+        test = f"call.id is string and call.id | length == {calls}"
+        lines += [f"    {{%- for call in (message.tool_calls or []) if not ({test}) -%}}",
+                  "        " + raise_(f"'message ' ~ tf_i ~ ': tool call ids must have exactly {calls} characters.'"),
+                  "    {%- endfor -%}"]
+    if results is not None:
+        test = f"message.tool_call_id is string and message.tool_call_id | length == {results}"
+        lines += [f"    {{%- if message['role'] in {TOOL_ROLES_JINJA} and not ({test}) -%}}",
+                  "        " + raise_(f"'message ' ~ tf_i ~ ': a tool result needs a tool_call_id of exactly {results} "
+                                      "characters.'"),
+                  "    {%- endif -%}"]
+    return lines + ["{%- endfor -%}"]
 
 
 # --------------------------------------------------------------------------- tool results
@@ -271,8 +291,9 @@ def _calls_lines(spec: Spec) -> list[str]:
     dumped = tc.writer.jinja(args)
     if tc.arguments in ("as_given", "string"):
         dumped = f"({args} if {args} is string else {dumped})"
+    name = "(call.function.name | tojson)" if tc.names == "json" else "call.function.name"
     each = pieces_expression(tc.each.pieces, {
-        "name": "call.function.name", "arguments": dumped,
+        "name": name, "arguments": dumped,
         "id": "(call.id if call.id is string else '')"})
     sep = f"({jinja_literal(tc.separator)} if not loop.first else '') ~ " if tc.separator else ""
     lines = ["        {%- if message.tool_calls -%}"]
@@ -289,9 +310,14 @@ def _calls_lines(spec: Spec) -> list[str]:
     if tc.after_content:
         lines.append(f"            {{%- if tf_content -%}}{{%- set tf_turn.calls = {jinja_literal(tc.after_content)} -%}}"
                      "{%- endif -%}")
-    return lines + ["            {%- for call in message.tool_calls -%}",
-                    f"                {{%- set tf_turn.calls = tf_turn.calls ~ {sep}{each} -%}}",
-                    "            {%- endfor -%}", "        {%- endif -%}"]
+    if tc.open:
+        lines.append(f"            {{%- set tf_turn.calls = tf_turn.calls ~ {jinja_literal(tc.open)} -%}}")
+    lines += ["            {%- for call in message.tool_calls -%}",
+              f"                {{%- set tf_turn.calls = tf_turn.calls ~ {sep}{each} -%}}",
+              "            {%- endfor -%}"]
+    if tc.close:
+        lines.append(f"            {{%- set tf_turn.calls = tf_turn.calls ~ {jinja_literal(tc.close)} -%}}")
+    return lines + ["        {%- endif -%}"]
 
 
 def _parts(template: RoleTemplate) -> tuple[list, list, list]:

@@ -96,10 +96,15 @@ def _users_tracked(spec: Spec) -> list[str]:
     last one before which reasoning is cut."""
     wanted = {spec.placement} & {"first_user", "last_user"}
     if spec.tools is not None and spec.tools.user is not None:
-        wanted.add(f"{spec.tools.user_turn}_user")
+        wanted.add(_tools_user_field(spec))
     if spec.reasoning is not None and spec.reasoning.keep == "after_last_user":
         wanted.add("last_user")
     return sorted(wanted)
+
+
+def _tools_user_field(spec: Spec) -> str:
+    """The tracked user turn the definitions go to (``like_last`` compares with the last one)."""
+    return "last_user" if spec.tools.user_turn == "like_last" else f"{spec.tools.user_turn}_user"
 
 
 def _state_fields(spec: Spec) -> list[str]:
@@ -151,6 +156,7 @@ def _generate_validation(spec: Spec) -> list[str]:
     if spec.reasoning is not None and spec.reasoning.keep == "unanswered":
         lines.append("{%- for message in messages -%}{%- if message['role'] == 'assistant' and not message.tool_calls -%}"
                      "{%- set tf.last_answer = loop.index0 -%}{%- endif -%}{%- endfor -%}")
+    lines += compile_turns.id_check_lines(spec)
     lines += _track_messages(spec, at)
     if spec.placement == "reject":
         lines += [
@@ -158,9 +164,14 @@ def _generate_validation(spec: Spec) -> list[str]:
             "    " + raise_("'message ' ~ tf.sys_index ~ ': this format does not support a system message.'"),
             "{%- endif -%}",
         ]
+    if spec.require_alternation and spec.system_in_alternation:  # a system message past message 0 takes a turn
+        lines.append("{%- for message in (messages[1:] if messages | length > 0 and messages[0]['role'] == 'system' "
+                     "else messages) if message['role'] not in ['tool', 'ipython'] and not message.tool_calls -%}")
+    elif spec.require_alternation:
+        lines.append(
+            "{%- for message in messages if message['role'] not in ['system', 'tool', 'ipython'] and not message.tool_calls -%}")
     if spec.require_alternation:
         lines += [
-            "{%- for message in messages if message['role'] not in ['system', 'tool', 'ipython'] and not message.tool_calls -%}",
             "    {%- if (message['role'] == 'user') != (tf.turn % 2 == 0) -%}",
             "        " + raise_("'Conversation roles must alternate user/assistant/user/assistant/... after the optional system message.'"),
             "    {%- endif -%}",
@@ -236,7 +247,7 @@ def _generate_system(spec: Spec) -> list[str]:
         return []
     names = _system_vars(spec)
     if names.present is None:
-        default = jinja_literal(spec.default_system_message)
+        default = _default_expression(spec, spec.default_system_message, stripped=False)
         lines = [_comment("The system text: the conversation's, or the default, and whether it is rendered."),
                  f"{{%- set tf_raw = tf.sys_text if tf.sys_index >= 0 else {default} -%}}"]
     else:
@@ -259,14 +270,22 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
                   "    " + raise_("'this format always writes tool definitions, but no tools were given.'"),
                   "{%- endif -%}"]
     if spec.tools is not None and spec.tools.user is not None:
-        turn = f"{spec.tools.user_turn}_user"
-        lines += [f"{{%- if tf_has_tools and tf.{turn} < 0 -%}}",
-                  "    " + raise_(f"'the tool definitions go into the {spec.tools.user_turn} user turn, but the "
+        lines += [f"{{%- if tf_has_tools and tf.{_tools_user_field(spec)} < 0 -%}}",
+                  "    " + raise_(f"'the tool definitions go into the {spec.tools.user_turn.replace('_', ' ')} user turn, but the "
                                   "conversation has no user message.'"), "{%- endif -%}"]
     if spec.generation_prompts or compile_turns.may_move_prompt(spec):
         lines += [_comment("The generation prompt, as the variables choose it."),
                   f"{{%- set tf_gen = {_generation_prompt_expression(spec)} -%}}"]
     return lines
+
+
+def _default_expression(spec: Spec, text: str, *, stripped: bool = True) -> str:
+    """The default system text (``text``, stripped where the spec strips it), or with
+    ``default_system_variables`` its role string filled in by the template's variables."""
+    if spec.default_system is None:
+        return jinja_literal(text)
+    expr = pieces_expression(spec.default_system.pieces, {})
+    return f"({expr} | trim)" if stripped and spec.strip_system else f"({expr})"
 
 
 def _system_expression(spec: Spec, text: str) -> str:
@@ -296,8 +315,9 @@ def _in_place_default(spec: Spec) -> list[str]:
     condition = "not (messages | length > 0 and messages[0]['role'] == 'system')"
     if not emit:
         condition += f" and {when_test(opening.present_when)}"
-    block = (pieces_expression(opening.template.pieces, {"instruction": jinja_literal(text)}) if opening else
-             _system_expression(spec, jinja_literal(text)))
+    default = _default_expression(spec, text)
+    block = (pieces_expression(opening.template.pieces, {"instruction": default}) if opening else
+             _system_expression(spec, default))
     return [f"{{%- if {condition} -%}}", "    {{- " + block + " -}}", "{%- endif -%}"]
 
 
@@ -308,7 +328,9 @@ def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
     content = "(message['content'] | trim)" if spec.strip_user is True else "message['content']"
     expr = pieces_expression(spec.tools.user.pieces, {"instruction": content, "system": "tf_sys_part",
                                                       "tools": "tf_defs.text"})
-    at = f"loop.index0 == tf.{spec.tools.user_turn}_user"
+    at = f"loop.index0 == tf.{_tools_user_field(spec)}"
+    if spec.tools.user_turn == "like_last":  # Mistral's `message == user_messages[-1]`: equal dicts
+        at = "message == messages[tf.last_user]"
     return lines[:-1] + [f"        {{%- if tf_has_tools and {at} -%}}", "            {{- " + expr + " -}}",
                          "        {%- else -%}", "    " + lines[-1], "        {%- endif -%}"]
 
@@ -446,7 +468,7 @@ def _in_place_tools_text(spec: Spec) -> str:
     given = text if emit == "true" else f"({text} if {emit} else none)"
     emit_default, default = system_decision(spec, None, None)
     emit_default = emit_default and spec.default_system_when != "empty"  # the definitions fill the block
-    return f"({given} if {opening} else {jinja_literal(default) if emit_default else 'none'})"
+    return f"({given} if {opening} else {_default_expression(spec, default) if emit_default else 'none'})"
 
 
 def _generate_ending(spec: Spec) -> list[str]:

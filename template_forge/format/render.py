@@ -22,6 +22,7 @@ The turns themselves are written by :mod:`template_forge.format.turns`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -78,10 +79,13 @@ def alternation_break(roles: Iterable[str]) -> tuple[int, str] | None:
     return None
 
 
-def _check_alternation(msgs: list[Message]) -> None:
-    """Mistral's rule: tool results and assistant turns with tool calls stand outside the alternation."""
+def _check_alternation(spec: Spec, msgs: list[Message]) -> None:
+    """Mistral's rule: tool results and assistant turns with tool calls stand outside the
+    alternation; with ``system_in_alternation`` a system message other than message 0 takes a
+    turn where an assistant turn would (Mistral Small 3 counts it as a non-user turn)."""
     kept = [m for m in msgs if not m.tool_calls]
-    found = alternation_break(m.role for m in kept)
+    counted = spec.system_in_alternation
+    found = alternation_break("assistant" if counted and m.role == "system" and m.index else m.role for m in kept)
     if found:
         i, expected = found
         raise RenderError(
@@ -209,11 +213,13 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     """
     msgs = _check_messages(messages)
     values = _values(spec, variables, now)
+    if spec.default_system is not None:  # `default_system_variables`: the default names variables (a clock)
+        spec = replace(spec, default_system_message=fill(spec.default_system.pieces, values), default_system=None)
     defs = _definitions(spec, tools)
     _check_support(spec, msgs)
     sys_index, sys_raw = _system_message(spec, msgs)
     if spec.require_alternation:
-        _check_alternation(msgs)
+        _check_alternation(spec, msgs)
     emit, sys_text = system_decision(spec, sys_index, sys_raw)
     opens_with_system = bool(msgs) and msgs[0].role == "system"
     if spec.placement == "in_place" and opens_with_system:
@@ -287,8 +293,26 @@ def _definitions(spec: Spec, tools: Sequence[Mapping[str, Any]] | None) -> str |
         raise RenderError(f"tools: {exc}.") from None
 
 
+def _check_ids(spec: Spec, msgs: list[Message]) -> None:
+    """``id_length``: every call's ``id`` and every result's ``tool_call_id`` has that length
+    (Mistral's templates refuse other ids)."""
+    calls = spec.tool_calls.id_length if spec.tool_calls is not None else None
+    results = spec.tool_results.id_length if spec.tool_results is not None else None
+    for m in msgs:
+        for k, call in enumerate(m.tool_calls if calls is not None else ()):
+            if call.id is None or len(call.id) != calls:
+                raise RenderError(f"tool call {k} has `id` {call.id!r}; this format takes ids of exactly {calls} "
+                                  f"characters (e.g. {'aB3dE6gH9kLm'[:calls]!r}). Give every call such an id, and "
+                                  "its result the same `tool_call_id`.", message_index=m.index)
+        if results is not None and m.role in TOOL_ROLES and (m.tool_call_id is None or len(m.tool_call_id) != results):
+            raise RenderError(f"this tool result has `tool_call_id` {m.tool_call_id!r}; this format takes ids of "
+                              f"exactly {results} characters. Give it the id of the call it answers.",
+                              message_index=m.index)
+
+
 def _check_support(spec: Spec, msgs: list[Message]) -> None:
     _check_agentic_domain(spec, msgs)
+    _check_ids(spec, msgs)
     for m in msgs:
         if m.tool_calls and spec.tool_calls is None:
             raise RenderError("this assistant message has tool calls, which this format cannot render. Use a "
@@ -357,12 +381,17 @@ def _system_message(spec: Spec, msgs: list[Message]) -> tuple[int | None, str | 
     return sys_index, sys_raw
 
 
-def _tools_turn(spec: Spec, msgs: list[Message]) -> int:
-    users = [m.index for m in msgs if m.role == "user"]
+def _tools_turns(spec: Spec, msgs: list[Message]) -> set[int]:
+    """The user turns that take the definitions: the first, the last, or (``like_last``)
+    every user message equal to the last one, as Mistral's ``message == user_messages[-1]``."""
+    users = [m for m in msgs if m.role == "user"]
+    turn = spec.tools.user_turn
     if not users:
-        raise RenderError(f"the tool definitions go into the {spec.tools.user_turn} user turn, but this conversation "
-                          "has no user message. Add one, or leave the tools out.")
-    return users[0] if spec.tools.user_turn == "first" else users[-1]
+        raise RenderError(f"the tool definitions go into the {turn.replace('_', ' ')} user turn, but this "
+                          "conversation has no user message. Add one, or leave the tools out.")
+    if turn == "like_last":
+        return {m.index for m in users if m.raw == users[-1].raw}
+    return {users[0].index if turn == "first" else users[-1].index}
 
 
 def previous_role(msgs: list[Message], k: int) -> str | None:
@@ -383,7 +412,7 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
     no_system = {**values, "system": ""}
     before, after = spec.user.around("instruction")
     user_around = (fill(before, no_system), fill(after, no_system))
-    tools_at = _tools_turn(spec, msgs) if defs is not None else None
+    tools_at = _tools_turns(spec, msgs) if defs is not None else set()
     last_user = max((m.index for m in msgs if m.role == "user"), default=None)
     last = msgs[-1].index if msgs and not (prompted and spec.final_when == "no_generation_prompt") else None
     last_answer = max((m.index for m in msgs if m.role == "assistant" and not m.tool_calls), default=None)
@@ -395,7 +424,7 @@ def _add_turns(out: _Builder, spec: Spec, msgs: list[Message], values: Mapping[s
         k += 1
         if m.role == "user":
             turns.add_user(out, spec, m, values, system_text=sys_text if m.index == target else None,
-                           sys_index=sys_index, around=user_around, tools=defs if m.index == tools_at else None)
+                           sys_index=sys_index, around=user_around, tools=defs if m.index in tools_at else None)
         elif m.role == "assistant":
             continued = spec.continue_assistant_turns and previous is not None and previous.role == "assistant"
             answered = k < len(msgs) and msgs[k].role in TOOL_ROLES

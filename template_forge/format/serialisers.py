@@ -16,7 +16,7 @@ name what is here).
 
 from __future__ import annotations
 
-from template_forge.format import serialise_gemma4, serialise_harmony, serialise_hermes
+from template_forge.format import serialise_gemma4, serialise_harmony, serialise_hermes, serialise_mistral
 from template_forge.format.serialise_base import Serialiser
 
 __all__ = ["SERIALISERS", "Serialiser", "names", "register"]
@@ -35,6 +35,6 @@ def names() -> list[str]:
     return ["json", *sorted(SERIALISERS)]
 
 
-for _module in (serialise_harmony, serialise_gemma4, serialise_hermes):
+for _module in (serialise_harmony, serialise_gemma4, serialise_hermes, serialise_mistral):
     for _serialiser in _module.SERIALISERS:
         register(_serialiser)

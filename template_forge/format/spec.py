@@ -109,6 +109,8 @@ class _PromptFormatModel(BaseModel):
     assistant_prefix_after: dict[agentic.PrevRole, StrictStr] = {}
     generation_prompt_after: list[agentic.PrevRole] | None = None
     system_key: agentic.SystemKeyModel | None = None
+    default_system_variables: StrictBool = False
+    system_in_alternation: StrictBool = False
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
@@ -166,6 +168,8 @@ class Spec:
     generation_prompt_after: tuple[str, ...] | None = None
     #: in_place: a system message carrying this key is written by its own template (Phi-4-mini's `tools`)
     system_key: SystemKey | None = None
+    default_system: RoleTemplate | None = None  # default_system_variables: the default, with {variable} fields
+    system_in_alternation: bool = False
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()
@@ -308,7 +312,11 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
     strip_user = strip.user if strip.user is not None else m.strip_whitespace
     if strip_user == "with_system":
         _check_strip_with_system(m, user, in_user, problems, at)
+    if m.require_alternation is False and m.system_in_alternation:
+        problems.append(at("system_in_alternation", "is true but `require_alternation` is false: nothing checks the "
+                           "alternation. Set `require_alternation: true`, or remove this field."))
     resolved = dict(
+        default_system=_default_system(m, variables, problems, at), system_in_alternation=m.system_in_alternation,
         system=system, user=user, assistant=assistant,
         trailing_assistant=m.trailing_assistant, bos=m.bos,
         default_system_message=m.default_system_message,
@@ -322,6 +330,20 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
         variables=typed, **agentic.resolve(m, typed, problems, at),
     )
     return resolved, problems
+
+
+def _default_system(m: _PromptFormatModel, variables: set[str], problems: list, at) -> RoleTemplate | None:
+    """``default_system_variables``: the default system message as a role string whose
+    ``{name}`` fields are variables (a clock for today's date); it must hold some literal text,
+    so that whether it is empty never depends on a variable's value."""
+    if not m.default_system_variables:
+        return None
+    template = check_role("default_system_message", m.default_system_message, variables, set(), problems, at)
+    if template is not None and not any(p.field is None and p.text for p in template.pieces):
+        problems.append(at("default_system_message", (
+            "holds no literal text, but `default_system_variables` fills it in: write the default text around "
+            "the variables, or set `default_system_variables: false`.")))
+    return template
 
 
 # --------------------------------------------------------------------------- public API

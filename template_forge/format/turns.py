@@ -255,6 +255,7 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
                           f"{tc.max_calls} per message. Split the calls over several assistant turns.",
                           message_index=msg.index)
     parts = [_Part("assistant_calls", tc.after_content)] if content else []
+    parts.append(_Part("assistant_calls", tc.open))
     for k, call in enumerate(msg.tool_calls):
         if k:
             parts.append(_Part("assistant_calls", tc.separator))
@@ -264,13 +265,14 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
                               "`function.arguments` as a JSON string.", message_index=msg.index)
         args = call.arguments if tc.arguments in ("as_given", "string") and isinstance(call.arguments, str) else \
             tc.writer.dumps(call.arguments)
-        fields = {"name": call.name, "arguments": args, "id": call.id or ""}
+        name = Json().dumps(call.name) if tc.names == "json" else call.name
+        fields = {"name": name, "arguments": args, "id": call.id or ""}
         for piece in tc.each.pieces:
             if piece.field in fields:
                 parts.append(_Part("assistant_calls", fields[piece.field], True))
             else:
                 parts.append(_Part("assistant_calls", piece.text if piece.field is None else values[piece.field]))
-    return parts
+    return parts + [_Part("assistant_calls", tc.close)]
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,

@@ -1,6 +1,6 @@
 """Build Hugging Face fast tokenizers offline from the files that vendors ship.
 
-Two vocabulary formats cover the Llama 3 and Mistral families:
+Three vocabulary formats cover the Llama 3 and Mistral families:
 
 * ``tiktoken`` BPE files (Llama 3's ``tokenizer.model``, shipped by ``llama-models``):
   :func:`from_tiktoken`. Ranks become ids, merges are derived from the ranks, the
@@ -11,8 +11,10 @@ Two vocabulary formats cover the Llama 3 and Mistral families:
   five whitespace-heavy texts differently from SentencePiece), and ``legacy=False`` adds the
   dummy prefix only at the start of the text, as SentencePiece does, not after every
   special token.
+* Tekken JSON files (Mistral Nemo / Small 3, shipped by ``mistral-common``): :func:`from_tekken`,
+  a tiktoken-like BPE whose ids start after the special tokens.
 
-Both return a ``transformers.PreTrainedTokenizerFast``; :func:`save` writes it in
+All three return a ``transformers.PreTrainedTokenizerFast``; :func:`save` writes it in
 ``save_pretrained`` layout. Nothing here downloads anything. transformers, tokenizers,
 tiktoken (for :func:`from_tiktoken`) and protobuf (for :func:`from_sentencepiece`) are
 imported when called.
@@ -100,19 +102,81 @@ def from_sentencepiece(model_file: str | Path, *, legacy: bool = False):
         unk_token=names.get(trainer.unk_id), clean_up_tokenization_spaces=False, legacy=legacy)
 
 
+#: The special tokens of a Tekken file that lists none (versions up to v7), in rank order, as
+#: mistral-common's ``Tekkenizer.DEPRECATED_SPECIAL_TOKENS`` defines them; the other ranks up
+#: to ``default_num_special_tokens`` are ``<SPECIAL_{rank}>``.
+TEKKEN_DEFAULT_SPECIALS = (
+    "<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]", "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]", "<pad>", "[IMG_BREAK]", "[IMG_END]", "[PREFIX]", "[MIDDLE]",
+    "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+)
+
+
+def from_tekken(model_file: str | Path):
+    """A fast tokenizer from a Tekken JSON file (Mistral Nemo, Pixtral, Small 3; shipped by
+    ``mistral-common``): a tiktoken-like byte BPE whose ranks follow the special tokens.
+
+    Ids ``0 .. num_special - 1`` are the special tokens (the file's own list, else
+    :data:`TEKKEN_DEFAULT_SPECIALS` and ``<SPECIAL_n>``), then the first
+    ``default_vocab_size - num_special`` vocabulary entries, rank ``r`` at id ``num_special + r``
+    (what ``Tekkenizer`` keeps). Merges come from the ranks, as for tiktoken files, and the
+    pre-tokenizer is the file's regex. Tekken adds no dummy prefix.
+    """
+    import base64
+    import json
+
+    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers import Regex as TokRegex
+    from tokenizers.models import BPE
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    data = json.loads(Path(model_file).read_text(encoding="utf-8"))
+    config = data["config"]
+    n_special = config["default_num_special_tokens"]
+    listed = data.get("special_tokens")
+    if listed is not None:
+        named = {t["rank"]: t["token_str"] for t in listed}
+    else:
+        named = dict(enumerate(TEKKEN_DEFAULT_SPECIALS))
+    specials = [named.get(r, f"<SPECIAL_{r}>") for r in range(n_special)]
+    kept = data["vocab"][: config["default_vocab_size"] - n_special]
+    ranks = {base64.b64decode(t["token_bytes"]): t["rank"] for t in kept}
+    converter = TikTokenConverter(pattern=config["pattern"])
+    converter.load_tiktoken_bpe = lambda _path: ranks  # the ranks are in memory, not in a tiktoken file
+    vocab, merges = converter.extract_vocab_merges_from_model(None)
+    clash = sorted(set(vocab) & set(specials))
+    if clash:
+        raise DataError(f"{model_file}: the vocabulary holds the text of special token {clash[0]!r}; this "
+                        "converter cannot give both an id. Convert it with its vendor's own tools.")
+    ids = {**{t: r for r, t in enumerate(specials)}, **{t: r + n_special for t, r in vocab.items()}}
+    tok = Tokenizer(BPE(ids, merges, fuse_unk=False))
+    tok.model.ignore_merges = True
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(TokRegex(config["pattern"]), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=specials[1], eos_token=specials[2],
+                                   unk_token=specials[0], clean_up_tokenization_spaces=False)
+
+
 def detect_kind(model_file: str | Path) -> str:
-    """``tiktoken`` for a tiktoken BPE file (lines of ``base64 rank``), else ``sentencepiece``
-    (a binary protobuf)."""
+    """``tekken`` for a Tekken JSON file, ``tiktoken`` for a tiktoken BPE file (lines of
+    ``base64 rank``), else ``sentencepiece`` (a binary protobuf)."""
     with open(model_file, "rb") as fh:
         head = fh.read(64)
+    if head.lstrip()[:1] == b"{":
+        return "tekken"
     return "tiktoken" if head[:1].isalnum() and b" " in head.split(b"\n")[0] else "sentencepiece"
 
 
 def from_vendor_file(model_file: str | Path, *, kind: str = "auto"):
-    """A fast tokenizer from a vendor's vocabulary file; ``kind`` ``auto`` tells the two
+    """A fast tokenizer from a vendor's vocabulary file; ``kind`` ``auto`` tells the
     formats apart by their first bytes. Returns ``(tokenizer, kind)``."""
     kind = detect_kind(model_file) if kind == "auto" else kind
-    return (from_tiktoken(model_file) if kind == "tiktoken" else from_sentencepiece(model_file)), kind
+    build = {"tiktoken": from_tiktoken, "tekken": from_tekken}.get(kind, from_sentencepiece)
+    return build(model_file), kind
 
 
 def save(tokenizer, folder: str | Path) -> Path:

@@ -37,13 +37,18 @@ AGENTIC = {
     "deepseek-v3.1": ("modern/templates", "deepseek-v3.1", {"thinking": [True, False]}),
     "granite-4.0": ("modern/templates", "granite-4.0", {}),
     "llama3.2": ("templates", "llama-3.2-instruct", {}),
+    "mistral-v3": ("templates", "mistral-7b-instruct-v0.3", {}),
+    "mistral-nemo": ("templates", "mistral-nemo-instruct-2407", {}),
+    "mistral-small-3.2": ("modern/templates", "mistral-small-3.2", {}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
 #: bos/eos the official templates are rendered with
 TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_token": "<|begin_of_text|>"},
           "llama3.2": {"bos_token": "<|begin_of_text|>"},
-          "gemma-4": {"bos_token": "<bos>"}}
+          "gemma-4": {"bos_token": "<bos>"},
+          "mistral-v3": {"bos_token": "<s>", "eos_token": "</s>"}, "mistral-nemo": {"bos_token": "<s>", "eos_token": "</s>"},
+          "mistral-small-3.2": {"bos_token": "<s>", "eos_token": "</s>"}}
 TOKENS["deepseek-v3.1"] = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
 TOKENS["hermes-3"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}
 

@@ -37,6 +37,7 @@ OFFICIAL = {
     "llama3.2": "llama-3.2-instruct",
     "mistral-v1": "mistral-7b-instruct-v0.1",
     "mistral-v3": "mistral-7b-instruct-v0.3",
+    "mistral-nemo": "mistral-nemo-instruct-2407",
     "chatml": "chatml",
     "qwen2.5": "qwen2.5-instruct",
     "zephyr": "zephyr-7b-beta",
@@ -54,13 +55,16 @@ ALSO = {"llama3.1": ["llama-3.3-instruct"], "mistral-v1": ["mistral-7b-instruct-
 NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama3"}
 #: Built-ins that follow a vendor's own encoder where it departs from the official template
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
-VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3"}
+VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3", "mistral-nemo-common": "mistral-nemo-instruct-2407"}
+#: The same, for official templates in modern/ (token parity in tests/tokens/test_vendor_mistral.py).
+VENDOR_ENCODER_MODERN = {"mistral-small-3.2-common"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
-MODERN = {"qwen3", "gpt-oss", "gemma-4", "hermes-3", "deepseek-v3.1", "granite-4.0", "phi-4-mini"}
+MODERN = {"qwen3", "gpt-oss", "gemma-4", "hermes-3", "deepseek-v3.1", "granite-4.0", "phi-4-mini",
+          "mistral-small-3.2"}
 
 
 def test_every_builtin_is_classified():
-    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER) | MODERN
+    assert set(builtin_names()) == set(OFFICIAL) | NOT_VENDOR | set(VENDOR_ENCODER) | MODERN | VENDOR_ENCODER_MODERN
 
 
 #: Llama 3.2 reads today's date (strftime_now): frozen at the date the official templates are given
