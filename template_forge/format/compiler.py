@@ -305,7 +305,8 @@ def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
     """``tools.user`` in place of ``user`` for the turn that takes the tool definitions."""
     if spec.tools is None or spec.tools.user is None:
         return lines
-    content = "(message['content'] | trim)" if spec.strip_user is True else "message['content']"
+    strip = spec.strip_user is True or spec.tools.strip
+    content = "(message['content'] | trim)" if strip else "message['content']"
     expr = pieces_expression(spec.tools.user.pieces, {"instruction": content, "system": "tf_sys_part",
                                                       "tools": "tf_defs.text"})
     at = f"loop.index0 == tf.{spec.tools.user_turn}_user"
@@ -433,6 +434,8 @@ def _with_tools_system(spec: Spec, plain: list[str], text: str) -> list[str]:
         return ["{%- if tf_has_tools -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}",
                 "{%- endif -%}", *plain]
     block = ["    {%- set tf_st = " + text + " -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}"]
+    if spec.tools.system_when == "given":  # only when a system message renders (tf_st none: none does)
+        block = [block[0], "    {%- if tf_st is not none -%}", "    " + block[1], "    {%- endif -%}"]
     return ["{%- if tf_has_tools -%}", *block] + (["{%- else -%}"] + ["    " + x for x in plain]
                                                           if plain else []) + ["{%- endif -%}"]
 

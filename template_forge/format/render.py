@@ -260,6 +260,8 @@ def _add_tools_system(out: _Builder, spec: Spec, msgs: list[Message], values: Ma
         if spec.default_system_when == "empty" and not opens:
             emit = False  # the definitions fill the opening block: no default stands in (Granite 4.0)
         sys_index = skip
+    if spec.tools.system_when == "given" and not emit:
+        return skip  # no system message renders: no tools block either (Llama 4)
     turns.add_tools_system(out, spec, sys_text if emit else None, sys_index, values, defs)
     return skip
 

@@ -37,6 +37,7 @@ AGENTIC = {
     "deepseek-v3.1": ("modern/templates", "deepseek-v3.1", {"thinking": [True, False]}),
     "granite-4.0": ("modern/templates", "granite-4.0", {}),
     "llama3.2": ("templates", "llama-3.2-instruct", {}),
+    "llama-4": ("modern/templates", "llama-4", {}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
@@ -45,6 +46,7 @@ TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_toke
           "llama3.2": {"bos_token": "<|begin_of_text|>"},
           "gemma-4": {"bos_token": "<bos>"}}
 TOKENS["deepseek-v3.1"] = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
+TOKENS["llama-4"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot|>"}
 TOKENS["hermes-3"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}
 
 
