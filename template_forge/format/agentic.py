@@ -40,7 +40,7 @@ class ToolsModel(_Strict):
     system: Optional[StrictStr] = None
     system_text: StrictStr = "{instruction}"
     user: Optional[StrictStr] = None
-    user_turn: Literal["first", "last"] = "first"
+    user_turn: Literal["first", "last", "opening"] = "first"
     each: StrictStr = "{tool}"
     separator: StrictStr = ""
     serialise: StrictStr = "json"
@@ -188,6 +188,12 @@ class Tools:
     ignore: bool = False  # tools are accepted and not written (the official template ignores them)
     system_when: str = "always"  # "given": tools.system only when a system message renders (Llama 4)
     strip: bool = False  # the turn taking tools.user has its content stripped (Llama 4's `|trim`)
+
+    @property
+    def user_at(self) -> str:
+        """``first`` or ``last``: which user turn takes ``tools.user`` (``opening`` is the first,
+        which must then open the conversation, system message aside)."""
+        return "first" if self.user_turn == "opening" else self.user_turn
 
     @property
     def standalone(self) -> bool:

@@ -96,7 +96,7 @@ def _users_tracked(spec: Spec) -> list[str]:
     last one before which reasoning is cut."""
     wanted = {spec.placement} & {"first_user", "last_user"}
     if spec.tools is not None and spec.tools.user is not None:
-        wanted.add(f"{spec.tools.user_turn}_user")
+        wanted.add(f"{spec.tools.user_at}_user")
     if spec.reasoning is not None and spec.reasoning.keep == "after_last_user":
         wanted.add("last_user")
     return sorted(wanted)
@@ -259,10 +259,16 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
                   "    " + raise_("'this format always writes tool definitions, but no tools were given.'"),
                   "{%- endif -%}"]
     if spec.tools is not None and spec.tools.user is not None:
-        turn = f"{spec.tools.user_turn}_user"
+        turn = f"{spec.tools.user_at}_user"
         lines += [f"{{%- if tf_has_tools and tf.{turn} < 0 -%}}",
-                  "    " + raise_(f"'the tool definitions go into the {spec.tools.user_turn} user turn, but the "
+                  "    " + raise_(f"'the tool definitions go into the {spec.tools.user_at} user turn, but the "
                                   "conversation has no user message.'"), "{%- endif -%}"]
+        if spec.tools.user_turn == "opening":  # it must open the conversation, system message aside
+            opening = "(1 if messages[0]['role'] == 'system' else 0)"
+            lines += [f"{{%- if tf_has_tools and tf.first_user != {opening} -%}}",
+                      "    " + raise_("'the tool definitions go into the user turn that opens the conversation "
+                                      "(after the system message), but it does not open with a user message.'"),
+                      "{%- endif -%}"]
     if spec.generation_prompts or compile_turns.may_move_prompt(spec):
         lines += [_comment("The generation prompt, as the variables choose it."),
                   f"{{%- set tf_gen = {_generation_prompt_expression(spec)} -%}}"]
@@ -309,7 +315,7 @@ def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
     content = "(message['content'] | trim)" if strip else "message['content']"
     expr = pieces_expression(spec.tools.user.pieces, {"instruction": content, "system": "tf_sys_part",
                                                       "tools": "tf_defs.text"})
-    at = f"loop.index0 == tf.{spec.tools.user_turn}_user"
+    at = f"loop.index0 == tf.{spec.tools.user_at}_user"
     return lines[:-1] + [f"        {{%- if tf_has_tools and {at} -%}}", "            {{- " + expr + " -}}",
                          "        {%- else -%}", "    " + lines[-1], "        {%- endif -%}"]
 

@@ -364,7 +364,12 @@ def _tools_turn(spec: Spec, msgs: list[Message]) -> int:
     if not users:
         raise RenderError(f"the tool definitions go into the {spec.tools.user_turn} user turn, but this conversation "
                           "has no user message. Add one, or leave the tools out.")
-    return users[0] if spec.tools.user_turn == "first" else users[-1]
+    opening = next((m for m in msgs if m.index > 0 or m.role != "system"), None)
+    if spec.tools.user_turn == "opening" and opening is not None and opening.role != "user":
+        raise RenderError(f"message {opening.index}: the tool definitions go into the user turn that opens the "
+                          f"conversation (after the system message), but it opens with a `{opening.role}` message. "
+                          "Start with a user message, or leave the tools out.")
+    return users[0] if spec.tools.user_at == "first" else users[-1]
 
 
 def previous_role(msgs: list[Message], k: int) -> str | None:
