@@ -65,9 +65,19 @@ def _vendor_file(package: str, relative: str) -> Path:
 REAL_TOKENIZERS = {
     # name: (package, file inside it, converter)
     "llama3": ("llama_models", "llama3/tokenizer.model", "tiktoken"),
+    "llama4": ("llama_models", "llama4/tokenizer.model", "tiktoken-llama4"),
     "mistral-v1": ("mistral_common", "data/tokenizer.model.v1", "sentencepiece"),
     "mistral-v3": ("mistral_common", "data/mistral_instruct_tokenizer_240323.model.v3", "sentencepiece"),
 }
+
+
+def _llama4_tiktoken() -> dict:
+    """Llama 4's specials (in id order, reserved ones included), regex and eos, from llama_models."""
+    from llama_models.llama4 import tokenizer as t
+
+    specials = t.BASIC_SPECIAL_TOKENS + t.LLAMA4_SPECIAL_TOKENS
+    specials += [f"<|reserved_special_token_{i}|>" for i in range(t.Tokenizer.num_reserved_special_tokens - len(specials))]
+    return {"special_tokens": specials, "pattern": t.Tokenizer.O200K_PATTERN, "eos_token": "<|eot|>"}
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +98,10 @@ def real_tokenizer(request):
         if not (folder / "tokenizer.json").is_file():
             from template_forge.tokens import convert
 
-            tok = convert.from_tiktoken(source) if kind == "tiktoken" else convert.from_sentencepiece(source)
+            if kind == "tiktoken-llama4":
+                tok = convert.from_tiktoken(source, **_llama4_tiktoken())
+            else:
+                tok = convert.from_tiktoken(source) if kind == "tiktoken" else convert.from_sentencepiece(source)
             tmp = folder.with_name(folder.name + ".tmp")
             convert.save(tok, tmp)
             tmp.replace(folder)

@@ -46,17 +46,18 @@ def _call(rng: random.Random, k: int) -> dict:
                                                                "arguments": args}}
 
 
-def conversation(seed: int) -> list[dict]:
-    """Optional system, 1-3 rounds of user, 0-1 tool-call round (one call: llama3.1's max_calls),
-    assistant answer; even seeds have no tool calls."""
+def conversation(seed: int, *, max_calls: int = 1) -> list[dict]:
+    """Optional system, 1-3 rounds of user, 0-1 tool-call round (1..max_calls calls; llama3.1
+    takes one), assistant answer; even seeds have no tool calls."""
     rng = random.Random(seed)
     msgs = [{"role": "system", "content": _text(rng)}] if rng.random() < 0.5 else []
     for r in range(rng.randint(1, 3)):
         msgs.append({"role": "user", "content": _text(rng)})
         if seed % 2 and rng.random() < 0.7:
-            call = _call(rng, r)
-            msgs += [{"role": "assistant", "content": "", "tool_calls": [call]},
-                     {"role": "tool", "tool_call_id": call["id"], "content": _text(rng)}]
+            calls = [_call(rng, 10 * r + k) for k in range(rng.randint(1, max_calls))]
+            content = rng.choice(["", _text(rng)]) if max_calls > 1 else ""
+            msgs.append({"role": "assistant", "content": content, "tool_calls": calls})
+            msgs += [{"role": "tool", "tool_call_id": c["id"], "content": _text(rng)} for c in calls]
         msgs.append({"role": "assistant", "content": _text(rng)})
     return msgs
 
@@ -188,3 +189,107 @@ def test_the_vendor_does_not_trim_content_hf_does(ours):
     msgs = [{"role": "user", "content": " hi\n"}, {"role": "assistant", "content": "ok "}]
     trimmed = [{"role": m["role"], "content": m["content"].strip()} for m in msgs]
     assert ours(msgs) == vendor_ids(to_vendor(trimmed, date=True)) != vendor_ids(to_vendor(msgs, date=True))
+
+
+# ---------------------------------------------------------------- Llama 4: llama_models.llama4's ChatFormat
+_fmt4 = None
+
+
+def chat_format4():
+    global _fmt4
+    if _fmt4 is None:
+        import sys
+        from unittest import mock
+
+        try:
+            import torchvision  # noqa: F401  (llama4.chat_format imports its image preprocessing)
+        except ImportError:  # text only here: a stand-in, so the package need not be installed
+            sys.modules.setdefault("torchvision", mock.MagicMock())
+            sys.modules.setdefault("torchvision.transforms", mock.MagicMock())
+        from llama_models.llama4.chat_format import ChatFormat
+        from llama_models.llama4.tokenizer import Tokenizer
+
+        _fmt4 = ChatFormat(Tokenizer.get_instance())
+    return _fmt4
+
+
+def to_vendor4(msgs: list[dict]) -> list:
+    """RawMessages for llama4's ChatFormat, as given (it has no date header or tool prompt)."""
+    from llama_models.datatypes import RawMessage, StopReason, ToolCall
+
+    out = []
+    for m in msgs:
+        calls = [ToolCall(call_id=c["id"], tool_name=c["function"]["name"], arguments=c["function"]["arguments"])
+                 for c in m.get("tool_calls") or []]
+        out.append(RawMessage(role=m["role"], content=m["content"], tool_calls=calls,
+                              stop_reason=StopReason.end_of_turn))
+    return out
+
+
+def vendor4_ids(raw: list) -> list[int]:
+    fmt = chat_format4()
+    tokens = fmt.encode_dialog_prompt(raw).tokens
+    header = fmt._encode_header("assistant")
+    assert tokens[-len(header):] == header
+    return tokens[:-len(header)]
+
+
+def vendor4_with_hf_calls(msgs: list[dict]) -> list[int]:
+    """The vendor's own pieces (headers, text encoding, special ids), with the call turns and
+    results written as the HF template writes them: <|python_start|>content<|python_end|>,
+    {"name", "parameters"} per call, results as JSON, every turn ending <|eot|>."""
+    fmt = chat_format4()
+    special, text = fmt.tokenizer.special_tokens, (lambda s: fmt.tokenizer.encode(s, bos=False, eos=False))
+    tokens = [special["<|begin_of_text|>"]]
+    for m in msgs:
+        tokens += fmt._encode_header("ipython" if m["role"] == "tool" else m["role"])
+        if m.get("tool_calls"):
+            tokens += [special["<|python_start|>"], *text(m["content"]), special["<|python_end|>"]]
+            tokens += text("".join(map(hf_call_text, m["tool_calls"])))
+        else:
+            tokens += text(json.dumps(m["content"], ensure_ascii=False) if m["role"] == "tool" else m["content"])
+        tokens.append(special["<|eot|>"])
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def ours4(real_tokenizer):
+    spec, folder = load_builtin("llama-4"), real_tokenizer("llama4")
+    return lambda msgs: encode(spec, folder, msgs).input_ids.tolist()
+
+
+def test_llama4_plain_conversations_agree_on_every_one(ours4):
+    """Content goes in as given in both (the generated system text has no outer whitespace,
+    which the HF template would trim), the system block only when there is a system message."""
+    plain = [conversation(s) for s in range(0, 2 * M, 2)]
+    equal = sum(ours4(m) == vendor4_ids(to_vendor4(m)) for m in plain)
+    assert equal == len(plain), f"{equal} equal of {len(plain)}"
+
+
+def test_llama4_tool_calls_agree_only_written_as_the_hf_template_writes_them(ours4):
+    agentic = [m for m in (conversation(s, max_calls=3) for s in range(1, 2 * M, 2)) if has_calls(m)]
+    assert len(agentic) > M // 3
+    own = sum(ours4(m) == vendor4_ids(to_vendor4(m)) for m in agentic)
+    given = sum(ours4(m) == vendor4_with_hf_calls(m) for m in agentic)
+    assert (own, given) == (0, len(agentic)), f"own: {own}, HF call text: {given} equal of {len(agentic)}"
+
+
+def test_llama4_vendor_call_and_result_text_exactly():
+    """llama4's ChatFormat: content, then each call by llama3's ToolUtils (json.dumps with
+    "type"), no <|python_start|>/<|python_end|>, and <|eom|> after calls and after results."""
+    fmt = chat_format4()
+    from llama_models.datatypes import ToolPromptFormat
+
+    call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}
+    msgs = [{"role": "assistant", "content": "Let me check.", "tool_calls": [call, {**call, "id": "d"}]},
+            {"role": "tool", "content": "sunny"}]
+    texts = [fmt.tokenizer.decode(fmt.encode_message(r, ToolPromptFormat.json)[0]) for r in to_vendor4(msgs)]
+    one = '{"type": "function", "name": "get_weather", "parameters": {"city": "Z\\u00fcrich"}}'
+    assert texts == ["<|header_start|>assistant<|header_end|>\n\nLet me check." + one + one + "<|eom|>",
+                     "<|header_start|>ipython<|header_end|>\n\nsunny<|eom|>"]
+    from template_forge.format.render import render
+
+    hf = render(load_builtin("llama-4"), [{"role": "user", "content": "q"}, *msgs], add_generation_prompt=False).text
+    mine = '{"name": "get_weather", "parameters": {"city": "Zürich"}}'
+    assert hf.endswith("<|header_start|>assistant<|header_end|>\n\n<|python_start|>Let me check.<|python_end|>"
+                       + mine + mine + '<|eot|><|header_start|>ipython<|header_end|>\n\n"sunny"<|eot|>')
