@@ -23,9 +23,12 @@ import os
 import random
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
 
 from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import encode
+
+from strategies import agentic_conversations
 
 pytest.importorskip("llama_models")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -293,3 +296,31 @@ def test_llama4_vendor_call_and_result_text_exactly():
     mine = '{"name": "get_weather", "parameters": {"city": "Zürich"}}'
     assert hf.endswith("<|header_start|>assistant<|header_end|>\n\n<|python_start|>Let me check.<|python_end|>"
                        + mine + mine + '<|eot|><|header_start|>ipython<|header_end|>\n\n"sunny"<|eot|>')
+
+
+@settings(max_examples=int(os.environ.get("TFORGE_EXAMPLES", "25")), deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(conv=agentic_conversations())
+def test_llama4_agentic_ids_and_mask_equal_transformers(real_tokenizer, conv):
+    """With its own tokenizer: the encoder's ids and loss mask are transformers' with the
+    compiled training template (whole-string tokenization, mask from {% generation %})."""
+    from test_encoder import hf_tokenizer, vocab
+
+    from template_forge.errors import RenderError
+    from template_forge.format.compiler import compile_template
+    from template_forge.format.render import render
+    from template_forge.tokens.encoder import Encoder
+
+    messages, tools = conv
+    spec = load_builtin("llama-4")
+    try:
+        render(spec, messages, tools=tools)
+    except RenderError:
+        assume(False)
+    folder = real_tokenizer("llama4")
+    out = hf_tokenizer(folder).apply_chat_template(
+        messages, tools=tools, chat_template=compile_template(spec, training=True), tokenize=True, return_dict=True,
+        return_assistant_tokens_mask=True)
+    got = Encoder(spec, vocab(folder), parse_special=True).encode({"messages": messages, "tools": tools})
+    assert got.input_ids.tolist() == out["input_ids"]
+    assert got.loss_mask.tolist() == out["assistant_masks"]
