@@ -65,12 +65,22 @@ def _vendor_file(package: str, relative: str) -> Path:
 REAL_TOKENIZERS = {
     # name: (package, file inside it, converter)
     "llama3": ("llama_models", "llama3/tokenizer.model", "tiktoken"),
+    "llama4": ("llama_models", "llama4/tokenizer.model", "tiktoken-llama4"),
     "mistral-v1": ("mistral_common", "data/tokenizer.model.v1", "sentencepiece"),
     "mistral-v3": ("mistral_common", "data/mistral_instruct_tokenizer_240323.model.v3", "sentencepiece"),
     "mistral-v7": ("mistral_common", "data/mistral_instruct_tokenizer_241114.model.v7", "sentencepiece"),
     "tekken": ("mistral_common", "data/tekken_240911.json", "tekken"),  # Pixtral's; read as v7/v11 for Small 3.x
     "tekken-nemo": ("mistral_common", "data/tekken_240718.json", "tekken"),  # Mistral Nemo's own (v3)
 }
+
+
+def _llama4_tiktoken() -> dict:
+    """Llama 4's specials (in id order, reserved ones included), regex and eos, from llama_models."""
+    from llama_models.llama4 import tokenizer as t
+
+    specials = t.BASIC_SPECIAL_TOKENS + t.LLAMA4_SPECIAL_TOKENS
+    specials += [f"<|reserved_special_token_{i}|>" for i in range(t.Tokenizer.num_reserved_special_tokens - len(specials))]
+    return {"special_tokens": specials, "pattern": t.Tokenizer.O200K_PATTERN, "eos_token": "<|eot|>"}
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +101,10 @@ def real_tokenizer(request):
         if not (folder / "tokenizer.json").is_file():
             from template_forge.tokens import convert
 
-            tok, _ = convert.from_vendor_file(source, kind=kind)
+            if kind == "tiktoken-llama4":
+                tok = convert.from_tiktoken(source, **_llama4_tiktoken())
+            else:
+                tok, _ = convert.from_vendor_file(source, kind=kind)
             tmp = folder.with_name(folder.name + ".tmp")
             convert.save(tok, tmp)
             tmp.replace(folder)

@@ -40,13 +40,15 @@ class ToolsModel(_Strict):
     system: Optional[StrictStr] = None
     system_text: StrictStr = "{instruction}"
     user: Optional[StrictStr] = None
-    user_turn: Literal["first", "last", "like_last"] = "first"
+    user_turn: Literal["first", "last", "like_last", "opening"] = "first"
     each: StrictStr = "{tool}"
     separator: StrictStr = ""
     serialise: StrictStr = "json"
     json_: Optional[JsonModel] = Field(None, alias="json")
     required: StrictBool = False
     ignore: StrictBool = False
+    system_when: Literal["always", "given"] = "always"
+    strip: StrictBool = False
 
 
 class ToolCallsModel(_Strict):
@@ -189,6 +191,15 @@ class Tools:
     writer: Writer
     required: bool = False  # a conversation without tools is refused
     ignore: bool = False  # tools are accepted and not written (the official template ignores them)
+    system_when: str = "always"  # "given": tools.system only when a system message renders (Llama 4)
+    strip: bool = False  # the turn taking tools.user has its content stripped (Llama 4's `|trim`)
+
+    @property
+    def user_at(self) -> str:
+        """``first`` or ``last``: which tracked user turn takes ``tools.user`` (``opening`` is the
+        first, which must then open the conversation, system message aside; ``like_last``
+        compares every user message with the last one)."""
+        return {"opening": "first", "like_last": "last"}.get(self.user_turn, self.user_turn)
 
     @property
     def standalone(self) -> bool:
@@ -497,6 +508,13 @@ def _system_and_final(m, role, problems: list, at) -> dict:
     if m.system_position == "first" and m.system_placement == "in_place":
         problems.append(at("system_position", "is `first`, but `in_place` renders every system message where it "
                            "stands. Remove `system_position`, or use another placement."))
+    if m.tools is not None and m.tools.system_when == "given" and (not separate or m.tools.system is None):
+        problems.append(at("tools.system_when", "is `given`, which needs `tools.system` and a `separate` system "
+                           "block (the block it writes only when a system message does). Remove `system_when`, or "
+                           "give `tools.system` with `system_placement: separate`."))
+    if m.tools is not None and m.tools.strip and m.tools.user is None:
+        problems.append(at("tools.strip", "is true, but there is no `tools.user`: it strips the content of the turn "
+                           "that takes the definitions there. Remove `strip`, or give `tools.user`."))
     if "" in m.refuse_in_assistant:
         problems.append(at("refuse_in_assistant", "holds an empty string, which every message holds. Remove it."))
     if m.default_system_when == "empty" and (m.system_placement != "in_place" or not m.default_system_message):
@@ -535,7 +553,7 @@ def _tools(t: ToolsModel, role, problems: list, at, *, in_user: bool) -> Tools:
     return Tools(system=system, system_text=role("tools.system_text", t.system_text, ["instruction"]), user=user,
                  user_turn=t.user_turn, each=role("tools.each", t.each, ["tool"]), separator=t.separator,
                  writer=writer_of("tools", t, problems, at), required=t.required,
-                 ignore=t.ignore)
+                 ignore=t.ignore, system_when=t.system_when, strip=t.strip)
 
 
 def _generation_prompts(models: list, variables: tuple[Variable, ...], problems: list,

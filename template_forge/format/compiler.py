@@ -104,7 +104,7 @@ def _users_tracked(spec: Spec) -> list[str]:
 
 def _tools_user_field(spec: Spec) -> str:
     """The tracked user turn the definitions go to (``like_last`` compares with the last one)."""
-    return "last_user" if spec.tools.user_turn == "like_last" else f"{spec.tools.user_turn}_user"
+    return f"{spec.tools.user_at}_user"
 
 
 def _state_fields(spec: Spec) -> list[str]:
@@ -273,6 +273,12 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
         lines += [f"{{%- if tf_has_tools and tf.{_tools_user_field(spec)} < 0 -%}}",
                   "    " + raise_(f"'the tool definitions go into the {spec.tools.user_turn.replace('_', ' ')} user turn, but the "
                                   "conversation has no user message.'"), "{%- endif -%}"]
+        if spec.tools.user_turn == "opening":  # it must open the conversation, system message aside
+            opening = "(1 if messages[0]['role'] == 'system' else 0)"
+            lines += [f"{{%- if tf_has_tools and tf.first_user != {opening} -%}}",
+                      "    " + raise_("'the tool definitions go into the user turn that opens the conversation "
+                                      "(after the system message), but it does not open with a user message.'"),
+                      "{%- endif -%}"]
     if spec.generation_prompts or compile_turns.may_move_prompt(spec):
         lines += [_comment("The generation prompt, as the variables choose it."),
                   f"{{%- set tf_gen = {_generation_prompt_expression(spec)} -%}}"]
@@ -325,7 +331,8 @@ def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
     """``tools.user`` in place of ``user`` for the turn that takes the tool definitions."""
     if spec.tools is None or spec.tools.user is None:
         return lines
-    content = "(message['content'] | trim)" if spec.strip_user is True else "message['content']"
+    strip = spec.strip_user is True or spec.tools.strip
+    content = "(message['content'] | trim)" if strip else "message['content']"
     expr = pieces_expression(spec.tools.user.pieces, {"instruction": content, "system": "tf_sys_part",
                                                       "tools": "tf_defs.text"})
     at = f"loop.index0 == tf.{_tools_user_field(spec)}"
@@ -455,6 +462,8 @@ def _with_tools_system(spec: Spec, plain: list[str], text: str) -> list[str]:
         return ["{%- if tf_has_tools -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}",
                 "{%- endif -%}", *plain]
     block = ["    {%- set tf_st = " + text + " -%}", "    {{- " + compile_turns.tools_system_expression(spec) + " -}}"]
+    if spec.tools.system_when == "given":  # only when a system message renders (tf_st none: none does)
+        block = [block[0], "    {%- if tf_st is not none -%}", "    " + block[1], "    {%- endif -%}"]
     return ["{%- if tf_has_tools -%}", *block] + (["{%- else -%}"] + ["    " + x for x in plain]
                                                           if plain else []) + ["{%- endif -%}"]
 

@@ -266,6 +266,8 @@ def _add_tools_system(out: _Builder, spec: Spec, msgs: list[Message], values: Ma
         if spec.default_system_when == "empty" and not opens:
             emit = False  # the definitions fill the opening block: no default stands in (Granite 4.0)
         sys_index = skip
+    if spec.tools.system_when == "given" and not emit:
+        return skip  # no system message renders: no tools block either (Llama 4)
     turns.add_tools_system(out, spec, sys_text if emit else None, sys_index, values, defs)
     return skip
 
@@ -389,9 +391,14 @@ def _tools_turns(spec: Spec, msgs: list[Message]) -> set[int]:
     if not users:
         raise RenderError(f"the tool definitions go into the {turn.replace('_', ' ')} user turn, but this "
                           "conversation has no user message. Add one, or leave the tools out.")
+    opening = next((m for m in msgs if m.index > 0 or m.role != "system"), None)
+    if turn == "opening" and opening is not None and opening.role != "user":
+        raise RenderError(f"message {opening.index}: the tool definitions go into the user turn that opens the "
+                          f"conversation (after the system message), but it opens with a `{opening.role}` message. "
+                          "Start with a user message, or leave the tools out.")
     if turn == "like_last":
         return {m.index for m in users if m.raw == users[-1].raw}
-    return {users[0].index if turn == "first" else users[-1].index}
+    return {users[0].index if spec.tools.user_at == "first" else users[-1].index}
 
 
 def previous_role(msgs: list[Message], k: int) -> str | None:

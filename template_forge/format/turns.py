@@ -94,7 +94,7 @@ def add_user(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any],
         cut = max(len(sys_part) - lead, 0)
         sys_part, content = kept[:cut], kept[cut:]
         sys_span = (max(sys_span[0] - lead, 0), min(max(sys_span[1] - lead, 0), len(sys_part)))
-    elif spec.strip_user:
+    elif spec.strip_user or (tools is not None and spec.tools.strip):
         content = content.strip()
     if not sys_part and tools is None:  # the common case: one segment, the content inside it
         before, after = around

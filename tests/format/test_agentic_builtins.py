@@ -40,6 +40,7 @@ AGENTIC = {
     "mistral-v3": ("templates", "mistral-7b-instruct-v0.3", {}),
     "mistral-nemo": ("templates", "mistral-nemo-instruct-2407", {}),
     "mistral-small-3.2": ("modern/templates", "mistral-small-3.2", {}),
+    "llama-4": ("modern/templates", "llama-4", {}),
 }
 #: entries that test a built-in under another name (a byte-identical official template)
 SAME = {"llama3.3": "llama3.1"}
@@ -50,6 +51,7 @@ TOKENS = {"llama3.1": {"bos_token": "<|begin_of_text|>"}, "llama3.3": {"bos_toke
           "mistral-v3": {"bos_token": "<s>", "eos_token": "</s>"}, "mistral-nemo": {"bos_token": "<s>", "eos_token": "</s>"},
           "mistral-small-3.2": {"bos_token": "<s>", "eos_token": "</s>"}}
 TOKENS["deepseek-v3.1"] = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}
+TOKENS["llama-4"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot|>"}
 TOKENS["hermes-3"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}
 
 

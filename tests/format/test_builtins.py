@@ -53,6 +53,7 @@ ALSO = {"llama3.1": ["llama-3.3-instruct"], "mistral-v1": ["mistral-7b-instruct-
         "gemma": ["gemma-it"], "qwen2.5": []}
 #: Built-ins that are llmforge's own formats or have no official template.
 NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama3"}
+NOT_VENDOR.add("llama3.1-models")  # llama_models' ChatFormat, no HF template (tests/tokens/test_vendor_llama.py)
 #: Built-ins that follow a vendor's own encoder where it departs from the official template
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3", "mistral-nemo-common": "mistral-nemo-instruct-2407"}
@@ -60,7 +61,7 @@ VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3", "mistral-nemo
 VENDOR_ENCODER_MODERN = {"mistral-small-3.2-common"}
 #: Built-ins whose official template is in ../shared/conformance/modern/ (tests/format/test_agentic_builtins.py).
 MODERN = {"qwen3", "gpt-oss", "gemma-4", "hermes-3", "deepseek-v3.1", "granite-4.0", "phi-4-mini",
-          "mistral-small-3.2"}
+          "mistral-small-3.2", "llama-4"}
 
 
 def test_every_builtin_is_classified():

@@ -1,0 +1,366 @@
+"""The `llama3.1` built-in (the official Hugging Face template) against llama_models' own Llama 3
+encoder, ``ChatFormat.encode_dialog_prompt``, token id for token id.
+
+The vendor encoder is a raw one: it writes each message's content as given between
+``<|start_header_id|>role<|end_header_id|>\\n\\n`` and ``<|eot_id|>``; the system prompt (date
+header, tool definitions) is the caller's business. The HF template writes more. So the
+comparison has three parts, each counted over the same seeded, generated conversations:
+
+* raw: the vendor given the messages as they are: equal on none (the HF template always opens
+  with a system block holding "Cutting Knowledge Date: ...\\nToday Date: ...").
+* given the date header: the vendor given that header as its system message: equal on every
+  conversation without tool calls.
+* tool calls and results: equal only once the vendor is given the HF call text as content and
+  the result as JSON; the vendor's own call text is asserted exactly (``{"type": "function",
+  "name", "parameters"}`` by ``json.dumps``, the content kept, ``<|eom_id|>`` on
+  ``end_of_message``), and so is its raw result text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+
+from template_forge.format.spec import load_builtin
+from template_forge.tokens.encoder import encode
+
+from strategies import agentic_conversations
+
+pytest.importorskip("llama_models")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+M = int(os.environ.get("TFORGE_VENDOR_EXAMPLES", "120"))
+DATE = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+WORDS = ["hi", "the", "city", "Paris", "été", "日本", "🙂", "42", "a.b", "x,y", "<tag>", "ok!", "well\nthen"]
+
+
+def _text(rng: random.Random) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6)))
+
+
+def _call(rng: random.Random, k: int) -> dict:
+    args = {key: rng.choice([_text(rng), rng.randint(-5, 500), True, None])
+            for key in rng.sample(["city", "q", "n"], rng.randint(0, 3))}
+    return {"id": f"call{k}", "type": "function", "function": {"name": rng.choice(["get_weather", "search"]),
+                                                               "arguments": args}}
+
+
+def conversation(seed: int, *, max_calls: int = 1) -> list[dict]:
+    """Optional system, 1-3 rounds of user, 0-1 tool-call round (1..max_calls calls; llama3.1
+    takes one), assistant answer; even seeds have no tool calls."""
+    rng = random.Random(seed)
+    msgs = [{"role": "system", "content": _text(rng)}] if rng.random() < 0.5 else []
+    for r in range(rng.randint(1, 3)):
+        msgs.append({"role": "user", "content": _text(rng)})
+        if seed % 2 and rng.random() < 0.7:
+            calls = [_call(rng, 10 * r + k) for k in range(rng.randint(1, max_calls))]
+            content = rng.choice(["", _text(rng)]) if max_calls > 1 else ""
+            msgs.append({"role": "assistant", "content": content, "tool_calls": calls})
+            msgs += [{"role": "tool", "tool_call_id": c["id"], "content": _text(rng)} for c in calls]
+        msgs.append({"role": "assistant", "content": _text(rng)})
+    return msgs
+
+
+def has_calls(msgs: list[dict]) -> bool:
+    return any(m.get("tool_calls") for m in msgs)
+
+
+# ---------------------------------------------------------------- the vendor encoder
+_fmt = None
+
+
+def chat_format():
+    global _fmt
+    if _fmt is None:
+        from llama_models.llama3.chat_format import ChatFormat
+        from llama_models.llama3.tokenizer import Tokenizer
+
+        _fmt = ChatFormat(Tokenizer.get_instance())
+    return _fmt
+
+
+def hf_call_text(call: dict) -> str:
+    """What the HF template (and llama3.1) writes for a call: tojson, i.e. ensure_ascii=False."""
+    f = call["function"]
+    return '{"name": "' + f["name"] + '", "parameters": ' + json.dumps(f["arguments"], ensure_ascii=False) + "}"
+
+
+def to_vendor(msgs: list[dict], *, date: bool, hf_calls: bool = False, stop: str = "end_of_turn") -> list:
+    """RawMessages for ChatFormat. date: open with the HF system block's text as the system
+    message; hf_calls: give calls as the HF text (content) and results as JSON, as HF writes them."""
+    from llama_models.datatypes import RawMessage, StopReason, ToolCall
+
+    out = []
+    if date:
+        system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
+        out.append(RawMessage(role="system", content=DATE + system))
+    for m in msgs:
+        if m["role"] == "system" and date:
+            continue
+        if m.get("tool_calls") and hf_calls:
+            out.append(RawMessage(role="assistant", content=hf_call_text(m["tool_calls"][0]),
+                                  stop_reason=StopReason.end_of_turn))
+        elif m.get("tool_calls"):
+            calls = [ToolCall(call_id=c["id"], tool_name=c["function"]["name"],
+                              arguments=c["function"]["arguments"]) for c in m["tool_calls"]]
+            out.append(RawMessage(role="assistant", content=m["content"], tool_calls=calls,
+                                  stop_reason=StopReason(stop)))
+        elif m["role"] == "tool":
+            out.append(RawMessage(role="tool", content=json.dumps(m["content"], ensure_ascii=False) if hf_calls else m["content"]))
+        else:
+            out.append(RawMessage(role=m["role"], content=m["content"], stop_reason=StopReason.end_of_turn))
+    return out
+
+
+def vendor_ids(raw: list) -> list[int]:
+    """encode_dialog_prompt, less the assistant header it always appends (ours ends at the answer)."""
+    fmt = chat_format()
+    tokens = fmt.encode_dialog_prompt(raw).tokens
+    header = fmt._encode_header("assistant")
+    assert tokens[-len(header):] == header
+    return tokens[:-len(header)]
+
+
+@pytest.fixture(scope="module")
+def ours(real_tokenizer):
+    spec, folder = load_builtin("llama3.1"), real_tokenizer("llama3")
+    return lambda msgs: encode(spec, folder, msgs).input_ids.tolist()
+
+
+# ---------------------------------------------------------------- where they agree, counted
+def test_raw_messages_agree_on_none_the_hf_date_header_is_always_there(ours):
+    seeds = range(M)
+    equal = sum(ours(conversation(s)) == vendor_ids(to_vendor(conversation(s), date=False)) for s in seeds)
+    assert equal == 0, f"{equal} equal of {M}"
+
+
+def test_given_the_date_header_they_agree_on_every_conversation_without_tool_calls(ours):
+    plain = [conversation(s) for s in range(0, 2 * M, 2)]
+    assert not any(map(has_calls, plain))
+    equal = sum(ours(m) == vendor_ids(to_vendor(m, date=True)) for m in plain)
+    assert equal == len(plain), f"{equal} equal of {len(plain)}"
+
+
+def test_with_tool_calls_they_agree_once_given_the_hf_call_text_and_json_results(ours):
+    agentic = [m for m in (conversation(s) for s in range(1, 2 * M, 2)) if has_calls(m)]
+    assert len(agentic) > M // 3
+    own = sum(ours(m) == vendor_ids(to_vendor(m, date=True)) for m in agentic)
+    given = sum(ours(m) == vendor_ids(to_vendor(m, date=True, hf_calls=True)) for m in agentic)
+    assert (own, given) == (0, len(agentic)), f"own call text: {own}, HF call text: {given} equal of {len(agentic)}"
+
+
+# ---------------------------------------------------------------- the differences, exactly
+def _message_text(raw_message, stop="end_of_turn") -> str:
+    from llama_models.datatypes import ToolPromptFormat
+
+    fmt = chat_format()
+    return fmt.tokenizer.decode(fmt.encode_message(raw_message, ToolPromptFormat.json)[0])
+
+
+@pytest.mark.parametrize("stop,end", [("end_of_turn", "<|eot_id|>"), ("end_of_message", "<|eom_id|>")])
+def test_the_vendor_call_text_is_type_name_parameters_by_json_dumps_content_kept(stop, end):
+    call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}
+    raw = to_vendor([{"role": "assistant", "content": "Let me check.", "tool_calls": [call]}], date=False, stop=stop)
+    assert _message_text(raw[0]) == (
+        "<|start_header_id|>assistant<|end_header_id|>\n\nLet me check."
+        '{"type": "function", "name": "get_weather", "parameters": {"city": "Z\\u00fcrich"}}' + end)
+    # the HF template (llama3.1): no content, no "type", ensure_ascii=False, always <|eot_id|>
+    from template_forge.format.render import render
+
+    text = render(load_builtin("llama3.1"), [{"role": "user", "content": "q"},
+                                             {"role": "assistant", "content": "Let me check.", "tool_calls": [call]}],
+                  add_generation_prompt=False).text
+    assert text.endswith('<|start_header_id|>assistant<|end_header_id|>\n\n'
+                         '{"name": "get_weather", "parameters": {"city": "Zürich"}}<|eot_id|>')
+
+
+def test_the_vendor_writes_a_result_as_is_hf_writes_it_as_json():
+    raw = to_vendor([{"role": "tool", "content": "sunny"}], date=False)
+    assert _message_text(raw[0]) == "<|start_header_id|>ipython<|end_header_id|>\n\nsunny<|eot_id|>"
+    from template_forge.format.render import render
+
+    text = render(load_builtin("llama3.1"), [{"role": "user", "content": "q"}, {"role": "tool", "content": "sunny"}],
+                  add_generation_prompt=False).text
+    assert text.endswith('<|start_header_id|>ipython<|end_header_id|>\n\n"sunny"<|eot_id|>')
+
+
+def test_the_vendor_does_not_trim_content_hf_does(ours):
+    msgs = [{"role": "user", "content": " hi\n"}, {"role": "assistant", "content": "ok "}]
+    trimmed = [{"role": m["role"], "content": m["content"].strip()} for m in msgs]
+    assert ours(msgs) == vendor_ids(to_vendor(trimmed, date=True)) != vendor_ids(to_vendor(msgs, date=True))
+
+
+# ---------------------------------------------------------------- Llama 4: llama_models.llama4's ChatFormat
+_fmt4 = None
+
+
+def chat_format4():
+    global _fmt4
+    if _fmt4 is None:
+        import sys
+        from unittest import mock
+
+        try:
+            import torchvision  # noqa: F401  (llama4.chat_format imports its image preprocessing)
+        except ImportError:  # text only here: a stand-in, so the package need not be installed
+            sys.modules.setdefault("torchvision", mock.MagicMock())
+            sys.modules.setdefault("torchvision.transforms", mock.MagicMock())
+        from llama_models.llama4.chat_format import ChatFormat
+        from llama_models.llama4.tokenizer import Tokenizer
+
+        _fmt4 = ChatFormat(Tokenizer.get_instance())
+    return _fmt4
+
+
+def to_vendor4(msgs: list[dict]) -> list:
+    """RawMessages for llama4's ChatFormat, as given (it has no date header or tool prompt)."""
+    from llama_models.datatypes import RawMessage, StopReason, ToolCall
+
+    out = []
+    for m in msgs:
+        calls = [ToolCall(call_id=c["id"], tool_name=c["function"]["name"], arguments=c["function"]["arguments"])
+                 for c in m.get("tool_calls") or []]
+        out.append(RawMessage(role=m["role"], content=m["content"], tool_calls=calls,
+                              stop_reason=StopReason.end_of_turn))
+    return out
+
+
+def vendor4_ids(raw: list) -> list[int]:
+    fmt = chat_format4()
+    tokens = fmt.encode_dialog_prompt(raw).tokens
+    header = fmt._encode_header("assistant")
+    assert tokens[-len(header):] == header
+    return tokens[:-len(header)]
+
+
+def vendor4_with_hf_calls(msgs: list[dict]) -> list[int]:
+    """The vendor's own pieces (headers, text encoding, special ids), with the call turns and
+    results written as the HF template writes them: <|python_start|>content<|python_end|>,
+    {"name", "parameters"} per call, results as JSON, every turn ending <|eot|>."""
+    fmt = chat_format4()
+    special, text = fmt.tokenizer.special_tokens, (lambda s: fmt.tokenizer.encode(s, bos=False, eos=False))
+    tokens = [special["<|begin_of_text|>"]]
+    for m in msgs:
+        tokens += fmt._encode_header("ipython" if m["role"] == "tool" else m["role"])
+        if m.get("tool_calls"):
+            tokens += [special["<|python_start|>"], *text(m["content"]), special["<|python_end|>"]]
+            tokens += text("".join(map(hf_call_text, m["tool_calls"])))
+        else:
+            tokens += text(json.dumps(m["content"], ensure_ascii=False) if m["role"] == "tool" else m["content"])
+        tokens.append(special["<|eot|>"])
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def ours4(real_tokenizer):
+    spec, folder = load_builtin("llama-4"), real_tokenizer("llama4")
+    return lambda msgs: encode(spec, folder, msgs).input_ids.tolist()
+
+
+def test_llama4_plain_conversations_agree_on_every_one(ours4):
+    """Content goes in as given in both (the generated system text has no outer whitespace,
+    which the HF template would trim), the system block only when there is a system message."""
+    plain = [conversation(s) for s in range(0, 2 * M, 2)]
+    equal = sum(ours4(m) == vendor4_ids(to_vendor4(m)) for m in plain)
+    assert equal == len(plain), f"{equal} equal of {len(plain)}"
+
+
+def test_llama4_tool_calls_agree_only_written_as_the_hf_template_writes_them(ours4):
+    agentic = [m for m in (conversation(s, max_calls=3) for s in range(1, 2 * M, 2)) if has_calls(m)]
+    assert len(agentic) > M // 3
+    own = sum(ours4(m) == vendor4_ids(to_vendor4(m)) for m in agentic)
+    given = sum(ours4(m) == vendor4_with_hf_calls(m) for m in agentic)
+    assert (own, given) == (0, len(agentic)), f"own: {own}, HF call text: {given} equal of {len(agentic)}"
+
+
+def test_llama4_vendor_call_and_result_text_exactly():
+    """llama4's ChatFormat: content, then each call by llama3's ToolUtils (json.dumps with
+    "type"), no <|python_start|>/<|python_end|>, and <|eom|> after calls and after results."""
+    fmt = chat_format4()
+    from llama_models.datatypes import ToolPromptFormat
+
+    call = {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}
+    msgs = [{"role": "assistant", "content": "Let me check.", "tool_calls": [call, {**call, "id": "d"}]},
+            {"role": "tool", "content": "sunny"}]
+    texts = [fmt.tokenizer.decode(fmt.encode_message(r, ToolPromptFormat.json)[0]) for r in to_vendor4(msgs)]
+    one = '{"type": "function", "name": "get_weather", "parameters": {"city": "Z\\u00fcrich"}}'
+    assert texts == ["<|header_start|>assistant<|header_end|>\n\nLet me check." + one + one + "<|eom|>",
+                     "<|header_start|>ipython<|header_end|>\n\nsunny<|eom|>"]
+    from template_forge.format.render import render
+
+    hf = render(load_builtin("llama-4"), [{"role": "user", "content": "q"}, *msgs], add_generation_prompt=False).text
+    mine = '{"name": "get_weather", "parameters": {"city": "Zürich"}}'
+    assert hf.endswith("<|header_start|>assistant<|header_end|>\n\n<|python_start|>Let me check.<|python_end|>"
+                       + mine + mine + '<|eot|><|header_start|>ipython<|header_end|>\n\n"sunny"<|eot|>')
+
+
+@settings(max_examples=int(os.environ.get("TFORGE_EXAMPLES", "25")), deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(conv=agentic_conversations())
+def test_llama4_agentic_ids_and_mask_equal_transformers(real_tokenizer, conv):
+    """With its own tokenizer: the encoder's ids and loss mask are transformers' with the
+    compiled training template (whole-string tokenization, mask from {% generation %})."""
+    from test_encoder import hf_tokenizer, vocab
+
+    from template_forge.errors import RenderError
+    from template_forge.format.compiler import compile_template
+    from template_forge.format.render import render
+    from template_forge.tokens.encoder import Encoder
+
+    messages, tools = conv
+    spec = load_builtin("llama-4")
+    try:
+        render(spec, messages, tools=tools)
+    except RenderError:
+        assume(False)
+    folder = real_tokenizer("llama4")
+    out = hf_tokenizer(folder).apply_chat_template(
+        messages, tools=tools, chat_template=compile_template(spec, training=True), tokenize=True, return_dict=True,
+        return_assistant_tokens_mask=True)
+    got = Encoder(spec, vocab(folder), parse_special=True).encode({"messages": messages, "tools": tools})
+    assert got.input_ids.tolist() == out["input_ids"]
+    assert got.loss_mask.tolist() == out["assistant_masks"]
+
+
+# ---------------------------------------------------------------- llama3.1-models: the vendor's own format
+@pytest.fixture(scope="module")
+def ours_models(real_tokenizer):
+    spec, folder = load_builtin("llama3.1-models"), real_tokenizer("llama3")
+    return lambda msgs: encode(spec, folder, msgs).input_ids.tolist()
+
+
+def _content_and_calls(msgs: list[dict]) -> bool:
+    return any(m.get("tool_calls") and m["content"] for m in msgs)
+
+
+def test_llama3_1_models_equals_chat_format_text_always_ids_but_at_a_content_call_seam(ours_models):
+    """The same text on every conversation, the same ids on every one without a turn holding
+    both content and calls. ChatFormat tokenizes the content and each call apart (a token
+    boundary between them), a whole-string tokenizer (ours, transformers') across: where the
+    content's end and ``{"`` merge, the ids differ (6 of 240 here)."""
+    decode = chat_format().tokenizer.decode
+    convs = [conversation(s, max_calls=3) for s in range(2 * M)]
+    pairs = [(ours_models(m), vendor_ids(to_vendor(m, date=False))) for m in convs]
+    assert all(decode(a) == decode(b) for a, b in pairs)
+    seam = [a == b for (a, b), m in zip(pairs, convs, strict=True) if _content_and_calls(m)]
+    rest = [a == b for (a, b), m in zip(pairs, convs, strict=True) if not _content_and_calls(m)]
+    assert (sum(rest), sum(seam), len(seam)) == (len(rest), len(seam) - 6, len(seam)), (sum(rest), sum(seam), len(seam))
+    assert sum(map(has_calls, convs)) > M // 3
+
+
+def test_llama3_1_models_compiled_renders_as_the_renderer():
+    from template_forge.format.compiler import compile_template
+    from template_forge.format.render import render
+
+    hf = pytest.importorskip("transformers.utils.chat_template_utils")
+    spec = load_builtin("llama3.1-models")
+    for training in (False, True):
+        template = compile_template(spec, training=training)
+        for s in range(0, 2 * M, 3):
+            m = conversation(s, max_calls=3)
+            got = hf.render_jinja_template(conversations=[m], chat_template=template, add_generation_prompt=True)
+            assert got[0][0] == render(spec, m, add_generation_prompt=True).text
