@@ -204,13 +204,19 @@ def chat_format4():
         import sys
         from unittest import mock
 
+        stand_ins = {}
         try:
             import torchvision  # noqa: F401  (llama4.chat_format imports its image preprocessing)
-        except ImportError:  # text only here: a stand-in, so the package need not be installed
-            sys.modules.setdefault("torchvision", mock.MagicMock())
-            sys.modules.setdefault("torchvision.transforms", mock.MagicMock())
-        from llama_models.llama4.chat_format import ChatFormat
-        from llama_models.llama4.tokenizer import Tokenizer
+        except ImportError:  # text only here: a stand-in while importing, so the package need not be
+            # installed, taken out again after (a MagicMock left in sys.modules breaks `datasets`)
+            stand_ins = {"torchvision": mock.MagicMock(), "torchvision.transforms": mock.MagicMock()}
+        sys.modules.update(stand_ins)
+        try:
+            from llama_models.llama4.chat_format import ChatFormat
+            from llama_models.llama4.tokenizer import Tokenizer
+        finally:  # only the stand-ins go: what the import loaded (torch, PIL) stays
+            for name in stand_ins:
+                sys.modules.pop(name, None)
 
         _fmt4 = ChatFormat(Tokenizer.get_instance())
     return _fmt4
