@@ -17,6 +17,7 @@ import jinja2
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from test_compiler import merged
 
 from template_forge.errors import RenderError, SpecError
 from template_forge.format.compiler import compile_template
@@ -91,16 +92,6 @@ def _hf(spec, messages, tools, gen, variables, *, training: bool):
     return out[0], ([tuple(x) for x in indices[0] if x[0] != x[1]] if training else None)
 
 
-def _merged(spans):
-    out = []
-    for s, e in spans:
-        if out and out[-1][1] == s:
-            out[-1] = (out[-1][0], e)
-        else:
-            out.append((s, e))
-    return out
-
-
 # --------------------------------------------------------------------------- a) same text, same refusals
 @_settings(500)
 @given(agentic_spec_dicts(), agentic_or_plain, st.booleans(), st.data())
@@ -116,7 +107,7 @@ def test_compiled_equals_render_for_agentic_specs(d, conv, gen, data):
         got = _hf(spec, messages, tools, gen, variables, training=training)
         assert (got and got[0]) == (ours and ours.text), "render() and the compiled template disagree"
         if got and training:
-            assert _merged(got[1]) == ours.trained_spans()
+            assert merged(got[1]) == ours.trained_spans()
 
 
 # --------------------------------------------------------------------------- b) the trained spans
@@ -135,7 +126,7 @@ def test_generation_spans_are_the_trained_spans(d, conv, data):
     if ours is None:
         return
     text, spans = _hf(spec, messages, tools, False, variables, training=True)
-    assert text == ours.text and _merged(spans) == ours.trained_spans()
+    assert text == ours.text and merged(spans) == ours.trained_spans()
     trained = ours.trained_spans()
     for seg in ours.segments:
         if seg.kind in ("assistant_reasoning", "assistant_calls"):
