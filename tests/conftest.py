@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -112,6 +113,25 @@ def real_tokenizer(request):
         return folder
 
     return get
+
+
+# ---------------------------------------------------------------- a frozen clock
+@contextlib.contextmanager
+def frozen_clock(now):
+    """transformers' ``strftime_now`` reads ``now`` inside (it calls ``datetime.now()`` from its
+    module's globals); give the renderer ``now=`` too."""
+    import datetime as dt
+
+    from transformers.utils import chat_template_utils
+
+    class Frozen(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):  # the signature of datetime.now
+            return now
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(chat_template_utils, "datetime", Frozen)
+        yield
 
 
 # ---------------------------------------------------------------- S3 on loopback (tests/s3server.py)

@@ -19,7 +19,7 @@ from typing import Any
 from template_forge.errors import DataError
 from template_forge.format import messages as _messages
 from template_forge.format.messages import TOOL_ROLES, MessageError, check_messages, check_tools
-from template_forge.format.render import alternation_break
+from template_forge.format.render_checks import alternation_break
 
 _kind = _messages._kind
 

@@ -248,7 +248,7 @@ def _show_condition(spec: Spec) -> str:
 
 
 def _refusal_lines(spec: Spec) -> list[str]:
-    """The assistant messages the renderer refuses (``render._check_agentic_domain``)."""
+    """The assistant messages the renderer refuses (``render_checks._check_agentic_domain``)."""
     lines = []  # (strings refused in assistant text: the validation section, compiler.py)
     r = spec.reasoning
     if r is not None and r.turns == "tool_calls" and r.keep == "after_last_user":

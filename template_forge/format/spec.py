@@ -23,7 +23,7 @@ from typing import Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, StrictBool, StrictStr, ValidationError
 
 from template_forge.errors import Problem, SpecError
-from template_forge.format import agentic
+from template_forge.format import agentic, agentic_checks
 from template_forge.format.agentic import (
     GenerationPrompt,
     OpeningSystem,
@@ -294,9 +294,9 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
         return Problem(index.where(path), ".".join(str(p) for p in path), msg)
 
     _check_variables(m, problems, at)
-    typed = agentic.check_variables(m.variables, problems, at)
+    typed = agentic_checks.check_variables(m.variables, problems, at)
     placement = _resolve_placement(m, problems, at)
-    variables = agentic.fillable(typed)
+    variables = agentic_checks.fillable(typed)
     in_user = placement in IN_USER_PLACEMENTS
     if m.system is None and placement not in ("drop", "reject"):
         problems.append(at("system", "is required but missing. Add it, e.g. `system: \"{instruction}\\n\\n\"`."))
@@ -330,7 +330,7 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
         strip_user=strip_user,
         strip_assistant=strip.assistant if strip.assistant is not None else m.strip_whitespace,
         require_alternation=m.require_alternation, final_suffix=m.final_suffix,
-        variables=typed, tokenize_apart=m.tokenize_apart, **agentic.resolve(m, typed, problems, at),
+        variables=typed, tokenize_apart=m.tokenize_apart, **agentic_checks.resolve(m, typed, problems, at),
     )
     return resolved, problems
 

@@ -22,6 +22,7 @@ from template_forge.format.compiler import compile_template
 from template_forge.format.render import render
 from template_forge.format.spec import load_builtin
 
+from conftest import frozen_clock
 from strategies import agentic_conversations, conversations
 
 hf = pytest.importorskip("transformers.utils.chat_template_utils")
@@ -59,17 +60,9 @@ TOKENS["hermes-3"] = {"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>
 NOW = dt.datetime(2026, 3, 9, 12, 0)
 
 
-class _Frozen(dt.datetime):
-    @classmethod
-    def now(cls, tz=None):  # the signature of datetime.now
-        return NOW
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _frozen_clock():
-    """transformers' ``strftime_now`` calls ``datetime.now()`` from its module's globals."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hf, "datetime", _Frozen)
+    with frozen_clock(NOW):
         yield
 
 

@@ -24,7 +24,7 @@ from template_forge.format.formats import builtin_names
 from template_forge.format.render import render
 from template_forge.format.spec import load_builtin
 
-from conftest import official
+from conftest import frozen_clock, official
 from strategies import conversations
 
 hf = pytest.importorskip("transformers.utils.chat_template_utils")
@@ -73,17 +73,9 @@ def test_every_builtin_is_classified():
 NOW = dt.datetime(2024, 7, 26, 12, 0)
 
 
-class _Frozen(dt.datetime):
-    @classmethod
-    def now(cls, tz=None):  # the signature of datetime.now
-        return NOW
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _frozen_clock():
-    """transformers' ``strftime_now`` calls ``datetime.now()`` from its module's globals."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(hf, "datetime", _Frozen)
+    with frozen_clock(NOW):
         yield
 
 

@@ -32,11 +32,16 @@ def test_agentic_ids_and_mask_equal_transformers(real_tokenizer, name, conv, dat
     messages, tools = conv
     spec = load_builtin(name)
     variables = {k: data.draw(st.sampled_from(v)) for k, v in SWITCHES.get(name, {}).items()}
+    assert_parity(spec, real_tokenizer("llama3"), messages, tools, variables)
+
+
+def assert_parity(spec, folder, messages, tools, variables):
+    """Ids and mask of a record equal transformers' tokenization of the compiled training
+    template with ``return_assistant_tokens_mask`` (conversations the format refuses are skipped)."""
     try:
         render(spec, messages, tools=tools, variables=variables)
     except RenderError:
         assume(False)
-    folder = real_tokenizer("llama3")
     out = hf_tokenizer(folder).apply_chat_template(
         messages, tools=tools, chat_template=compile_template(spec, training=True), tokenize=True, return_dict=True,
         return_assistant_tokens_mask=True, **variables)
@@ -44,3 +49,4 @@ def test_agentic_ids_and_mask_equal_transformers(real_tokenizer, name, conv, dat
         {"messages": messages, "tools": tools})
     assert got.input_ids.tolist() == out["input_ids"]
     assert got.loss_mask.tolist() == out["assistant_masks"]
+    return got

@@ -6,15 +6,11 @@ are then plain text; ids and mask must still agree)."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_encoder import hf_tokenizer, vocab
+from test_encoder_agentic import assert_parity
 
-from template_forge.errors import RenderError
-from template_forge.format.compiler import compile_template
-from template_forge.format.render import render
 from template_forge.format.spec import load_builtin
-from template_forge.tokens.encoder import Encoder
 
 from strategies import agentic_conversations
 
@@ -27,16 +23,5 @@ def test_gpt_oss_ids_and_mask_equal_transformers(real_tokenizer, conv, effort):
     messages, tools = conv
     spec = load_builtin("gpt-oss")
     variables = {"reasoning_effort": effort, "current_date": "2026-03-09"}  # the clock, frozen
-    try:
-        render(spec, messages, tools=tools, variables=variables)
-    except RenderError:
-        assume(False)
-    folder = real_tokenizer("llama3")
-    out = hf_tokenizer(folder).apply_chat_template(
-        messages, tools=tools, chat_template=compile_template(spec, training=True), tokenize=True, return_dict=True,
-        return_assistant_tokens_mask=True, **variables)
-    got = Encoder(spec, vocab(folder), parse_special=True, variables=variables).encode(
-        {"messages": messages, "tools": tools})
-    assert got.input_ids.tolist() == out["input_ids"]
-    assert got.loss_mask.tolist() == out["assistant_masks"]
+    got = assert_parity(spec, real_tokenizer("llama3"), messages, tools, variables)
     assert any(got.loss_mask.tolist())

@@ -8,14 +8,10 @@ import os
 from datetime import datetime
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from test_encoder import hf_tokenizer, vocab
+from hypothesis import HealthCheck, given, settings
+from test_encoder_agentic import assert_parity
 
-from template_forge.errors import RenderError
-from template_forge.format.compiler import compile_template
-from template_forge.format.render import render
 from template_forge.format.spec import load_builtin
-from template_forge.tokens.encoder import Encoder
 
 from strategies import agentic_conversations
 
@@ -33,15 +29,4 @@ def test_mistral_ids_and_mask_equal_transformers(real_tokenizer, name, conv):
     spec = load_builtin(name)
     today = datetime.now().strftime("%Y-%m-%d")  # the clock, read once for both sides
     variables = {"today": today} if any(v.name == "today" for v in spec.variables) else {}
-    try:
-        render(spec, messages, tools=tools, variables=variables)
-    except RenderError:
-        assume(False)
-    folder = real_tokenizer(TOKENIZER[name])
-    out = hf_tokenizer(folder).apply_chat_template(
-        messages, tools=tools, chat_template=compile_template(spec, training=True), tokenize=True, return_dict=True,
-        return_assistant_tokens_mask=True, **variables)
-    got = Encoder(spec, vocab(folder), parse_special=True, variables=variables).encode(
-        {"messages": messages, "tools": tools})
-    assert got.input_ids.tolist() == out["input_ids"]
-    assert got.loss_mask.tolist() == out["assistant_masks"]
+    assert_parity(spec, real_tokenizer(TOKENIZER[name]), messages, tools, variables)

@@ -201,26 +201,21 @@ _fmt4 = None
 def chat_format4():
     global _fmt4
     if _fmt4 is None:
-        import importlib.util
         import sys
-        import types
+        from unittest import mock
 
-        # llama4.chat_format imports torchvision for its image preprocessing, which the text path
-        # never calls: where it is not installed, empty stand-ins for the import only (left in
-        # sys.modules, they would make importlib.util.find_spec("torchvision") raise for
-        # transformers, which asks it)
-        stubs = {}
-        if importlib.util.find_spec("torchvision") is None:
-            stubs = {n: types.ModuleType(n) for n in ("torchvision", "torchvision.transforms",
-                                                       "torchvision.transforms.functional")}
-            stubs["torchvision"].transforms = stubs["torchvision.transforms"]
-            stubs["torchvision.transforms"].functional = stubs["torchvision.transforms.functional"]
-            sys.modules.update(stubs)
+        stand_ins = {}
+        try:
+            import torchvision  # noqa: F401  (llama4.chat_format imports its image preprocessing)
+        except ImportError:  # text only here: a stand-in while importing, so the package need not be
+            # installed, taken out again after (a MagicMock left in sys.modules breaks `datasets`)
+            stand_ins = {"torchvision": mock.MagicMock(), "torchvision.transforms": mock.MagicMock()}
+        sys.modules.update(stand_ins)
         try:
             from llama_models.llama4.chat_format import ChatFormat
             from llama_models.llama4.tokenizer import Tokenizer
-        finally:
-            for name in stubs:
+        finally:  # only the stand-ins go: what the import loaded (torch, PIL) stays
+            for name in stand_ins:
                 sys.modules.pop(name, None)
 
         _fmt4 = ChatFormat(Tokenizer.get_instance())
