@@ -510,3 +510,34 @@ def test_tokenize_apart_engines_and_alignments_agree(real_tokenizer):
     eot = fast.control["<|eot|>"]
     ids = Encoder(spec, fast).encode(convs[0]).input_ids.tolist()
     assert Encoder(spec, fast, parse_special=True).encode(convs[0]).input_ids.tolist().count(eot) == ids.count(eot) + 1
+
+
+def test_the_llama4_file_converts_with_llama4s_specials_and_regex_by_itself(real_tokenizer, tmp_path):
+    """``tforge convert-tokenizer`` tells Llama 4's tiktoken file from Llama 3's by its size
+    (200000 base tokens): the result is the tokenizer built from llama_models' own lists
+    (conftest's ``llama4``), and encodes as llama_models' Tokenizer does."""
+    from click.testing import CliRunner
+    from llama_models.llama4.tokenizer import Tokenizer
+
+    from conftest import REAL_TOKENIZERS, _vendor_file
+    from template_forge.cli import main
+    from template_forge.tokens.convert import LLAMA4_PATTERN, llama4_special_tokens
+    from template_forge.tokens.vocab import Vocab
+
+    vendor = Tokenizer.get_instance()
+    assert LLAMA4_PATTERN == Tokenizer.O200K_PATTERN
+    assert {t: 200_000 + i for i, t in enumerate(llama4_special_tokens())} == vendor.special_tokens
+    source = _vendor_file(*REAL_TOKENIZERS["llama4"][:2])
+    result = CliRunner().invoke(main, ["convert-tokenizer", str(source), "-o", str(tmp_path / "tok")])
+    assert result.exit_code == 0, result.output
+    ours = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    reference = json.loads((real_tokenizer("llama4") / "tokenizer.json").read_text())
+    assert ours == reference
+    assert json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())["eos_token"] == "<|eot|>"
+    v = Vocab(tmp_path / "tok")
+    rng = random.Random(4)
+    pieces = ALPHABET + ["<|eot|>", "<|header_start|>", "'s", "ABC", " Hello World", "\t", "\r\n", "  "]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        assert v.tok.encode(text, add_special_tokens=False).ids == vendor.encode(
+            text, bos=False, eos=False, allowed_special="all")
