@@ -210,3 +210,211 @@ def plain_with_reasoning(draw):
         if msg["role"] == "assistant" and draw(st.booleans()):
             msg[draw(st.sampled_from(["thinking", "reasoning_content"]))] = draw(contents)
     return messages
+# ---------------------------------------------------------------- agentic specs
+#: Raw (unescaped) text for agentic role strings: Jinja-looking text, quotes, backslashes,
+#: newlines, unicode, and the tags and end-of-turn strings that stop strings and
+#: ``from_content`` look for.
+agentic_bits = st.sampled_from([
+    "", " ", "\n", "\n\n", "{{ x }}", "{% raw %}", "{%- endraw -%}", "{#", "}}", "{", "'", '"', "\\", "\\n", "\r\n",
+    "\t", "<think>", "</think>", "<tool_call>", "<|im_end|>", "<|eot_id|>", "</s>", "日本", "🤖", "\u2028", "[T]",
+])
+agentic_lits = st.lists(agentic_bits, max_size=3).map("".join)
+STOPS = ["<|eot_id|>", "<|im_end|>", "</s>", "\n", "'"]
+#: Typed variables the agentic specs add: a boolean switch and a choice.
+TYPED_VARIABLES = {"think": st.booleans(), "effort": st.sampled_from(["low", "{x}", "it's"])}
+
+
+def _esc(text: str) -> str:
+    """Raw text as a role-string literal (``str.format`` rules: braces doubled)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def _agentic_role(draw, required: list[str], optional: list[str] = (), variables: list[str] = ()) -> str:
+    """A role string: ``required`` fields, some of ``optional`` and of ``variables`` (each at
+    most once), in any order, between awkward literals."""
+    fields = list(required) + [f for f in list(optional) + list(variables) if draw(st.booleans())]
+    parts = [_esc(draw(agentic_lits))]
+    for f in draw(st.permutations(fields)):
+        parts += ["{" + f + "}", _esc(draw(agentic_lits))]
+    return "".join(parts)
+
+
+def _suffix(draw, stops: list[str], names: list[str]) -> str:
+    """An assistant suffix, often holding a stop string with text after it (trained up to the stop)."""
+    stop = _esc(draw(st.sampled_from(stops))) if stops and draw(st.booleans()) else ""
+    return _agentic_role(draw, [], [], names) + stop + _esc(draw(agentic_lits))
+
+
+def _typed_variables(draw) -> dict:
+    out = {}
+    if draw(st.booleans()):
+        out["think"] = draw(st.booleans())
+    if draw(st.booleans()):
+        choices = draw(st.lists(st.sampled_from(["low", "{x}", "it's"]), min_size=1, unique=True))
+        out["effort"] = {"default": draw(st.sampled_from(choices)), "choices": choices}
+    if draw(st.integers(0, 3)) == 0:  # a clock whose text does not depend on the time, so renders compare
+        out["today"] = {"strftime": draw(st.sampled_from(["%%d", "'%%'\\", ""]))}
+    return out
+
+
+def _json_options(draw) -> dict:
+    options = {"indent": draw(st.sampled_from([None, 0, 2])),
+               "separators": draw(st.sampled_from([None, [",", ":"], [", ", ": "], ["'", "\\\n"]])),
+               "ensure_ascii": draw(st.booleans()), "sort_keys": draw(st.booleans())}
+    return {k: v for k, v in options.items() if v is not None and draw(st.booleans())}
+
+
+def _tools_block(draw, d: dict, names: list[str]) -> dict:
+    """`tools`: a tools system block with the definitions, or the block with the definitions in a
+    user turn, or only the user turn (the only choice when the system text goes into user turns,
+    where `tools.user` takes `{system}` as `user` does)."""
+    in_user = d.get("system_placement") in ("first_user", "last_user", "final_user") or d.get("system_in_user")
+    where = "user" if in_user else draw(st.sampled_from(["system", "user", "both"]))
+    out = {"each": _agentic_role(draw, ["tool"]), "separator": draw(agentic_lits)}
+    if where != "user":
+        out["system"] = _agentic_role(draw, ["instruction"] + (["tools"] if where == "system" else []), [], names)
+        out["system_text"] = _agentic_role(draw, ["instruction"], [], names)
+    if where != "system":
+        if d.get("strip", {}).get("user") == "with_system":  # {system}{instruction} side by side
+            rest = _agentic_role(draw, ["tools"], [], names)
+            out["user"] = draw(st.sampled_from([rest + "{system}{instruction}", "{system}{instruction}" + rest]))
+        else:
+            out["user"] = _agentic_role(draw, ["instruction", "tools"] + (["system"] if in_user else []), [], names)
+        out["user_turn"] = draw(st.sampled_from(["first", "last"]))
+    if draw(st.booleans()):
+        out["json"] = _json_options(draw)
+    return {k: v for k, v in out.items() if draw(st.integers(0, 3)) or k in ("system", "user", "each")}
+
+
+def _tool_calls_block(draw, names: list[str], head: str) -> dict:
+    out = {"each": _agentic_role(draw, [], ["name", "arguments", "id"], names), "separator": draw(agentic_lits),
+           "after_content": draw(agentic_lits), "arguments": draw(st.sampled_from(["json", "as_given"])),
+           "content": _agentic_role(draw, ["instruction"], [], names)}
+    if draw(st.booleans()):  # its own assistant template, often with the plain one's header
+        tail = _agentic_role(draw, ["calls"], ["instruction"], names) + _suffix(draw, STOPS, [])
+        out["assistant"] = (_esc(head) + tail) if draw(st.booleans()) else _agentic_role(draw, ["calls"], ["instruction"])
+    if draw(st.booleans()):
+        out["max_calls"] = draw(st.integers(1, 2))
+    if draw(st.booleans()):
+        out["json"] = _json_options(draw)
+    return {k: v for k, v in out.items() if draw(st.integers(0, 3)) or k == "each"}
+
+
+def _reasoning_block(draw, names: list[str]) -> dict:
+    out = {"block": _agentic_role(draw, ["instruction"], [], names),
+           "keep": draw(st.sampled_from(["all", "after_last_user", "never"])),
+           "empty": draw(st.sampled_from(["never", "final", "always"])),
+           "strip": draw(st.sampled_from(["", "\n", " \n"])), "content_lstrip": draw(st.sampled_from(["", "\n", " "]))}
+    if draw(st.booleans()):
+        o, c = draw(st.sampled_from([("<think>", "</think>"), ("<s>", "</s>"), ("[T]", "{{")]))
+        out["from_content"] = {"open": o, "close": c}
+    return {k: v for k, v in out.items() if draw(st.integers(0, 3)) or k == "block"}
+
+
+@st.composite
+def agentic_spec_dicts(draw, *, prefix: bool = False):
+    """Valid prompt-format mappings with the agentic fields (tools, tool calls, tool results,
+    reasoning, stop strings, final_assistant, typed variables, generation_prompt
+    alternatives) in random combinations, on top of :func:`spec_dicts`' plain fields.
+
+    prefix: lean towards specs that promise prefix preservation with the generation prompt
+        (no final suffix, no final_assistant, no alternatives, the generation prompt the
+        assistant header); ``render.promises_prefix`` has the last word.
+    """
+    d = draw(spec_dicts())
+    d["variables"] = {**d["variables"], **_typed_variables(draw)}
+    names = [k for k, v in d["variables"].items() if not isinstance(v, bool)]  # those a role string may name
+    head = draw(agentic_lits)  # the assistant header, raw (spec_dicts' assistant, with variables anywhere, at times)
+    d["stop"] = draw(st.lists(st.sampled_from(STOPS), max_size=2, unique=True))
+    if draw(st.integers(0, 3)):
+        d["assistant"] = _esc(head) + "{instruction}" + _suffix(draw, d["stop"], names)
+    if draw(st.integers(0, 3)):
+        d["tools"] = _tools_block(draw, d, names)
+    if draw(st.integers(0, 7)):  # mostly there: a format without them refuses most agentic conversations
+        d["tool_calls"] = _tool_calls_block(draw, names, head)
+    if draw(st.integers(0, 7)):
+        d["tool_results"] = {"each": _agentic_role(draw, ["instruction"], ["name", "id"], names),
+                             "group": _agentic_role(draw, ["instruction"], [], names),
+                             "content": draw(st.sampled_from(["text", "json"]))}
+    if draw(st.booleans()):
+        d["reasoning"] = _reasoning_block(draw, names)
+    if prefix:
+        d.update(final_suffix="", trailing_assistant=head)
+        if head and "tool_calls" in d and draw(st.booleans()):
+            _calls_header_in_prompt(draw, d, head)
+        return d
+    if draw(st.integers(0, 3)) == 0:
+        d["final_assistant"] = _esc(head) + _agentic_role(draw, ["instruction"], [], names) + _suffix(draw, d["stop"], [])
+    d["trailing_assistant"] = draw(st.sampled_from([d["trailing_assistant"], head, head + draw(agentic_lits)]))
+    switches = [k for k in d["variables"] if k in TYPED_VARIABLES]
+    if switches and draw(st.booleans()):
+        d["generation_prompt"] = [_alternative(draw, d, switches, head) for _ in range(draw(st.integers(1, 2)))]
+    return d
+
+
+def _calls_header_in_prompt(draw, d: dict, head: str) -> None:
+    """Qwen2.5's shape: the tool-call turn's header is shorter than the generation prompt, and
+    the rest of the prompt starts what follows it (the content, each call, the reasoning), at times."""
+    cut = draw(st.integers(0, len(head) - 1))
+    lead = _esc(head[cut:])
+    tc = d["tool_calls"]
+    tc["assistant"] = _esc(head[:cut]) + draw(st.sampled_from(["{instruction}{calls}", "{calls}"])) + _esc(draw(agentic_lits))
+    for key in [k for k in ("content", "each") if draw(st.integers(0, 4))]:
+        tc[key] = lead + tc.get(key, "{instruction}")
+    if "reasoning" in d and draw(st.booleans()):
+        d["reasoning"]["block"] = lead + d["reasoning"]["block"]
+
+
+def _alternative(draw, d: dict, switches: list[str], head: str) -> dict:
+    """A generation_prompt alternative: sometimes the header and an empty reasoning block
+    (Qwen3's thinking switch), so the block is prompt."""
+    when = {k: draw(TYPED_VARIABLES[k] if k == "think" else st.sampled_from(d["variables"][k]["choices"]))
+            for k in draw(st.lists(st.sampled_from(switches), min_size=1, unique=True))}
+    empty = ""
+    if "reasoning" in d:
+        from template_forge.format.roles import parse_role_template
+
+        block = parse_role_template(d["reasoning"]["block"])
+        empty = "".join(p.text if p.field is None else "" if p.field == "instruction" else
+                        _variable_default(d["variables"][p.field]) for p in block.pieces)
+    text = draw(st.sampled_from([head, head + empty, draw(agentic_lits)]))
+    return {"when": when, "text": text}
+
+
+def _variable_default(v) -> str:
+    if isinstance(v, dict) and "strftime" in v:
+        from datetime import datetime
+
+        return datetime.now().strftime(v["strftime"])
+    return v["default"] if isinstance(v, dict) else v
+
+
+@st.composite
+def varied_agentic_conversations(draw):
+    """:func:`agentic_conversations` in the other shapes the message model takes: Llama's
+    ``ipython`` results, null content beside tool calls, the reasoning under ``thinking`` or
+    ``reasoning``, results and calls without ``name`` or ``id``, an empty ``tools`` list."""
+    import copy
+
+    messages, tools = draw(agentic_conversations())
+    messages = copy.deepcopy(messages)
+    dropped = set()  # call ids taken away (a result may not name an id no call has: render() refuses that)
+    for m in messages:
+        if m["role"] == "tool" and draw(st.integers(0, 3)) == 0:
+            m["role"] = "ipython"
+        if m["role"] in ("tool", "ipython"):
+            for key in ("name", "tool_call_id"):
+                gone = key == "tool_call_id" and m.get(key) in dropped
+                if gone or (key in m and draw(st.integers(0, 3)) == 0):
+                    del m[key]
+        if m.get("tool_calls"):
+            if m["content"] == "" and draw(st.booleans()):
+                m["content"] = None
+            for call in m["tool_calls"]:
+                if draw(st.integers(0, 3)) == 0:
+                    dropped.add(call.pop("id"))
+        if "reasoning_content" in m and draw(st.booleans()):
+            m[draw(st.sampled_from(["thinking", "reasoning"]))] = m.pop("reasoning_content")
+        elif m["role"] == "assistant" and m["content"] is not None and draw(st.integers(0, 3)) == 0:
+            m["content"] = draw(st.sampled_from(["<think>", ""])) + draw(contents) + "</think>" + m["content"]  # Qwen3's shape
+    return messages, ([] if tools is None and draw(st.booleans()) else tools)

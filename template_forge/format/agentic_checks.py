@@ -247,7 +247,9 @@ def _id_length(field: str, length: int | None, problems: list, at) -> int | None
 def _tools(t: ToolsModel, role, problems: list, at, *, in_user: bool) -> Tools:
     # without {instruction}, tools.system is a block of its own (Tools.standalone)
     system = role("tools.system", t.system, once=["instruction", "tools"])
-    user = role("tools.user", t.user, ["instruction", "tools"], once=["system"] if in_user else ())
+    # `tools.user` replaces `user` in its turn, which may be the one the system text goes into:
+    # it takes `{system}` as `user` does, or the system text would be lost there
+    user = role("tools.user", t.user, ["instruction", "tools"] + (["system"] if in_user else []))
     if system is not None and "tools" in system.fields() and user is not None:
         problems.append(at("tools.user", "is given, but `tools.system` already holds `{tools}`: the definitions go "
                            "in one place. Remove `{tools}` from one of them."))

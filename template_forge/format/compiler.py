@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from template_forge.format import compile_checks, compile_turns
 from template_forge.format.jinja import concat, jinja_literal, pieces_expression, raise_
 from template_forge.format.render import system_decision
-from template_forge.format.roles import Piece
+from template_forge.format.roles import Piece, RoleTemplate
 from template_forge.format.spec import OWN_SEGMENT_PLACEMENTS, Spec
 
 __all__ = ["compile_template", "jinja_literal", "pieces_expression"]
@@ -70,6 +70,9 @@ def _generate_variables(spec: Spec) -> list[str]:
             choices = "[" + ", ".join(jinja_literal(c) for c in var.choices) + "]"
             lines.append(f"{{%- if {var.name} not in {choices} -%}}" + raise_(jinja_literal(
                 f"template variable `{var.name}` must be one of {', '.join(var.choices)}.")) + "{%- endif -%}")
+        else:  # render() refuses another type; the template would print it (`None`, `True`)
+            lines.append(f"{{%- if {var.name} is not string -%}}"
+                         + raise_(jinja_literal(f"template variable `{var.name}` must be a string.")) + "{%- endif -%}")
     for var in spec.variables:
         if var.kind == "derived":
             when, text, otherwise = var.derived
@@ -156,8 +159,9 @@ def _generate_tools_and_prompt(spec: Spec) -> list[str]:
     """The tool definitions' text, the turn that takes them, and the generation prompt the
     switches choose (read by assistant turns too: what it supplies is prompt)."""
     lines = compile_turns.serialiser_lines(spec)
-    if spec.tools is not None or spec.agentic:
-        lines += [_comment("The tool definitions, as the format writes them.")] + compile_turns.definitions_lines(spec)
+    # Every format, plain ones too: render() refuses tools a format has no field for, so the
+    # template must too (ignoring them would serve a model without the tools it was given).
+    lines += [_comment("The tool definitions, as the format writes them.")] + compile_turns.definitions_lines(spec)
     if spec.tools is not None and spec.tools.required:
         lines += ["{%- if not tf_has_tools -%}",
                   "    " + raise_("'this format always writes tool definitions, but no tools were given.'"),
@@ -191,17 +195,21 @@ def _system_expression(spec: Spec, text: str) -> str:
     return pieces_expression(spec.system.pieces, {"instruction": text})
 
 
-def _user_expression(spec: Spec) -> str:
+def _user_expression(spec: Spec, template: RoleTemplate | None = None, fields: dict | None = None, *,
+                     strip: bool = False) -> str:
+    """A user turn: ``template`` (default ``user``; ``tools.user`` in the turn that takes the
+    tools, whose content ``tools.strip`` strips)."""
     content = "message['content']"
-    if spec.strip_user is True:
+    if spec.strip_user is True or strip:
         content = "(message['content'] | trim)"
-    pieces = list(spec.user.pieces)
+    pieces = list((template or spec.user).pieces)
+    fields = {"system": "tf_sys_part", **(fields or {})}
     if spec.strip_user == "with_system":
         # `{system}{instruction}` are adjacent (checked at load): strip them as one string.
         k = next(i for i, p in enumerate(pieces) if p.field == "system")
         pieces[k : k + 2] = [Piece(field="tf_merged")]
-        return pieces_expression(pieces, {"tf_merged": "((tf_sys_part ~ message['content']) | trim)"})
-    return pieces_expression(pieces, {"instruction": content, "system": "tf_sys_part"})
+        return pieces_expression(pieces, {**fields, "tf_merged": "((tf_sys_part ~ message['content']) | trim)"})
+    return pieces_expression(pieces, {**fields, "instruction": content})
 
 
 def _in_place_default(spec: Spec) -> list[str]:
@@ -224,10 +232,7 @@ def _tools_user_lines(spec: Spec, lines: list[str]) -> list[str]:
     """``tools.user`` in place of ``user`` for the turn that takes the tool definitions."""
     if spec.tools is None or spec.tools.user is None:
         return lines
-    strip = spec.strip_user is True or spec.tools.strip
-    content = "(message['content'] | trim)" if strip else "message['content']"
-    expr = pieces_expression(spec.tools.user.pieces, {"instruction": content, "system": "tf_sys_part",
-                                                      "tools": "tf_defs.text"})
+    expr = _user_expression(spec, spec.tools.user, {"tools": "tf_defs.text"}, strip=spec.tools.strip)
     at = f"loop.index0 == tf.{compile_checks.tools_user_field(spec)}"
     if spec.tools.user_turn == "like_last":  # Mistral's `message == user_messages[-1]`: equal dicts
         at = "message == messages[tf.last_user]"
@@ -334,6 +339,8 @@ def _generate_messages(spec: Spec, flavour: str) -> list[str]:
         lines += _with_tools_system(spec, _in_place_default(spec), _in_place_tools_text(spec))
     if compile_turns.tracks_previous(spec):
         lines.append("{%- set tf_prev = namespace(role='', at=-1) -%}")
+    if spec.placement in ("drop", "reject"):  # no system text, but the tools block still holds the definitions
+        lines += _with_tools_system(spec, [], "none")
     lines += ["{%- for message in messages -%}", "    {%- if message['role'] == 'user' -%}", *_user_lines(spec),
               "    {%- elif message['role'] == 'assistant' -%}", *_assistant_lines(spec, flavour)]
     if spec.tool_results is not None:

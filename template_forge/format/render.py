@@ -22,6 +22,7 @@ The turns themselves are written by :mod:`template_forge.format.turns`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -331,12 +332,14 @@ def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:
 
     For a conversation whose system message (if any) comes first, the text of
     ``messages[:k]`` is a prefix of the text of ``messages`` when nothing is appended at
-    the end (no ``final_suffix``) and the system text does not move to a later user turn
-    (``last_user``/``final_user`` placements). With ``generation_prompt=True`` the
-    promise is stronger: ``messages[:k]`` rendered with the generation prompt is a prefix
-    of ``messages[:k+1]`` when message ``k`` is an assistant turn; that holds when the
-    generation prompt is exactly the assistant header. Inference servers that cache the
-    KV of earlier turns rely on this.
+    the end (no ``final_suffix``, no empty reasoning block for the last answer, no closing
+    text of a tool-result group) and neither the system text nor the tool definitions move
+    to a later user turn (``last_user``/``final_user`` placements, ``tools.user_turn: last``).
+    With ``generation_prompt=True`` the promise is this: ``messages[:k]`` rendered with the
+    generation prompt is a prefix of ``messages[:k+1]`` when message ``k`` is an assistant
+    turn; that holds when the generation prompt is exactly every assistant header (that of
+    ``tool_calls.assistant`` too). Inference servers that cache the KV of earlier turns rely
+    on this.
 
     Examples:
         >>> from template_forge.format.spec import load_builtin
@@ -349,8 +352,46 @@ def promises_prefix(spec: Spec, *, generation_prompt: bool = False) -> bool:
         return False
     if spec.reasoning is not None and spec.reasoning.keep == "after_last_user":
         return False
-    if not generation_prompt:
-        return True
+    if spec.tools is not None and spec.tools.user is not None and spec.tools.user_turn == "last":
+        return False  # the definitions move to a later user turn, like the system text with last_user
+    if spec.reasoning is not None and spec.reasoning.empty == "final":
+        return False  # the last answer's empty block is cut when another answer follows
+    if not generation_prompt:  # a tool-result group's closing text waits for the group's end
+        return not (spec.tool_results is not None and spec.tool_results.group.around("instruction")[1])
+    # the prompt is the assistant header, which holds no variable (the caller may change it); a
+    # turn with tool calls may have a header of its own
     before, _ = spec.assistant.around("instruction")
-    values = spec.variable_defaults()
-    return spec.trailing_assistant == fill(before, values) and not spec.generation_prompts
+    plain = all(p.field is None for p in before) and fill(before, {}) == spec.trailing_assistant
+    calls = spec.tool_calls is None or spec.tool_calls.assistant is None or _calls_turn_starts_with(spec)
+    return plain and calls and not spec.generation_prompts
+
+
+def _calls_turn_starts_with(spec: Spec) -> bool:
+    """Whether every turn written by ``tool_calls.assistant`` starts with ``trailing_assistant``:
+    its header, then text whatever follows starts with (Qwen2.5's newline before the content
+    or the first call)."""
+    pieces = spec.tool_calls.assistant.pieces
+    k = next(i for i, p in enumerate(pieces) if p.field in ("instruction", "calls"))
+    if any(p.field is not None for p in pieces[:k]) or not spec.trailing_assistant.startswith(fill(pieces[:k], {})):
+        return False
+    rest = spec.trailing_assistant[len(fill(pieces[:k], {})):]
+    return all(lead.startswith(rest) for lead in _leads(spec, pieces[k:]))
+
+
+def _leads(spec: Spec, pieces: Sequence) -> list[str]:
+    """Known text that the turn body ``pieces`` starts with, one per way it can start."""
+    def literal(ps):  # the literal text before the first field
+        return "".join(p.text for p in itertools.takewhile(lambda p: p.field is None, ps))
+
+    if not pieces:
+        return [""]
+    first, rest = pieces[0], pieces[1:]
+    tc = spec.tool_calls
+    if first.field is None:
+        return [first.text + lead for lead in _leads(spec, rest)]
+    if first.field == "calls":
+        return [literal(tc.each.pieces), tc.after_content + literal(tc.each.pieces)]
+    if first.field != "instruction":
+        return [""]  # a variable
+    blocks = [literal(spec.reasoning.block.pieces)] if spec.reasoning and spec.reasoning.keep != "never" else []
+    return _leads(spec, rest) + [literal(tc.content.pieces)] + blocks  # nothing, the content, the reasoning

@@ -15,6 +15,7 @@ with ``file:line``, the field path, what was found and how to fix it.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -272,18 +273,23 @@ def _check_variables(m: _PromptFormatModel, problems: list, at) -> None:
                 f"with `tf_` and none of {', '.join(sorted(RESERVED_NAMES))}.")))
 
 
-def _check_strip_with_system(m: _PromptFormatModel, user: RoleTemplate | None, in_user: bool, problems: list,
-                             at) -> None:
+def _check_strip_with_system(m: _PromptFormatModel, in_user: bool, problems: list, at) -> None:
     if not in_user:
         problems.append(at("strip.user", (
             "is `with_system` but the system text is not placed in user turns. Use true/false, "
             "or place the system text in a user turn.")))
-    elif user is not None and not any(
-        a.field == "system" and b.field == "instruction" for a, b in zip(user.pieces, user.pieces[1:])
-    ):
-        problems.append(at("strip.user", (
-            "is `with_system`, which strips the system block and the user text together, so "
-            f"`user` must contain `{{system}}{{instruction}}` side by side. Found {m.user!r}.")))
+        return
+    # the user template, and `tools.user`, which replaces it in the turn that takes the tools
+    for name, text in (("user", m.user), ("tools.user", m.tools.user if m.tools else None)):
+        try:
+            pieces = parse_role_template(text).pieces if text is not None else None
+        except ValueError:
+            continue  # reported where the role string is checked
+        if pieces is not None and not any(a.field == "system" and b.field == "instruction"
+                                          for a, b in itertools.pairwise(pieces)):
+            problems.append(at("strip.user", (
+                "is `with_system`, which strips the system block and the user text together, so "
+                f"`{name}` must contain `{{system}}{{instruction}}` side by side. Found {text!r}.")))
 
 
 def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, list[Problem]]:
@@ -314,7 +320,7 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
     strip = m.strip or _StripModel()
     strip_user = strip.user if strip.user is not None else m.strip_whitespace
     if strip_user == "with_system":
-        _check_strip_with_system(m, user, in_user, problems, at)
+        _check_strip_with_system(m, in_user, problems, at)
     if m.require_alternation is False and m.system_in_alternation:
         problems.append(at("system_in_alternation", "is true but `require_alternation` is false: nothing checks the "
                            "alternation. Set `require_alternation: true`, or remove this field."))

@@ -57,9 +57,9 @@ def test_cli_exit_codes_and_tokens_from_the_tokenizer_folder(tmp_path):
     make_tokenizer(tmp_path)  # bos_token <|begin_of_text|> in tokenizer_config.json
     assert runner.invoke(main, ["compile", "llama3", "--tokenizer-dir", str(tmp_path)]).exit_code == 0
     same = runner.invoke(main, ["check", "llama3", str(tmp_path), "--samples", "20"])
-    # the compiled llama3 template names `tool_calls` (to refuse them): both sides refuse those samples
+    # the compiled llama3 template names `tools` and `tool_calls` (to refuse them): both sides refuse those samples
     assert same.exit_code == 0 and "Same format." in same.output
-    assert "40 renders: 24 plain, 16 with tool calls; 24 identical, 16 refused by both, 0 different" in same.output
+    assert "40 renders: 24 plain, 8 with tools, 8 with tool calls; 24 identical, 16 refused by both, 0 different" in same.output
     differ = runner.invoke(main, ["check", "llmforge-llama3", str(tmp_path), "--samples", "20", "--show", "1"])
     assert differ.exit_code == 1
     assert differ.output.count("\n- sample ") == 1 and "first difference at character" in differ.output
