@@ -23,7 +23,7 @@ def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str) -> None:
     """Build a Hugging Face fast tokenizer from a vendor VOCAB_FILE, offline.
 
     tiktoken files (Llama 3's tokenizer.model from llama-models) get Llama 3's 256 special
-    tokens; SentencePiece BPE models (Mistral's, from mistral-common) keep their control
+    tokens, Llama 4's (told apart by its 200000 tokens) Llama 4's 2048 and regex; SentencePiece BPE models (Mistral's, from mistral-common) keep their control
     tokens and encode exactly like SentencePiece (merges ranked by score, legacy=False);
     Tekken JSON files (Mistral Nemo / Small 3) keep their special tokens at ids 0..N-1.
     """

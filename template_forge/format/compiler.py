@@ -38,8 +38,12 @@ def _comment(text: str) -> str:
 
 def _generate_header(spec: Spec, flavour: str) -> list[str]:
     name = re.sub(r"[^A-Za-z0-9._-]", "_", spec.name or "custom")
-    return [_comment(f"template_forge: '{name}' prompt format, {flavour} flavour. Generated: edit the spec, "
-                     "not this template.")]
+    lines = [_comment(f"template_forge: '{name}' prompt format, {flavour} flavour. Generated: edit the spec, "
+                      "not this template.")]
+    if spec.tokenize_apart:
+        lines.append(_comment("The format tokenizes message text and each tool call apart (tokenize_apart); a "
+                              "tokenizer reading this text whole can merge tokens across those breaks."))
+    return lines
 
 
 def _generate_variables(spec: Spec) -> list[str]:

@@ -172,7 +172,7 @@ def render(spec: Spec, messages: Sequence[Mapping[str, Any]], *, add_generation_
     opens_with_system = bool(msgs) and msgs[0].role == "system"
     if spec.placement == "in_place" and opens_with_system:
         emit = False  # the default stands in only when the conversation does not open with a system message
-    out = _Builder()
+    out = _Builder(apart=spec.tokenize_apart)
     out.add("bos", spec.bos)
     skip = _add_opening(out, spec, msgs, values, defs, emit=emit, sys_text=sys_text, sys_index=sys_index,
                         opens=opens_with_system)

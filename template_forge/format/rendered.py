@@ -40,6 +40,8 @@ class Rendered:
     #: suffix), empty ones included: transformers still marks a token that straddles an
     #: empty ``{% generation %}`` span.
     assistant_turns: tuple[tuple[int, int, int], ...] = ()
+    #: Positions where tokenization restarts (``tokenize_apart``): no token spans one.
+    breaks: tuple[int, ...] = ()
 
     def trained_spans(self, only: Container[int] | None = None, *, keep_empty: bool = False) -> list[tuple[int, int]]:
         """Character spans of trained text (assistant content + suffix), adjacent ones merged.
@@ -63,7 +65,9 @@ class Rendered:
 class _Builder:
     """Accumulates text and segments; merges neighbours of the same kind and message."""
 
-    def __init__(self) -> None:
+    def __init__(self, apart: bool = False) -> None:
+        self.apart = apart  # record a break around every piece of message text (but inside calls)
+        self.breaks: list[int] = []
         self.parts: list[str] = []
         self.pos = 0
         self.segments: list[Segment] = []
@@ -78,6 +82,8 @@ class _Builder:
         end = pos + len(text)
         if content is not None and content[1] > content[0]:
             self.content.append((pos + content[0], pos + content[1]))
+            if self.apart and kind != "assistant_calls":  # a call is one piece: see cut()
+                self.breaks += (pos + content[0], pos + content[1])
         segments = self.segments
         last = segments[-1] if segments else None
         if last is not None and last[0] == kind and last[3] == index and last[2] == pos:
@@ -87,5 +93,12 @@ class _Builder:
         self.parts.append(text)
         self.pos = end
 
+    def cut(self) -> None:
+        """A break here (``tokenize_apart``): between a turn's content and its calls, or two calls."""
+        if self.apart:
+            self.breaks.append(self.pos)
+
     def build(self) -> Rendered:
-        return Rendered("".join(self.parts), tuple(self.segments), tuple(self.content), tuple(self.turns))
+        end = self.pos
+        breaks = tuple(sorted({b for b in self.breaks if 0 < b < end}))
+        return Rendered("".join(self.parts), tuple(self.segments), tuple(self.content), tuple(self.turns), breaks)

@@ -112,6 +112,7 @@ class _PromptFormatModel(BaseModel):
     system_key: agentic.SystemKeyModel | None = None
     default_system_variables: StrictBool = False
     system_in_alternation: StrictBool = False
+    tokenize_apart: StrictBool = False
 
 
 FIELD_NAMES = tuple(_PromptFormatModel.model_fields)
@@ -171,6 +172,8 @@ class Spec:
     system_key: SystemKey | None = None
     default_system: RoleTemplate | None = None  # default_system_variables: the default, with {variable} fields
     system_in_alternation: bool = False
+    #: message text and each tool call are tokenized on their own (Meta's ChatFormat), not the text whole
+    tokenize_apart: bool = False
     name: str = ""
     description: str = ""
     models: tuple[str, ...] = ()
@@ -333,7 +336,7 @@ def _check(m: _PromptFormatModel, base: tuple, index: LineIndex) -> tuple[dict, 
         strip_user=strip_user,
         strip_assistant=strip.assistant if strip.assistant is not None else m.strip_whitespace,
         require_alternation=m.require_alternation, final_suffix=m.final_suffix,
-        variables=typed, **agentic_checks.resolve(m, typed, problems, at),
+        variables=typed, tokenize_apart=m.tokenize_apart, **agentic_checks.resolve(m, typed, problems, at),
     )
     return resolved, problems
 

@@ -163,6 +163,7 @@ class _Part:
     kind: str
     text: str
     data: bool = False  # message text (a content span), not template text
+    cut: bool = False  # a tokenization break before it (tokenize_apart: a call starts or ends)
 
 
 def reasoning_of(spec: Spec, msg: Message) -> str | None:
@@ -259,6 +260,7 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
     for k, call in enumerate(msg.tool_calls):
         if k:
             parts.append(_Part("assistant_calls", tc.separator))
+        parts.append(_Part("assistant_calls", "", cut=True))
         if tc.arguments == "string" and not isinstance(call.arguments, str):
             raise RenderError(f"tool call {k} gives its arguments as an object; this format writes them only as a "
                               "JSON string (its official template joins them as text). Give "
@@ -272,7 +274,7 @@ def _calls(spec: Spec, msg: Message, values: Mapping[str, Any], content: str) ->
                 parts.append(_Part("assistant_calls", fields[piece.field], True))
             else:
                 parts.append(_Part("assistant_calls", piece.text if piece.field is None else values[piece.field]))
-    return parts + [_Part("assistant_calls", tc.close)]
+    return parts + [_Part("assistant_calls", "", cut=True), _Part("assistant_calls", tc.close)]
 
 
 def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, Any], *, last: bool,
@@ -314,6 +316,8 @@ def add_assistant(out: _Builder, spec: Spec, msg: Message, values: Mapping[str, 
     out.add("assistant_prefix", head, msg.index)
     start = out.pos
     for part in body:
+        if part.cut:
+            out.cut()
         out.add(part.kind, part.text, msg.index, content=(0, len(part.text)) if part.data else None)
     out.add("assistant_suffix", trained, msg.index)
     out.turns.append((msg.index, start, out.pos))
@@ -363,9 +367,9 @@ def _generation_prompt_is_prefix(head: str, body: list[_Part], prompt: str, *,
         return head, body
     rest, cut = [], len(extra)
     for part in body:
-        if cut >= len(part.text):
+        if cut and cut >= len(part.text):
             cut -= len(part.text)
             continue
-        rest.append(_Part(part.kind, part.text[cut:], part.data))
+        rest.append(_Part(part.kind, part.text[cut:], part.data, part.cut))
         cut = 0
     return prompt, rest

@@ -2,9 +2,10 @@
 
 Three vocabulary formats cover the Llama 3 and Mistral families:
 
-* ``tiktoken`` BPE files (Llama 3's ``tokenizer.model``, shipped by ``llama-models``):
-  :func:`from_tiktoken`. Ranks become ids, merges are derived from the ranks, the
-  pre-tokenizer is the tiktoken regex, and the special tokens follow the base vocabulary.
+* ``tiktoken`` BPE files (Llama 3's and Llama 4's ``tokenizer.model``, shipped by
+  ``llama-models``): :func:`from_tiktoken`. Ranks become ids, merges are derived from the
+  ranks, the pre-tokenizer is the tiktoken regex, and the special tokens follow the base
+  vocabulary (Llama 4's file, told apart by its size, gets Llama 4's specials and regex).
 * SentencePiece models (Mistral's ``tokenizer.model.v1`` / ``.v3``, shipped by
   ``mistral-common``): :func:`from_sentencepiece`. Merges are ranked by piece *score*
   (transformers' generic converter ranks them by piece id, which tokenizes about one in
@@ -53,15 +54,61 @@ def llama3_special_tokens(num_reserved: int = 256) -> list[str]:
     return named + [f"<|reserved_special_token_{2 + i}|>" for i in range(num_reserved - len(named))]
 
 
+#: Llama 4's regex (``llama_models.llama4.tokenizer.Tokenizer.O200K_PATTERN``).
+LLAMA4_PATTERN = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+#: the number of base tokens of Llama 4's tiktoken file (Llama 3's has 128000)
+LLAMA4_BASE = 200_000
+
+
+def llama4_special_tokens(num_reserved: int = 2048) -> list[str]:
+    """The Llama 4 special-token list, in id order after the 200000 base tokens, as
+    ``llama-models`` defines it: basic, text post-train, vision, reasoning, then unnamed.
+
+    Examples:
+        >>> toks = llama4_special_tokens()
+        >>> len(toks), toks.index("<|header_start|>"), toks.index("<|eot|>"), toks.index("<|python_start|>")
+        (2048, 5, 8, 16)
+    """
+    def reserved(name, count, start):
+        return [f"<|{name}_reserved_special_token_{i}|>" for i in range(start, start + count)]
+
+    text = ["<|header_start|>", "<|header_end|>", "<|eom|>", "<|eot|>", "<|step|>",
+            *reserved("text_post_train", 6, 0), "<|python_start|>", "<|python_end|>", "<|finetune_right_pad|>",
+            *reserved("text_post_train", 61, 8)]
+    vision = ["<|image_start|>", "<|image_end|>", *reserved("vision", 2, 0), "<|tile_x_separator|>",
+              "<|tile_y_separator|>", *reserved("vision", 4, 2), "<|image|>", *reserved("vision", 1, 6), "<|patch|>",
+              *reserved("vision", 1041, 7)]
+    reasoning = [*reserved("reasoning", 8, 0), "<|reasoning_thinking_start|>", "<|reasoning_thinking_end|>"]
+    named = ["<|begin_of_text|>", "<|end_of_text|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>",
+             *text, *vision, *reasoning]
+    return named + [f"<|reserved_special_token_{i}|>" for i in range(num_reserved - len(named))]
+
+
+def _base_size(model_file: str | Path) -> int:
+    with open(model_file, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
 def from_tiktoken(model_file: str | Path, *, special_tokens: Sequence[str] | None = None,
-                  pattern: str = LLAMA3_PATTERN, bos_token: str = "<|begin_of_text|>",
-                  eos_token: str = "<|eot_id|>"):
-    """A fast tokenizer from a tiktoken BPE file (default: Llama 3's specials and regex)."""
+                  pattern: str | None = None, bos_token: str = "<|begin_of_text|>",
+                  eos_token: str | None = None):
+    """A fast tokenizer from a tiktoken BPE file. By default its specials, regex and
+    end-of-turn are Llama 3's, or Llama 4's for a file of Llama 4's size (200000 tokens)."""
     from tokenizers import AddedToken
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    specials = list(special_tokens) if special_tokens is not None else llama3_special_tokens()
+    llama4 = special_tokens is None and _base_size(model_file) == LLAMA4_BASE
+    if special_tokens is not None:
+        specials = list(special_tokens)
+    else:
+        specials = llama4_special_tokens() if llama4 else llama3_special_tokens()
+    pattern = pattern if pattern is not None else LLAMA4_PATTERN if llama4 else LLAMA3_PATTERN
+    eos_token = eos_token if eos_token is not None else "<|eot|>" if llama4 else "<|eot_id|>"
     converter = TikTokenConverter(vocab_file=str(model_file), pattern=pattern)
     tok = converter.converted()
     base = tok.get_vocab_size(with_added_tokens=False)
@@ -69,7 +116,7 @@ def from_tiktoken(model_file: str | Path, *, special_tokens: Sequence[str] | Non
     got = [tok.token_to_id(t) for t in specials]
     if got != list(range(base, base + len(specials))):
         raise DataError(f"{model_file}: the special tokens did not land right after its {base} base tokens, so it "
-                        "is not a Llama 3 tiktoken file. Pass the special tokens its model uses (special_tokens=...).")
+                        "is not a Llama 3 or Llama 4 tiktoken file. Pass the special tokens its model uses (special_tokens=...).")
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos_token, eos_token=eos_token,
                                    clean_up_tokenization_spaces=False)
 

@@ -6,7 +6,8 @@ result is, by construction and by test:
 
 * ``input_ids`` == ``tokenizer(text, add_special_tokens=False)`` for the rendered text,
   whenever message contents hold no special-token strings (the spec's ``bos`` is the only
-  BOS: nothing is added).
+  BOS: nothing is added) and the spec does not ``tokenize_apart`` (then each piece between
+  the renderer's ``breaks`` is tokenized on its own, as Meta's ``ChatFormat`` does).
 * ``loss_mask`` == transformers' ``assistant_masks`` from ``apply_chat_template(...,
   return_assistant_tokens_mask=True)`` with the compiled training template: a token is
   trained when its span overlaps a trained span (assistant content + the assistant
@@ -269,8 +270,11 @@ class Encoder:
         return self._finish(jobs)
 
     def _needs_split(self, rendered: Rendered) -> bool:
-        """Whether message text holds a control-token string that must stay text."""
+        """Whether message text holds a control-token string that must stay text, or the
+        spec tokenizes pieces apart (``tokenize_apart``)."""
         vocab = self.vocab
+        if rendered.breaks:
+            return True
         if self.parse_special or vocab.control_re is None:
             return False
         text = rendered.text
@@ -284,24 +288,39 @@ class Encoder:
         return False
 
     def _split(self, rendered: Rendered) -> list[tuple[int, int, int | None]]:
-        """Pieces of the text: control tokens the template wrote, and the text between them."""
+        """Pieces of the text: control tokens the template wrote (everywhere with
+        ``parse_special``), and the text between them, cut again at the spec's breaks."""
         vocab = self.vocab
         text = rendered.text
         cuts: list[tuple[int, int, int]] = []
-        pos = 0
-        for s, e in list(rendered.content_spans) + [(len(text), len(text))]:
-            for m in vocab.control_re.finditer(text, pos, s):
-                cuts.append((m.start(), m.end(), vocab.control[m.group()]))
-            pos = max(pos, e)
+        if vocab.control_re is not None:
+            spans = [] if self.parse_special else list(rendered.content_spans)
+            pos = 0
+            for s, e in spans + [(len(text), len(text))]:
+                for m in vocab.control_re.finditer(text, pos, s):
+                    cuts.append((m.start(), m.end(), vocab.control[m.group()]))
+                pos = max(pos, e)
+        breaks = iter(rendered.breaks)
+        brk = next(breaks, None)
         pieces: list[tuple[int, int, int | None]] = []
+
+        def plain(a: int, b: int) -> None:
+            nonlocal brk
+            while brk is not None and brk <= a:
+                brk = next(breaks, None)
+            while brk is not None and brk < b:
+                pieces.append((a, brk, None))
+                a, brk = brk, next(breaks, None)
+            pieces.append((a, b, None))
+
         pos = 0
         for a, b, cid in cuts:
             if a > pos:
-                pieces.append((pos, a, None))
+                plain(pos, a)
             pieces.append((a, b, cid))
             pos = b
         if pos < len(text):
-            pieces.append((pos, len(text), None))
+            plain(pos, len(text))
         return pieces
 
     def _finish(self, jobs: list[_Job]) -> list[Encoded]:

@@ -54,6 +54,7 @@ ALSO = {"llama3.1": ["llama-3.3-instruct"], "mistral-v1": ["mistral-7b-instruct-
 #: Built-ins that are llmforge's own formats or have no official template.
 NOT_VENDOR = {"verbatim", "llmforge-llama2", "llmforge-mistral", "llmforge-llama3"}
 NOT_VENDOR.add("llama3.1-models")  # llama_models' ChatFormat, no HF template (tests/tokens/test_vendor_llama.py)
+NOT_VENDOR.add("llama-4-models")  # the same for Llama 4 (against the HF template where they agree: test_llama4.py)
 #: Built-ins that follow a vendor's own encoder where it departs from the official template
 #: (token parity with the encoder is tested in tests/tokens/test_encoder.py).
 VENDOR_ENCODER = {"mistral-v3-common": "mistral-7b-instruct-v0.3", "mistral-nemo-common": "mistral-nemo-instruct-2407"}

@@ -63,8 +63,11 @@ def renders(spec, messages) -> bool:
 
 # ---------------------------------------------------------------- equal to transformers
 #: formats that render plain conversations (hermes-3 always writes tool definitions: its ids
-#: and masks are proved on agentic conversations, tests/tokens/test_encoder_agentic.py)
-PLAIN = [n for n in builtin_names() if not (load_builtin(n).tools is not None and load_builtin(n).tools.required)]
+#: and masks are proved on agentic conversations, tests/tokens/test_encoder_agentic.py), and
+#: tokenize them whole as transformers does (the -models formats tokenize message text apart,
+#: as llama_models' ChatFormat does: their ids are ChatFormat's, tests/tokens/test_vendor_llama.py)
+PLAIN = [n for n in builtin_names() if not (load_builtin(n).tools is not None and load_builtin(n).tools.required)
+         and not load_builtin(n).tokenize_apart]
 
 
 @pytest.mark.parametrize("tok_name", TOKENIZERS)

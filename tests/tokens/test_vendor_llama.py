@@ -343,19 +343,29 @@ def _content_and_calls(msgs: list[dict]) -> bool:
     return any(m.get("tool_calls") and m["content"] for m in msgs)
 
 
-def test_llama3_1_models_equals_chat_format_text_always_ids_but_at_a_content_call_seam(ours_models):
-    """The same text on every conversation, the same ids on every one without a turn holding
-    both content and calls. ChatFormat tokenizes the content and each call apart (a token
-    boundary between them), a whole-string tokenizer (ours, transformers') across: where the
-    content's end and ``{"`` merge, the ids differ (6 of 240 here)."""
+def test_llama3_1_models_equals_chat_format_ids_on_every_conversation(ours_models):
+    """ChatFormat tokenizes the content and each call apart; so does llama3.1-models
+    (``tokenize_apart``): the same ids on every conversation."""
+    convs = [conversation(s, max_calls=3) for s in range(2 * M)]
+    assert all(ours_models(m) == vendor_ids(to_vendor(m, date=False)) for m in convs)
+    assert sum(map(has_calls, convs)) > M // 3
+
+
+def test_llama3_1_models_tokenized_whole_differs_only_at_a_content_call_seam(real_tokenizer):
+    """The same format tokenizing its text whole (as transformers does with the compiled
+    template): the same text on every conversation, the same ids on every one without a turn
+    holding both content and calls; where the content's end and ``{"`` merge, the ids differ
+    (6 of 240 here)."""
+    from dataclasses import replace
+
+    spec, folder = replace(load_builtin("llama3.1-models"), tokenize_apart=False), real_tokenizer("llama3")
     decode = chat_format().tokenizer.decode
     convs = [conversation(s, max_calls=3) for s in range(2 * M)]
-    pairs = [(ours_models(m), vendor_ids(to_vendor(m, date=False))) for m in convs]
+    pairs = [(encode(spec, folder, m).input_ids.tolist(), vendor_ids(to_vendor(m, date=False))) for m in convs]
     assert all(decode(a) == decode(b) for a, b in pairs)
     seam = [a == b for (a, b), m in zip(pairs, convs, strict=True) if _content_and_calls(m)]
     rest = [a == b for (a, b), m in zip(pairs, convs, strict=True) if not _content_and_calls(m)]
-    assert (sum(rest), sum(seam), len(seam)) == (len(rest), len(seam) - 6, len(seam)), (sum(rest), sum(seam), len(seam))
-    assert sum(map(has_calls, convs)) > M // 3
+    assert sum(rest) == len(rest) and 0 < len(seam) - sum(seam) < len(seam), (sum(rest), sum(seam), len(seam))
 
 
 def test_llama3_1_models_compiled_renders_as_the_renderer():
@@ -370,3 +380,164 @@ def test_llama3_1_models_compiled_renders_as_the_renderer():
             m = conversation(s, max_calls=3)
             got = hf.render_jinja_template(conversations=[m], chat_template=template, add_generation_prompt=True)
             assert got[0][0] == render(spec, m, add_generation_prompt=True).text
+
+
+# ---------------------------------------------------------------- llama-4-models, and tokenize_apart
+#: text without `|` (no special-token string can form); padded: leading and trailing whitespace, empty
+ALPHABET = list("abc xyz.,!?'\"\\\n0129éß日🙂<>[]{}_:")
+
+
+def _chars(rng: random.Random) -> str:
+    while True:
+        text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 24))).strip()
+        if text:
+            return text
+
+
+def _padded(rng: random.Random) -> str:
+    return (rng.choice(["", "", " ", "\n", "\n\n", " \t"]) + _chars(rng) * rng.randint(0, 1)
+            + rng.choice(["", "", " ", "\n", ".\n"]))
+
+
+def _value(rng: random.Random):
+    """ChatFormat's argument type: primitives, lists of them, and mappings of them."""
+    def primitive():
+        return rng.choice([None, True, False, rng.randint(-5, 10**6), _chars(rng)])
+
+    kind = rng.randrange(4)
+    if kind == 0:
+        return [primitive() for _ in range(rng.randint(0, 3))]
+    if kind == 1:
+        return {rng.choice(["a", "b", "ключ", 'q"']): primitive() for _ in range(rng.randint(0, 3))}
+    return primitive()
+
+
+def chatformat_conversation(rng: random.Random, *, padded: bool = False) -> list[dict]:
+    """An optional system message, 1-3 rounds of a user turn, 0-2 turns of 1-2 calls (arguments
+    as objects and as JSON strings) each answered by its results (`tool` or `ipython`), an
+    answer; the last round may stop at the results."""
+    text = _padded if padded else _chars
+    msgs = [{"role": "system", "content": text(rng)}] if rng.random() < 0.5 else []
+    ids = iter(range(10**6))
+    for _ in range(rng.randint(1, 3)):
+        msgs.append({"role": "user", "content": text(rng)})
+        for _ in range(rng.randint(0, 2)):
+            calls = []
+            for _ in range(rng.randint(1, 2)):
+                args = {rng.choice(["city", "q", "n"]): _value(rng) for _ in range(rng.randint(0, 3))}
+                if rng.random() < 0.3:
+                    args = json.dumps(args, ensure_ascii=rng.random() < 0.5)
+                calls.append({"id": f"call{next(ids)}", "type": "function",
+                              "function": {"name": rng.choice(["get_weather", "search"]), "arguments": args}})
+            content = rng.choice(["", "", "Let me check.", "ok"] + ([" \n", "\nso"] if padded else []))
+            msgs.append({"role": "assistant", "content": content, "tool_calls": calls})
+            msgs += [{"role": rng.choice(["tool", "ipython"]), "tool_call_id": c["id"], "content": text(rng)}
+                     for c in calls]
+        msgs.append({"role": "assistant", "content": text(rng)})
+    if rng.random() < 0.25 and msgs[-2]["role"] in ("tool", "ipython"):
+        msgs.pop()  # end at the results: the model's turn comes next
+    return msgs
+
+
+def chatformat_conversations(seed: int, *, padded: bool = False) -> list[list[dict]]:
+    rng = random.Random(seed)
+    return [chatformat_conversation(rng, padded=padded) for _ in range(2 * M)]
+
+
+def _as_tool_role(msgs: list[dict]) -> list[dict]:
+    """ChatFormat's RawMessage has no `ipython` role: its `tool` role is written as ipython."""
+    return [{**m, "role": "tool"} if m["role"] == "ipython" else m for m in msgs]
+
+
+def test_llama4_models_equals_chat_format_ids_on_every_conversation(real_tokenizer):
+    """Calls (one or two a turn, after content or none), results as `tool` and `ipython`,
+    answers, padded and empty contents: llama-4-models gives ChatFormat's ids every time."""
+    spec, folder = load_builtin("llama-4-models"), real_tokenizer("llama4")
+    for padded in (False, True):
+        convs = chatformat_conversations(4, padded=padded)
+        equal = sum(encode(spec, folder, m).input_ids.tolist() == vendor4_ids(to_vendor4(_as_tool_role(m)))
+                    for m in convs)
+        assert equal == len(convs), f"{equal} equal of {len(convs)} (padded={padded})"
+    assert sum(map(has_calls, convs)) > M
+
+
+def test_llama4_models_tokenized_whole_differs_at_the_seams(real_tokenizer):
+    """Tokenized whole (as transformers does with the compiled template), the text is
+    ChatFormat's and the ids differ where a BPE merge spans content|call or call|call; a
+    conversation whose call turns hold one call and no content has no such merge."""
+    from dataclasses import replace
+
+    spec, folder = replace(load_builtin("llama-4-models"), tokenize_apart=False), real_tokenizer("llama4")
+    decode = chat_format4().tokenizer.decode
+    convs = chatformat_conversations(4)
+    seamless = [all(not t["content"] and len(t["tool_calls"]) == 1 for t in m if t.get("tool_calls")) for m in convs]
+    pairs = [(encode(spec, folder, m).input_ids.tolist(), vendor4_ids(to_vendor4(_as_tool_role(m)))) for m in convs]
+    assert all(decode(a) == decode(b) for a, b in pairs)
+    assert all(a == b for (a, b), s in zip(pairs, seamless) if s)
+    differ = sum(a != b for a, b in pairs)
+    assert 0 < differ < len(pairs) - sum(seamless) + 1, (differ, len(pairs))
+
+
+def test_tokenize_apart_engines_and_alignments_agree(real_tokenizer):
+    """The tiktoken and tokenizers engines, and the masks from byte lengths and from the
+    tokenizer's own offsets, agree on pieces cut at the breaks; special-token strings in
+    content stay text, or are parsed with ``parse_special``; the trained tokens are exactly
+    the trained text (a break at every content boundary)."""
+    from test_encoder import vocab
+
+    from template_forge.format.render import render
+    from template_forge.tokens.encoder import Encoder
+    from template_forge.tokens.vocab import Vocab
+
+    spec, folder = load_builtin("llama-4-models"), real_tokenizer("llama4")
+    fast, hf = vocab(folder), Vocab(folder, engine="hf")
+    slow = Vocab(folder, engine="hf")
+    slow.lengths_exact = False
+    convs = chatformat_conversations(6, padded=True)[:40]
+    convs[0] = convs[0] + [{"role": "user", "content": "say <|eot|> and\n<|header_start|>"}]
+    assert fast.engine == "tiktoken"
+    for m in convs:
+        outs = [Encoder(spec, x).encode(m) for x in (fast, hf, slow)]
+        assert all(o.input_ids.tolist() == outs[0].input_ids.tolist() for o in outs)
+        assert all(o.loss_mask.tolist() == outs[0].loss_mask.tolist() for o in outs)
+        parsed = [Encoder(spec, x, parse_special=True).encode(m) for x in (fast, slow)]
+        assert parsed[0].input_ids.tolist() == parsed[1].input_ids.tolist()
+        assert parsed[0].loss_mask.tolist() == parsed[1].loss_mask.tolist()
+        r = render(spec, m)
+        trained = b"".join(fast.token_bytes(t) for t, k in zip(outs[0].input_ids.tolist(), outs[0].loss_mask.tolist())
+                           if k)
+        assert trained.decode() == "".join(r.text[a:b] for a, b in r.trained_spans())
+    eot = fast.control["<|eot|>"]
+    ids = Encoder(spec, fast).encode(convs[0]).input_ids.tolist()
+    assert Encoder(spec, fast, parse_special=True).encode(convs[0]).input_ids.tolist().count(eot) == ids.count(eot) + 1
+
+
+def test_the_llama4_file_converts_with_llama4s_specials_and_regex_by_itself(real_tokenizer, tmp_path):
+    """``tforge convert-tokenizer`` tells Llama 4's tiktoken file from Llama 3's by its size
+    (200000 base tokens): the result is the tokenizer built from llama_models' own lists
+    (conftest's ``llama4``), and encodes as llama_models' Tokenizer does."""
+    from click.testing import CliRunner
+    from llama_models.llama4.tokenizer import Tokenizer
+
+    from conftest import REAL_TOKENIZERS, _vendor_file
+    from template_forge.cli import main
+    from template_forge.tokens.convert import LLAMA4_PATTERN, llama4_special_tokens
+    from template_forge.tokens.vocab import Vocab
+
+    vendor = Tokenizer.get_instance()
+    assert LLAMA4_PATTERN == Tokenizer.O200K_PATTERN
+    assert {t: 200_000 + i for i, t in enumerate(llama4_special_tokens())} == vendor.special_tokens
+    source = _vendor_file(*REAL_TOKENIZERS["llama4"][:2])
+    result = CliRunner().invoke(main, ["convert-tokenizer", str(source), "-o", str(tmp_path / "tok")])
+    assert result.exit_code == 0, result.output
+    ours = json.loads((tmp_path / "tok" / "tokenizer.json").read_text())
+    reference = json.loads((real_tokenizer("llama4") / "tokenizer.json").read_text())
+    assert ours == reference
+    assert json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())["eos_token"] == "<|eot|>"
+    v = Vocab(tmp_path / "tok")
+    rng = random.Random(4)
+    pieces = ALPHABET + ["<|eot|>", "<|header_start|>", "'s", "ABC", " Hello World", "\t", "\r\n", "  "]
+    for _ in range(300):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        assert v.tok.encode(text, add_special_tokens=False).ids == vendor.encode(
+            text, bos=False, eos=False, allowed_special="all")
