@@ -21,6 +21,15 @@ import yaml
 
 from template_forge.errors import Problem, SpecError
 
+#: Limits on a user-written YAML file (a spec, a training config). The largest built-in spec
+#: is 4 KB of some 100 nodes; the limits are far above any real file and keep a hostile one
+#: (an alias bomb, a megabyte of nesting) from running for minutes or exhausting the stack.
+MAX_YAML_CHARS = 1_000_000
+#: nodes once every alias is expanded (``*a`` counts the whole node it names, each time)
+MAX_YAML_NODES = 100_000
+#: mappings and lists inside each other
+MAX_YAML_DEPTH = 100
+
 
 class LineIndex:
     """Maps a field path (tuple of keys) to the ``file:line`` where it is written."""
@@ -31,21 +40,30 @@ class LineIndex:
         self.duplicates: list[tuple[tuple, int]] = []
 
     def walk(self, node: yaml.Node | None, path: tuple = ()) -> None:
-        if node is not None:
+        """Index ``node`` and everything under it. Iterative, so that depth costs no stack; an
+        aliased node is indexed at every path that names it (:func:`parse_yaml` has bounded the
+        expansion and refused cycles first)."""
+        stack = [(node, path)]
+        while stack:
+            node, path = stack.pop()
+            if node is None:
+                continue
             self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            seen: set = set()
-            for key, value in node.value:
-                k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
-                if k in seen:
-                    self.duplicates.append((path + (k,), key.start_mark.line + 1))
-                seen.add(k)
-                self.lines[path + (k,)] = key.start_mark.line + 1
-                self.walk(value, path + (k,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                self.lines[path + (i,)] = item.start_mark.line + 1
-                self.walk(item, path + (i,))
+            children = []
+            if isinstance(node, yaml.MappingNode):
+                seen: set = set()
+                for key, value in node.value:
+                    k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
+                    if k in seen:
+                        self.duplicates.append((path + (k,), key.start_mark.line + 1))
+                    seen.add(k)
+                    self.lines[path + (k,)] = key.start_mark.line + 1
+                    children.append((value, path + (k,)))
+            elif isinstance(node, yaml.SequenceNode):
+                for i, item in enumerate(node.value):
+                    self.lines[path + (i,)] = item.start_mark.line + 1
+                    children.append((item, path + (i,)))
+            stack.extend(reversed(children))  # depth first, in document order
 
     def where(self, path: tuple) -> str:
         for n in range(len(path), -1, -1):
@@ -54,22 +72,127 @@ class LineIndex:
         return self.label
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """A document over a limit, or with a recursive alias: valid YAML, refused."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (the pure-Python composer, so that it can be bounded), refusing
+    nesting deeper than :data:`MAX_YAML_DEPTH` and documents of more than :data:`MAX_YAML_NODES`
+    written nodes while composing, before PyYAML's own recursion or the parser's time run away."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        self._nodes += 1
+        mark = self.peek_event().start_mark
+        if self._depth > MAX_YAML_DEPTH:
+            raise _Refused(None, None, (
+                f"nests mappings and lists more than {MAX_YAML_DEPTH} deep. Flatten it"), mark)
+        if self._nodes > MAX_YAML_NODES:
+            raise _Refused(None, None, f"has more than {MAX_YAML_NODES} values. Is this the right file?", mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse aliases that expand past :data:`MAX_YAML_NODES` nodes (a "billion laughs" bomb
+    expands exponentially) or that name a node they are inside of (a cycle). Iterative, and
+    linear in the written nodes: each node's expanded size is computed once."""
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, closing = stack.pop()
+        if closing:
+            open_nodes.discard(id(node))
+            size[id(node)] = 1 + sum(size[id(c)] for c in _children(node))
+            if size[id(node)] > MAX_YAML_NODES:
+                raise _Refused(None, None, (
+                    f"expands to more than {MAX_YAML_NODES} values through aliases (`*name`); "
+                    "an alias repeats the whole node it names. Write the values out, or use fewer aliases"),
+                    node.start_mark)
+            continue
+        if id(node) in size:
+            continue
+        open_nodes.add(id(node))
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in open_nodes:
+                raise _Refused(None, None, (
+                    f"has a recursive alias: the node anchored at line {child.start_mark.line + 1} contains an "
+                    "alias to itself, which never ends. Remove the alias"), node.start_mark)
+            if id(child) not in size:
+                stack.append((child, False))
+
+
+def _reader_problem(exc: yaml.reader.ReaderError, text: str, label: str) -> Problem:
+    """Where a character YAML refuses is (``ReaderError`` carries a position, not a line)."""
+    line = text.count("\n", 0, max(exc.position, 0)) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+    return Problem(f"{label}:{line}", "", (
+        f"is not valid YAML: it holds the character U+{char:04X}, which YAML does not allow (a control "
+        "character, or binary data). Remove it; save the file as UTF-8 text."))
+
+
+def _compose(text: str) -> tuple[Any, yaml.Node | None]:
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return loader, node
+    except BaseException:
+        loader.dispose()
+        raise
+
+
 def parse_yaml(text: str, label: str, *, error: type[Exception] = SpecError) -> tuple[Any, LineIndex]:
     """YAML text → ``(data, index)``, ``index.where(path)`` giving the ``file:line`` of a key;
-    a syntax error raises ``error`` (a :class:`SpecError`, or a ``ConfigError`` for configs)."""
+    anything that cannot be read raises ``error`` (a :class:`SpecError`, or a ``ConfigError`` for
+    configs), located: a syntax error, a character YAML refuses, more than
+    :data:`MAX_YAML_CHARS` characters, :data:`MAX_YAML_NODES` values (aliases expanded) or
+    :data:`MAX_YAML_DEPTH` levels of nesting, a recursive alias."""
+    if len(text) > MAX_YAML_CHARS:
+        raise error([Problem(label, "", (
+            f"is {len(text)} characters long; a spec or config may have at most {MAX_YAML_CHARS}. "
+            "Is this the right file?"))])
     index = LineIndex(label)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader, node = _compose(text)
+        try:
+            index.walk(node)  # before construction: merge keys (`<<`) rewrite the nodes
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        raise error([_reader_problem(exc, text, label)]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark else label
         problem = getattr(exc, "problem", None) or str(exc)
-        raise error([Problem(where, "", f"is not valid YAML: {problem}. Fix the syntax.")]) from None
-    except (RecursionError, ValueError, TypeError) as exc:  # pathological inputs
-        raise error([Problem(label, "", f"cannot be read as YAML ({type(exc).__name__}).")]) from None
-    index.walk(node)
+        message = f"{problem}." if isinstance(exc, _Refused) else f"is not valid YAML: {problem}. Fix the syntax."
+        raise error([Problem(where, "", message)]) from None
+    except (RecursionError, ValueError, TypeError, OverflowError) as exc:  # e.g. an int of 5000 digits
+        raise error([Problem(label, "", f"cannot be read as YAML ({type(exc).__name__}: {_short(exc)}).")]) from None
     return data, index
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def did_you_mean(word: str, candidates: Sequence[str]) -> str:

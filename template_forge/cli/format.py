@@ -137,13 +137,17 @@ def _warn_missing_tokens(template: str, info: TemplateInfo, tokens: dict[str, st
                    f"the template adds it to text). Pass {option}{where}.", err=True)
 
 
+def _template_where(template: str) -> str:
+    return template if os.path.isfile(template) else f"{template} (chat template)"
+
+
 def _prepare_check(spec: str, template: str, template_name: str, tokens_given: dict[str, str | None],
                    values: dict, now: datetime | None):
     """Everything a check needs before sampling, each failure a usage error (exit 2)."""
     with _cannot_check():
         fmt = load_spec(spec)
         text, tokens = load_template(template, name=template_name)
-        info = inspect_template(text, where=template if os.path.isfile(template) else f"{template} (chat template)")
+        info = inspect_template(text, where=_template_where(template))
     tokens.update({k: v for k, v in tokens_given.items() if v is not None})
     with _cannot_check("--var: "):
         render(fmt, [], variables=values, now=now)  # the spec takes these variables, typed so
@@ -171,14 +175,20 @@ def check_cmd(ctx: click.Context, spec: str, template: str, samples: int, seed: 
     definitions, tool calls and results, and reasoning. --var values and the clock (--now,
     else the time the check starts) are the same on both sides.
 
+    The template runs in a sandbox worker: each render may take 10 s, all of them 120 s, and
+    1 GiB of memory; whatever a render raises counts as the template refusing that sample.
+
     Exits 0 when every sample renders identically (or both refuse it), 1 when they differ,
-    2 when the check cannot run (unknown spec, unreadable or invalid template, bad --var).
+    2 when the check cannot run (unknown spec, unreadable or invalid template, bad --var, a
+    template past the sandbox's limits).
     """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" banner
     values = parse_vars(variables)
     given = {"bos_token": bos_token, "eos_token": eos_token}
     fmt, text, tokens = _prepare_check(spec, template, template_name, given, values, now)
-    report = check_template(fmt, text, samples=samples, seed=seed, tokens=tokens, variables=values, now=now)
+    with _cannot_check():  # a template that runs past the limits or kills its sandbox (sandbox.py)
+        report = check_template(fmt, text, samples=samples, seed=seed, tokens=tokens, variables=values, now=now,
+                                where=_template_where(template))
     summary = f"{spec} vs {template}: {report.summary()}."
     if report.ok:
         click.echo(summary + " Same format.")

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from template_forge.errors import DataError, RenderError, TemplateForgeError
+from template_forge.errors import DataError, RenderError
 from template_forge.format.render import render
-from template_forge.format.samples import KINDS, Sample, draw_samples, sample_conversations  # noqa: F401
+from template_forge.format.samples import KINDS, Sample, describe_sample, draw_samples, sample_conversations  # noqa: F401
+from template_forge.format.sandbox import Job, Limits, TemplateSandbox, frozen_clock  # noqa: F401 (frozen_clock: re-exported)
 from template_forge.format.spec import Spec
 from template_forge.io import read_json_object
 
@@ -52,8 +52,7 @@ class Mismatch:
     template_error: str | None = None  # what the template raised, as "TypeError: ..."
 
     def describe(self, context: int = 40) -> str:
-        head = (f"sample {self.sample} ({KINDS.get(self.kind, self.kind)}, "
-                f"{'with' if self.add_generation_prompt else 'without'} generation prompt): ")
+        head = describe_sample(self.sample, self.kind, self.add_generation_prompt) + ": "
         if self.expected is None:
             head += f"the spec refuses it ({self.spec_error}), the template renders it."
         elif self.got is None:
@@ -164,20 +163,13 @@ def load_template(source: str | Path, *, name: str = "default") -> tuple[str, di
     return template, tokens
 
 
-def _hf():
-    try:
-        from transformers.utils import chat_template_utils
-    except ImportError:
-        raise TemplateForgeError(
-            "checking against a chat template needs transformers' renderer: pip install transformers") from None
-    return chat_template_utils
-
-
 def inspect_template(template: str, *, where: str = "<template>") -> TemplateInfo:
-    """Compile ``template`` as transformers does and list what it reads.
+    """Compile ``template`` as transformers does and list what it reads (in a sandbox
+    worker: compiling folds constants, which runs template code).
 
     Raises:
-        DataError: for a syntax error, with its line and the offending source line.
+        DataError: for a syntax error, with its line and the offending source line; for a
+            compile that raises, runs too long or kills the worker.
 
     Examples:
         >>> inspect_template("{{ bos_token }}{% for m in messages %}{{ m.tool_calls }}{% endfor %}").reads >= {
@@ -189,20 +181,8 @@ def inspect_template(template: str, *, where: str = "<template>") -> TemplateInf
         template_forge.errors.DataError: t.jinja:1: the chat template is not valid Jinja (Expected an expression, got 'end of statement block'):
           {% if %}
     """
-    import jinja2
-    from jinja2 import meta, nodes
-
-    try:
-        compiled = _hf()._compile_jinja_template(template)
-        ast = compiled.environment.parse(template)
-    except jinja2.TemplateSyntaxError as exc:
-        lines = template.splitlines()
-        shown = f":\n  {lines[exc.lineno - 1]}" if 0 < exc.lineno <= len(lines) else "."
-        raise DataError(f"{where}:{exc.lineno}: the chat template is not valid Jinja ({exc.message}){shown}") from None
-    reads = set(meta.find_undeclared_variables(ast))
-    reads |= {n.attr for n in ast.find_all(nodes.Getattr)}
-    reads |= {n.value for n in ast.find_all(nodes.Const) if isinstance(n.value, str)}
-    return TemplateInfo(frozenset(reads))
+    with TemplateSandbox(template, where=where) as box:
+        return TemplateInfo(box.compiled.reads)
 
 
 def sample_kinds(spec: Spec, info: TemplateInfo) -> tuple[str, ...]:
@@ -214,32 +194,6 @@ def sample_kinds(spec: Spec, info: TemplateInfo) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------- checking
-_MISSING = object()
-
-
-@contextmanager
-def frozen_clock(template: str, now: datetime) -> Iterator[None]:
-    """``strftime_now`` reads ``now`` while the block runs, for this template only.
-
-    transformers compiles each template once (cached) into an environment of its own and
-    defines ``strftime_now`` as a global there; a name set on the compiled template's own
-    globals shadows it, and is removed again afterwards, so nothing leaks into later renders
-    (the compiled template is shared: do not render it from another thread meanwhile).
-    """
-    compiled = _hf()._compile_jinja_template(template)
-    own = compiled.globals.maps[0] if hasattr(compiled.globals, "maps") else compiled.globals
-    saved = own.get("strftime_now", _MISSING)
-    own["strftime_now"] = lambda fmt: now.strftime(fmt)
-    try:
-        yield
-    finally:
-        if saved is _MISSING:
-            own.pop("strftime_now", None)
-        else:
-            own["strftime_now"] = saved
-
-
-
 def _spec_side(spec: Spec, sample: Sample, gen: bool, variables: Mapping[str, Any],
                now: datetime) -> tuple[str | None, str | None]:
     try:
@@ -249,20 +203,10 @@ def _spec_side(spec: Spec, sample: Sample, gen: bool, variables: Mapping[str, An
         return None, str(exc)
 
 
-def _template_side(hf, template: str, sample: Sample, gen: bool, kwargs: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    # Whatever the template raises counts as refusing the sample: templates from the Hub
-    # fail with TypeError, ZeroDivisionError, RecursionError… as often as with raise_exception.
-    try:
-        (got,), _ = hf.render_jinja_template(conversations=[sample.messages], tools=sample.tools,
-                                             chat_template=template, add_generation_prompt=gen, **kwargs)
-    except Exception as exc:  # noqa: BLE001 (see above)
-        return None, f"{type(exc).__name__}: {exc}"
-    return got, None
-
-
 def check_template(spec: Spec, template: str, *, samples: int = 200, seed: int = 0,
                    tokens: Mapping[str, str] | None = None, variables: Mapping[str, Any] | None = None,
-                   now: datetime | None = None, kinds: tuple[str, ...] | None = None) -> CheckReport:
+                   now: datetime | None = None, kinds: tuple[str, ...] | None = None, where: str = "<template>",
+                   limits: Limits | None = None) -> CheckReport:
     """Render ``samples`` conversations with the spec and with ``template``; compare.
 
     Args:
@@ -274,9 +218,15 @@ def check_template(spec: Spec, template: str, *, samples: int = 200, seed: int =
         variables: template variables, passed to both sides as ``apply_chat_template`` takes them.
         now: the time both sides' clocks read (default: the time the check starts).
         kinds: agentic sample kinds to draw (default: :func:`sample_kinds`).
+        where: names the template in errors (its file).
+        limits: time and memory the template may use (:mod:`~template_forge.format.sandbox`).
+
+    The template is compiled and rendered in a sandbox worker: whatever a render raises is
+    that sample's answer (a difference, or a refusal both sides agree on).
 
     Raises:
-        DataError: when the template is not valid Jinja.
+        DataError: when the template is not valid Jinja, or compiling or rendering it runs
+            past the time limit or kills the worker (naming the sample).
 
     Examples:
         >>> from template_forge.format.spec import load_builtin
@@ -285,24 +235,25 @@ def check_template(spec: Spec, template: str, *, samples: int = 200, seed: int =
         >>> check_template(spec, compile_template(spec), samples=10).summary()
         '20 renders: 12 plain, 4 with tools, 4 with tool calls; 20 identical, 0 refused by both, 0 different'
     """
-    hf = _hf()
-    info = inspect_template(template)  # a syntax error is a DataError here, not on the first sample
-    kinds = sample_kinds(spec, info) if kinds is None else kinds
     now = now or datetime.now()
     variables = dict(variables or {})
-    kwargs = {**(tokens or {}), **variables}
+    with TemplateSandbox(template, where=where, limits=limits) as box:
+        info = TemplateInfo(box.compiled.reads)  # a syntax error is a DataError here, not on the first sample
+        kinds = sample_kinds(spec, info) if kinds is None else kinds
+        renders = [(i, sample, gen) for i, sample in enumerate(draw_samples(samples, seed=seed, kinds=kinds))
+                   for gen in (False, True)]
+        jobs = [Job(describe_sample(i, sample.kind, gen), sample.messages, sample.tools, gen)
+                for i, sample, gen in renders]
+        outcomes = box.render(jobs, kwargs={**(tokens or {}), **variables}, now=now)
     report = CheckReport()
-    with frozen_clock(template, now):
-        for i, sample in enumerate(draw_samples(samples, seed=seed, kinds=kinds)):
-            for gen in (False, True):
-                expected, spec_error = _spec_side(spec, sample, gen, variables, now)
-                got, template_error = _template_side(hf, template, sample, gen, kwargs)
-                report.renders += 1
-                report.kinds[sample.kind] += 1
-                if expected == got:
-                    report.identical += expected is not None
-                    report.both_refuse += expected is None
-                else:
-                    report.mismatches.append(Mismatch(i, sample.messages, gen, expected, got, sample.kind,
-                                                      sample.tools, spec_error, template_error))
+    for (i, sample, gen), outcome in zip(renders, outcomes):
+        expected, spec_error = _spec_side(spec, sample, gen, variables, now)
+        report.renders += 1
+        report.kinds[sample.kind] += 1
+        if expected == outcome.text:
+            report.identical += expected is not None
+            report.both_refuse += expected is None
+        else:
+            report.mismatches.append(Mismatch(i, sample.messages, gen, expected, outcome.text, sample.kind,
+                                              sample.tools, spec_error, outcome.error))
     return report

@@ -79,6 +79,17 @@ class Sample:
     tools: list[dict[str, Any]] | None = None
 
 
+def describe_sample(index: int, kind: str, add_generation_prompt: bool) -> str:
+    """How messages and errors name one render of a sample.
+
+    Examples:
+        >>> describe_sample(3, "tool_calls", True)
+        'sample 3 (with tool calls, with generation prompt)'
+    """
+    return (f"sample {index} ({KINDS.get(kind, kind)}, "
+            f"{'with' if add_generation_prompt else 'without'} generation prompt)")
+
+
 def sample_conversations(n: int, *, seed: int = 0) -> list[list[dict[str, str]]]:
     """``n`` deterministic plain sample conversations (same ``seed``, same samples).
 

@@ -37,7 +37,8 @@ from template_forge.format.agentic import (
     VariableModel,
 )
 from template_forge.format.formats import builtin_file
-from template_forge.format.roles import _IDENT, Piece, RoleTemplate, check_role, parse_role_template  # noqa: F401 (Piece: re-exported, it was defined here)
+from template_forge.format.names import name_problem
+from template_forge.format.roles import Piece, RoleTemplate, check_role, parse_role_template  # noqa: F401 (Piece: re-exported, it was defined here)
 from template_forge.yaml_lines import LineIndex, describe, did_you_mean, parse_yaml, pydantic_problems
 
 Placement = Literal["separate", "in_place", "first_user", "last_user", "final_user", "drop", "reject"]
@@ -48,13 +49,6 @@ UserStrip = Union[StrictBool, Literal["with_system"]]
 IN_USER_PLACEMENTS = ("first_user", "last_user", "final_user")
 #: Placements where the system template is a segment of its own.
 OWN_SEGMENT_PLACEMENTS = ("separate", "in_place")
-
-#: Names a template variable may not take: they are Jinja or transformers names.
-RESERVED_NAMES = frozenset(
-    {"instruction", "system", "messages", "message", "add_generation_prompt", "bos_token",
-     "eos_token", "tools", "documents", "raise_exception", "namespace", "loop", "range",
-     "true", "false", "none", "True", "False", "None", "strftime_now", "dict", "ns"}
-)
 
 # Top-level keys of a format file besides `prompt_format:` (metadata, not format).
 _META_KEYS = ("name", "description", "models", "conformance")
@@ -267,10 +261,11 @@ def _resolve_placement(m: _PromptFormatModel, problems: list, at) -> Placement:
 
 def _check_variables(m: _PromptFormatModel, problems: list, at) -> None:
     for var in m.variables:
-        if not _IDENT.match(var) or var in RESERVED_NAMES or var.startswith("tf_"):
-            problems.append(at(f"variables.{var}", (
-                "is not a usable variable name: use letters, digits and underscores, not starting "
-                f"with `tf_` and none of {', '.join(sorted(RESERVED_NAMES))}.")))
+        if (message := name_problem(var)) is not None:
+            problems.append(at(f"variables.{var}", message))
+    for k, var in enumerate(m.unsupported_variables):
+        if (message := name_problem(var, context_ok=True)) is not None:
+            problems.append(at(f"unsupported_variables.{k}", f"names {var!r}, which {message}"))
 
 
 def _check_strip_with_system(m: _PromptFormatModel, in_user: bool, problems: list, at) -> None:

@@ -103,7 +103,7 @@ def test_role_problems_are_reported_together():
     (dict(system="{instruction}", user="{system} {instruction}", assistant="{instruction}", system_in_user=True,
           strip={"user": "with_system"}), r"`user` must contain `\{system\}\{instruction\}` side by side"),
     (dict(system="{instruction}", user="{instruction}", assistant="{instruction}", variables={"messages": "x"}),
-     r"`variables.messages`: is not a usable variable name"),
+     r"`variables.messages`: is a name transformers passes to the template"),
     (dict(system="{instruction}", user="{instruction}", assistant="{instruction}", system_placement="top"),
      r"`system_placement`: expected 'separate', 'in_place', 'first_user'"),
     (dict(system="{instruction}", user="{instruction}", assistant="{instruction}", strip={"usr": True}),
