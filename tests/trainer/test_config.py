@@ -178,3 +178,10 @@ def test_a_continued_adapter_is_checked_against_the_run(tmp_path):
     assert "the adapter has rank 16, lora_config.r is 8" in text and "set lora_config.r=16" in text
     assert "the adapter targets ['q_proj', 'v_proj'], lora_config.target_modules is ['k_proj', 'o_proj', 'q_proj', " \
            "'v_proj']" in text
+
+
+def test_a_config_that_is_not_utf8_is_a_located_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"model_id: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml.*is not UTF-8 text \(byte 12\)"):
+        load_config(path)

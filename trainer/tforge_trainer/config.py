@@ -217,7 +217,11 @@ def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -
     label = str(path)
     if not path.is_file():
         raise ConfigError([Problem(label, "", "no such file. Pass the path of a training YAML.")])
-    data, index = parse_yaml(path.read_text(encoding="utf-8"), label, error=ConfigError)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(label, "", f"is not UTF-8 text (byte {exc.start}). Save it as UTF-8.")]) from None
+    data, index = parse_yaml(text, label, error=ConfigError)
     if data is None:
         data = {}
     if not isinstance(data, dict):
