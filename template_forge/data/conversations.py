@@ -91,8 +91,11 @@ def parse_record(raw: bytes, *, path: str, line: int, require_alternation: bool 
     def bad(reason: str, message: str, index: int | None = None) -> BadLine:
         return BadLine(path, line, reason, message, index)
 
-    if line == 1 and raw.startswith(_BOM):  # editors on Windows start a file with one
-        raw = raw[len(_BOM):]
+    if raw.startswith(_BOM):
+        if line != 1:
+            return bad("invalid_json", "the line starts with a UTF-8 byte-order mark (allowed on line 1 only). "
+                       "Remove it: strip the bytes EF BB BF at the start of the line.")
+        raw = raw[len(_BOM):]  # editors on Windows start a file with one
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -123,9 +126,6 @@ def _bad_json(exc: json_text.JSONProblem, bad) -> BadLine:
     message = str(exc)
     if exc.column is not None:  # a syntax error, not a refused value
         message += " Each line must be one JSON object; a record split over several lines is not JSONL."
-    if exc.column == 1 and message.startswith("invalid JSON at column 1: Unexpected UTF-8 BOM"):
-        message = ("the line starts with a UTF-8 byte-order mark (allowed on line 1 only). Remove it: "
-                   "strip the bytes EF BB BF at the start of the line.")
     return bad(exc.reason, message, index)
 
 

@@ -48,7 +48,7 @@ from template_forge.data.tokenized import ShardWriter
 from template_forge.errors import DataError, RenderError
 from template_forge.io import occupied, replace_dir
 from template_forge.parallel import default_workers, ordered_map
-from template_forge.tokens.encoder import EncodeError, Encoded, Encoder
+from template_forge.tokens.encoder import Encoded, EncodeError, Encoder
 
 OVERLONG = ("drop", "truncate")
 ON_ERROR = ("stop", "skip")

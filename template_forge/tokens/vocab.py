@@ -109,7 +109,8 @@ def engine_errors(what: str = "the text"):
         if isinstance(exc, (UnicodeEncodeError, TypeError)):
             raise EncodeError(f"the tokenizer cannot encode {what}: it holds a lone UTF-16 surrogate or other "
                               f"non-text ({type(exc).__name__}: {str(exc)[:120]}). Fix the text.") from None
-        if not _is_panic(exc):
+        # tiktoken's numpy path reports the limit as a ValueError, its other paths panic.
+        if not (_is_panic(exc) or isinstance(exc, ValueError) and "Regex error" in str(exc)):
             raise
         raise EncodeError(f"the tokenizer failed on {what}: {str(exc)[:160]}. Its pre-tokenizer regex "
                           "backtracks too much on it (nested quantifiers such as `(a+)+`); fix the pattern in "
