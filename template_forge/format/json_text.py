@@ -48,9 +48,8 @@ REASONS = {
     "duplicate_key": "a key given twice",
 }
 
-#: A ``\\u`` escape of a UTF-16 surrogate (a pair decodes to one character, a lone one stays),
-#: or a surrogate itself as ``"surrogatepass"`` encodes it (never found in valid UTF-8).
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+#: A ``\\u`` escape of a UTF-16 surrogate (a pair decodes to one character, a lone one stays).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -106,8 +105,8 @@ _LENIENT = json.JSONDecoder()
 def loads(text: str, *, raw: bytes | None = None, strict: bool = True) -> Any:
     """Decode one JSON value from ``text``, or raise :class:`JSONProblem` (see the module docs).
 
-    ``raw`` is ``text`` as UTF-8 when the caller has it: the limits' quick scans read bytes
-    several times faster than text that holds non-ASCII characters. ``strict=False`` reads
+    ``raw`` is ``text`` as strict UTF-8 when the caller has it (so it holds no surrogate): the
+    limits' quick scans read bytes several times faster than text with non-ASCII characters. ``strict=False`` reads
     what Python's ``json`` reads (NaN, Infinity, a repeated key): for text that is kept as it
     is and only read again by Python, such as tool-call ``arguments``; the limits still apply.
 
@@ -132,11 +131,13 @@ def loads(text: str, *, raw: bytes | None = None, strict: bool = True) -> Any:
     except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
         raise JSONProblem("number_too_large", f"an integer has more than {sys.get_int_max_str_digits()} digits. "
                           "Write it as a string.") from None
+    # Text that came from strict UTF-8 holds no surrogate itself; other text may.
+    raw_surrogate = raw is None and _SURROGATE.search(text) is not None
     if raw is None:
         raw = text.encode("utf-8", "surrogatepass")
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth_over(value, MAX_DEPTH):
         raise _too_deep()
-    if _SURROGATE_ESCAPE.search(raw):
+    if raw_surrogate or _SURROGATE_ESCAPE.search(raw):
         found = find_surrogate(value)
         if found is not None:
             path, char = found
