@@ -11,22 +11,23 @@ reasoning), the same check the renderer runs.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 from template_forge.errors import DataError
+from template_forge.format import json_text
 from template_forge.format import messages as _messages
 from template_forge.format.messages import TOOL_ROLES, MessageError, check_messages, check_tools
 from template_forge.format.render_checks import alternation_break
 
 _kind = _messages._kind
+_BOM = b"\xef\xbb\xbf"
 
 #: Reason codes, in the order checks run.
 REASONS = {
     "invalid_utf8": "not valid UTF-8",
-    "invalid_json": "not valid JSON",
+    **json_text.REASONS,  # invalid_json, too_deep, number_too_large, invalid_text, duplicate_key
     "not_an_object": "not a JSON object",
     "missing_messages": "no `messages` list",
     "empty_conversation": "empty conversation",
@@ -34,6 +35,7 @@ REASONS = {
     "no_assistant": "no assistant turn",
     "bad_order": "roles out of order",
     "unrenderable": "the format cannot render it",
+    "untokenizable": "the tokenizer fails on it",
     "too_long": "longer than --max-length",
 }
 
@@ -89,20 +91,24 @@ def parse_record(raw: bytes, *, path: str, line: int, require_alternation: bool 
     def bad(reason: str, message: str, index: int | None = None) -> BadLine:
         return BadLine(path, line, reason, message, index)
 
+    if raw.startswith(_BOM):
+        if line != 1:
+            return bad("invalid_json", "the line starts with a UTF-8 byte-order mark (allowed on line 1 only). "
+                       "Remove it: strip the bytes EF BB BF at the start of the line.")
+        raw = raw[len(_BOM):]  # editors on Windows start a file with one
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return bad("invalid_utf8", f"byte {exc.start} is not valid UTF-8 ({exc.reason}). Re-encode the file as UTF-8.")
     try:
-        record = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return bad("invalid_json", f"invalid JSON at column {exc.colno}: {exc.msg}. Each line must be one "
-                   "JSON object; a record split over several lines is not JSONL.")
+        record = json_text.loads(text, raw=raw)
+    except json_text.JSONProblem as exc:
+        return _bad_json(exc, bad)
     if not isinstance(record, dict):
         return bad("not_an_object", f"expected a JSON object with `messages`, found a JSON {_kind(record)}.")
     messages = record.get("messages")
     if messages is None:
-        keys = ", ".join(f"`{k}`" for k in list(record)[:5]) or "none"
+        keys = ", ".join(json_text.show_key(k) for k in list(record)[:5]) or "none"
         hint = " ShareGPT records (`conversations` with `from`/`value`) need converting." if "conversations" in record else ""
         return bad("missing_messages", f"no `messages` key (keys found: {keys}).{hint}")
     if not isinstance(messages, list):
@@ -111,6 +117,16 @@ def parse_record(raw: bytes, *, path: str, line: int, require_alternation: bool 
         return bad("empty_conversation", "`messages` is empty; drop the line.")
     return _check_record(messages, record.get("tools"), bad, require_alternation=require_alternation,
                          need_assistant=need_assistant)
+
+
+def _bad_json(exc: json_text.JSONProblem, bad) -> BadLine:
+    """The bad line of a line :func:`~template_forge.format.json_text.loads` refuses."""
+    path = exc.path
+    index = path[1] if len(path) > 1 and path[0] == "messages" and isinstance(path[1], int) else None
+    message = str(exc)
+    if exc.column is not None:  # a syntax error, not a refused value
+        message += " Each line must be one JSON object; a record split over several lines is not JSONL."
+    return bad(exc.reason, message, index)
 
 
 def _check_record(messages: list, tools: Any, bad, *, require_alternation: bool,
@@ -153,9 +169,9 @@ def read_record(source: str, *, line: int | None = None) -> tuple[list, list[dic
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{source}: cannot read the conversation ({exc}).") from None
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{source}:{exc.lineno}: not valid JSON ({exc.msg}).") from None
+        data = json_text.loads(text)
+    except json_text.JSONProblem as exc:
+        raise DataError(f"{source}: {exc}") from None
     tools: Any = None
     if isinstance(data, dict) and "messages" in data:
         data, tools = data["messages"], data.get("tools")

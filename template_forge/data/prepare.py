@@ -48,7 +48,7 @@ from template_forge.data.tokenized import ShardWriter
 from template_forge.errors import DataError, RenderError
 from template_forge.io import occupied, replace_dir
 from template_forge.parallel import default_workers, ordered_map
-from template_forge.tokens.encoder import Encoded, Encoder
+from template_forge.tokens.encoder import Encoded, EncodeError, Encoder
 
 OVERLONG = ("drop", "truncate")
 ON_ERROR = ("stop", "skip")
@@ -135,7 +135,7 @@ def _encode(encoder: Encoder, good: list[tuple[int, list[dict]]], path: str) -> 
     """Encode a chunk's conversations at once; if one cannot be rendered, one by one."""
     try:
         return encoder.encode_batch([messages for _, messages in good], workers=1) if good else []
-    except RenderError:
+    except (RenderError, EncodeError):
         pass
     out: list[Encoded | BadLine] = []
     for line, messages in good:  # find the culprits
@@ -144,6 +144,8 @@ def _encode(encoder: Encoder, good: list[tuple[int, list[dict]]], path: str) -> 
         except RenderError as exc:
             what = str(exc).split(": ", 1)[-1] if exc.message_index is not None else str(exc)
             out.append(BadLine(path, line, "unrenderable", what, exc.message_index))
+        except EncodeError as exc:
+            out.append(BadLine(path, line, "untokenizable", str(exc)))
     return out
 
 

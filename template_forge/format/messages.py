@@ -32,12 +32,13 @@ Examples:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from template_forge.errors import TemplateForgeError
+from template_forge.format import json_text
+from template_forge.format.json_text import shorten, show_key
 
 ROLES = ("system", "user", "assistant", "tool", "ipython")
 #: Roles of a tool result ("ipython" is Llama 3.1's name for it).
@@ -171,8 +172,8 @@ def _check_message(i: int, msg: Any, ids: dict[str, tuple[int, int]]) -> Message
 def _unknown_role(role: Any, i: int) -> MessageError:
     hint = _ROLE_HINTS.get(role) if isinstance(role, str) else None
     if role in ("human", "gpt"):  # these map to user or assistant: name only those
-        return MessageError("unknown_role", f"unknown role {role!r}; expected system, user or assistant. {hint}", i)
-    return MessageError("unknown_role", f"unknown role {role!r}; expected one of {', '.join(ROLES)}. "
+        return MessageError("unknown_role", f"unknown role {shorten(role)}; expected system, user or assistant. {hint}", i)
+    return MessageError("unknown_role", f"unknown role {shorten(role)}; expected one of {', '.join(ROLES)}. "
                         f"{hint or 'Rename the role, or drop the message.'}", i)
 
 
@@ -218,7 +219,7 @@ def flatten_content(content: Any, index: int) -> str:
 
 def _bad_part(part: Any, k: int, index: int) -> MessageError:
     kind = part.get("type") if isinstance(part, Mapping) else None
-    if isinstance(kind, str) and kind in _MEDIA:
+    if isinstance(kind, str) and kind in _MEDIA:  # a str: an unhashable `type` would fail the lookup
         return MessageError("multimodal", f"multimodal content is not supported yet: part {k} of this message is "
                             f"{_MEDIA[kind]}; send text parts only.", index)
     expected = 'expected a string or a text part {"type": "text", "text": "..."}'
@@ -229,7 +230,7 @@ def _bad_part(part: Any, k: int, index: int) -> MessageError:
     elif kind is None:
         found = "has no `type`" + (' (add "type": "text")' if "text" in part else "")
     else:
-        found = f"has type {kind!r}"
+        found = f"has type {shorten(kind)}"
     return MessageError("bad_content", f"part {k} of `content` {found}; {expected}.", index)
 
 
@@ -253,11 +254,11 @@ def _check_call(call: Any, k: int, i: int, ids: dict) -> ToolCall:
     if not isinstance(call, Mapping):
         raise bad(f"must be an object {_CALL_SHAPE}, found {_a(call)}.")
     if "function" not in call and "name" in call:
-        raise bad(f"is flat ({', '.join(f'`{key}`' for key in call)}); write it in the OpenAI shape "
+        raise bad(f"is flat ({', '.join(show_key(key) for key in list(call)[:5])}); write it in the OpenAI shape "
                   f"{_CALL_SHAPE}, with `name` and `arguments` inside `function`.")
     _refuse_unknown(call, _CALL_KEYS, bad)
     if call.get("type", "function") != "function":
-        raise bad(f'has `type` {call["type"]!r}; expected "function" (or leave `type` out).')
+        raise bad(f'has `type` {shorten(call["type"])}; expected "function" (or leave `type` out).')
     fn = call.get("function")
     if not isinstance(fn, Mapping):
         raise bad(f"needs a `function` object with `name` and `arguments`, found {_a(fn, missing='none')}.")
@@ -275,7 +276,8 @@ def _refuse_unknown(obj: Mapping, known: tuple[str, ...], bad, *, where: str = "
         from template_forge.yaml_lines import did_you_mean  # only errors need it (and yaml)
 
         allowed = ", ".join(f"`{key}`" for key in known)
-        raise bad(f"has unknown {where}key {unknown[0]!r}; allowed: {allowed}.{did_you_mean(unknown[0], known)}")
+        hint = did_you_mean(unknown[0], known) if len(unknown[0]) < 100 else ""
+        raise bad(f"has unknown {where}key {shorten(unknown[0])}; allowed: {allowed}.{hint}")
 
 
 def _check_arguments(fn: Mapping, name: str, k: int, i: int) -> str | dict:
@@ -289,12 +291,11 @@ def _check_arguments(fn: Mapping, name: str, k: int, i: int) -> str | dict:
     if not isinstance(arguments, str):
         raise MessageError("bad_arguments", f"{where} must be a JSON string or an object, found {_a(arguments)}.", i)
     try:
-        json.loads(arguments)
-    except json.JSONDecodeError as exc:
-        raise MessageError("bad_arguments", f"{where} is not valid JSON: {exc.msg} at column {exc.colno}. Write "
-                           """them as JSON such as '{"city": "Paris"}' ("{}" for none), or as an object.""", i) from None
-    except RecursionError:
-        raise MessageError("bad_arguments", f"{where} nest too deeply to parse as JSON.", i) from None
+        json_text.loads(arguments, strict=False)
+    except json_text.JSONProblem as exc:
+        what = f"{exc.syntax} at column {exc.column}." if exc.syntax else str(exc)
+        raise MessageError("bad_arguments", f"{where} is not valid JSON: {what} Write them as JSON such as "
+                           """'{"city": "Paris"}' ("{}" for none), or as an object.""", i) from None
     return arguments
 
 
@@ -306,7 +307,7 @@ def _register_id(call_id: Any, k: int, i: int, ids: dict[str, tuple[int, int]]) 
                            "(or leave `id` out).", i)
     if call_id in ids:
         j, first = ids[call_id]
-        raise MessageError("duplicate_call_id", f"tool call id {call_id!r} is used twice: by call {first} of message "
+        raise MessageError("duplicate_call_id", f"tool call id {shorten(call_id)} is used twice: by call {first} of message "
                            f"{j} and by call {k} of message {i}. Give every call its own id.", i)
     ids[call_id] = (i, k)
     return call_id
@@ -319,8 +320,8 @@ def _check_tool_result(msg: Mapping, i: int, ids: dict[str, tuple[int, int]]) ->
         raise MessageError("bad_tool_result", f"`tool_call_id` must be the id of the call this answers, a non-empty "
                            f"string, found {_a(call_id)}. Fix it, or leave it out.", i)
     if call_id is not None and call_id not in ids:
-        known = ", ".join(repr(known) for known in list(ids)[:10]) + (", …" if len(ids) > 10 else "")
-        raise MessageError("unknown_call_id", f"`tool_call_id` {call_id!r} answers no tool call of an earlier "
+        known = ", ".join(shorten(known) for known in list(ids)[:10]) + (", …" if len(ids) > 10 else "")
+        raise MessageError("unknown_call_id", f"`tool_call_id` {shorten(call_id)} answers no tool call of an earlier "
                            f"assistant message (known ids: {known or 'none'}). Fix the id, or put the result "
                            "after the assistant message that makes the call.", i)
     if name is not None and not isinstance(name, str):
@@ -376,7 +377,7 @@ def _check_tool(tool: Any, k: int) -> None:
     if not isinstance(tool, Mapping):
         raise bad(f"expected an object {_TOOL_SHAPE}, found {_a(tool)}.")
     if tool.get("type", "function") != "function":
-        raise bad(f'has `type` {tool["type"]!r}; only "function" tools are supported.')
+        raise bad(f'has `type` {shorten(tool["type"])}; only "function" tools are supported.')
     if "function" in tool:
         fn, where = tool["function"], "function."
         if not isinstance(fn, Mapping):
@@ -386,9 +387,10 @@ def _check_tool(tool: Any, k: int) -> None:
     else:
         from template_forge.yaml_lines import did_you_mean  # only errors need it (and yaml)
 
-        keys = ", ".join(f"`{key}`" for key in tool) or "none"
-        raise bad(f"expected {_TOOL_SHAPE} or a bare schema with `name`; keys found: {keys}."
-                  f"{did_you_mean(next(iter(tool), ''), ('function', 'name'))}")
+        keys = ", ".join(show_key(key) for key in list(tool)[:5]) or "none"
+        first = str(next(iter(tool), ""))
+        hint = did_you_mean(first, ("function", "name")) if len(first) < 100 else ""
+        raise bad(f"expected {_TOOL_SHAPE} or a bare schema with `name`; keys found: {keys}.{hint}")
     _check_schema(fn, where, bad)
 
 

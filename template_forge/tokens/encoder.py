@@ -32,11 +32,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from template_forge.errors import DataError, RenderError
+from template_forge.format.json_text import shorten
 from template_forge.format.render import Rendered, render
 from template_forge.format.spec import Spec
-from template_forge.tokens.vocab import ENGINES, Vocab, cached_vocab, load_tokenizer
+from template_forge.tokens.vocab import ENGINES, EncodeError, Vocab, cached_vocab, engine_errors, load_tokenizer
 
-__all__ = ["ENGINES", "POLICIES", "Encoded", "Encoder", "Vocab", "cached_vocab", "encode", "encode_batch",
+__all__ = ["ENGINES", "POLICIES", "EncodeError", "Encoded", "Encoder", "Vocab", "cached_vocab", "encode", "encode_batch",
            "load_tokenizer", "mask_from_spans", "trained_char_spans", "trained_messages"]
 
 POLICIES = ("assistant", "last_assistant", "causal_lm")
@@ -69,12 +70,12 @@ def _message_train_flag(msg: Mapping[str, Any], index: int) -> bool | None:
     flag = None
     if "train" in msg:
         if not isinstance(msg["train"], bool):
-            raise RenderError(f"`train` must be true or false, found {msg['train']!r}.", message_index=index)
+            raise RenderError(f"`train` must be true or false, found {shorten(msg['train'])}.", message_index=index)
         flag = msg["train"]
     if "weight" in msg:
         w = msg["weight"]
         if isinstance(w, bool) or w not in (0, 1):
-            raise RenderError(f"`weight` must be 0 or 1, found {w!r}.", message_index=index)
+            raise RenderError(f"`weight` must be 0 or 1, found {shorten(w)}.", message_index=index)
         if flag is not None and flag != bool(w):
             raise RenderError("`train` and `weight` disagree; keep one of them.", message_index=index)
         flag = bool(w)
@@ -377,7 +378,8 @@ class Encoder:
         text = job.rendered.text
         vocab = self.vocab
         if job.pieces is None:
-            enc = vocab.tok.encode(text, add_special_tokens=False)
+            with engine_errors():
+                enc = vocab.tok.encode(text, add_special_tokens=False)
             if enc.ids != job.ids.tolist():
                 raise DataError(f"the {vocab.engine} engine and the tokenizer encode a conversation differently; "
                                 "encode with engine='hf'.")

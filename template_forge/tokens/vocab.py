@@ -16,6 +16,7 @@ from the tokenizer itself.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -85,6 +86,37 @@ def _byte_level_decoder() -> dict[str, int]:
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
+class EncodeError(DataError):
+    """The tokenizer failed on a text: a lone surrogate in it, or a pre-tokenizer regex that
+    gave up (both engines bound a regex search and panic past the bound: Oniguruma's
+    retry-limit-in-match, 10,000,000 steps, in ``tokenizers``; fancy-regex's backtrack limit,
+    1,000,000, in ``tiktoken``)."""
+
+
+def _is_panic(exc: BaseException) -> bool:
+    # pyo3 panics derive from BaseException, so `except Exception` lets them through.
+    return type(exc).__name__ == "PanicException"
+
+
+@contextlib.contextmanager
+def engine_errors(what: str = "the text"):
+    """Turn the engines' failures on a text into :class:`EncodeError` (a panic, a surrogate)."""
+    try:
+        yield
+    except EncodeError:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, (UnicodeEncodeError, TypeError)):
+            raise EncodeError(f"the tokenizer cannot encode {what}: it holds a lone UTF-16 surrogate or other "
+                              f"non-text ({type(exc).__name__}: {str(exc)[:120]}). Fix the text.") from None
+        # tiktoken's numpy path reports the limit as a ValueError, its other paths panic.
+        if not (_is_panic(exc) or isinstance(exc, ValueError) and "Regex error" in str(exc)):
+            raise
+        raise EncodeError(f"the tokenizer failed on {what}: {str(exc)[:160]}. Its pre-tokenizer regex "
+                          "backtracks too much on it (nested quantifiers such as `(a+)+`); fix the pattern in "
+                          "tokenizer.json, or drop the line.") from None
+
+
 class Vocab:
     """What :class:`Encoder` needs to know about one tokenizer, computed once."""
 
@@ -113,6 +145,7 @@ class Vocab:
         names = sorted(self.control, key=len, reverse=True)
         self.control_re = re.compile(_trie_pattern(names)) if names else None
         self.control_firsts = "".join(sorted({n[0] for n in names}))
+        self._stress()
         self.byte_len, self.lengths_exact = self._byte_lengths(config)
         self.tiktoken = None
         self.engine = "hf"
@@ -160,6 +193,15 @@ class Vocab:
         m = _BYTE_PIECE.fullmatch(piece)
         return bytes([int(m.group(1), 16)]) if m else piece.replace("▁", " ").encode("utf-8")
 
+    def _stress(self) -> None:
+        """Refuse, at load time, a tokenizer whose pre-tokenizer regex gives up on long runs of
+        one character class (catastrophic backtracking), rather than fail on every long line."""
+        try:
+            with engine_errors("a probe text of long character runs"):
+                self.tok.encode_batch(_STRESS, add_special_tokens=False)
+        except EncodeError as exc:
+            raise DataError(f"this tokenizer cannot be used: {exc}") from None
+
     def _tiktoken(self, config: dict):
         try:
             import tiktoken
@@ -200,7 +242,12 @@ class Vocab:
             return None, f"tiktoken rejects the vocabulary ({exc})"
         probe = _PROBE + list(self.control)
         want = [e.ids for e in self.tok.encode_batch(probe, add_special_tokens=False)]
-        got = [enc.encode(t, allowed_special="all", disallowed_special=()) for t in probe]
+        try:
+            with engine_errors():
+                got = [enc.encode(t, allowed_special="all", disallowed_special=()) for t in probe + _STRESS]
+        except EncodeError as exc:
+            return None, str(exc)
+        want += [e.ids for e in self.tok.encode_batch(_STRESS, add_special_tokens=False)]
         if want != got:
             return None, "tiktoken and the tokenizer disagree on the probe texts"
         return enc, ""
@@ -233,28 +280,32 @@ class Vocab:
         """Plain-text ids of each ``(text, first)`` piece: no added token is matched, and the
         piece is encoded as if it followed a control token (``first=False``) or started the
         text (``first=True``)."""
-        if self.tiktoken is not None:
-            return [self.tiktoken.encode_ordinary(p) for p, _ in pieces]
-        plain = self.plain_tokenizer()
-        texts = [p if first else SENTINEL + p for p, first in pieces]
-        return [enc.ids if first else enc.ids[1:]
-                for (_, first), enc in zip(pieces, plain.encode_batch_fast(texts, add_special_tokens=False))]
+        with engine_errors():
+            if self.tiktoken is not None:
+                return [self.tiktoken.encode_ordinary(p) for p, _ in pieces]
+            plain = self.plain_tokenizer()
+            texts = [p if first else SENTINEL + p for p, first in pieces]
+            encoded = plain.encode_batch_fast(texts, add_special_tokens=False)
+        return [enc.ids if first else enc.ids[1:] for (_, first), enc in zip(pieces, encoded)]
 
     def plain_offsets(self, piece: str, first: bool) -> list[tuple[int, int]]:
         """Character offsets, within ``piece``, of the tokens :meth:`plain` gives it."""
-        if first:
-            return self.plain_tokenizer().encode(piece, add_special_tokens=False).offsets
+        with engine_errors():
+            if first:
+                return self.plain_tokenizer().encode(piece, add_special_tokens=False).offsets
+            enc = self.plain_tokenizer().encode(SENTINEL + piece, add_special_tokens=False)
         skip = len(SENTINEL)
-        enc = self.plain_tokenizer().encode(SENTINEL + piece, add_special_tokens=False)
         return [(s - skip, e - skip) for s, e in enc.offsets[1:]]
 
     def encode_texts(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Whole-string tokenization (special-token strings parsed everywhere), as int32 arrays."""
-        if self.tiktoken is not None:
-            enc = self.tiktoken
-            return [enc.encode_to_numpy(t, allowed_special="all", disallowed_special=()).view(np.int32) for t in texts]
-        return [np.frombuffer(array("i", e.ids), dtype=np.int32)
-                for e in self.tok.encode_batch_fast(list(texts), add_special_tokens=False)]
+        with engine_errors():
+            if self.tiktoken is not None:
+                enc = self.tiktoken
+                return [enc.encode_to_numpy(t, allowed_special="all", disallowed_special=()).view(np.int32)
+                        for t in texts]
+            encoded = self.tok.encode_batch_fast(list(texts), add_special_tokens=False)
+        return [np.frombuffer(array("i", e.ids), dtype=np.int32) for e in encoded]
 
 
 _VOCABS: dict[tuple, Vocab] = {}
@@ -321,6 +372,10 @@ def _clone(tok):
 
     return Tokenizer.from_str(tok.to_str())
 
+
+#: Long runs of one character class: where a backtracking pre-tokenizer regex blows up.
+_STRESS = [c * 4000 + end for c, end in (("a", "!"), (" ", "a"), ("1", "a"), ("'", "s"), ("\n", "a"),
+                                         ("é", "!"), ("!", "a"), ("\t", " "))] + ["a1 " * 1500 + "!"]
 
 _PROBE = [
     "Hello, world!", " leading space", "trailing  ", "  two  spaces\n\n\nnewlines\t\ttabs",
