@@ -183,5 +183,5 @@ def test_a_continued_adapter_is_checked_against_the_run(tmp_path):
 def test_a_config_that_is_not_utf8_is_a_located_error(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes(b"model_id: caf\xe9\n")
-    with pytest.raises(ConfigError, match=r"c\.yaml.*is not UTF-8 text \(byte 12\)"):
+    with pytest.raises(ConfigError, match=r"c\.yaml.*is not UTF-8 text \(byte 13\)"):
         load_config(path)
