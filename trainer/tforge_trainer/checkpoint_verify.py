@@ -76,6 +76,8 @@ def verify(ckpt: Path) -> str | None:
         _verify(ckpt)
     except Damaged as exc:
         return str(exc)
+    except OSError as exc:  # unreadable (permissions, I/O error): as unusable as damaged
+        return f"cannot be read ({type(exc).__name__}: {exc})"
     return None
 
 
