@@ -72,6 +72,16 @@ def make_run(root: Path, *, model: Path | None = None, n_train: int = 40, n_vali
     return path
 
 
+class Planted:
+    """Unpickling this writes ``path``: the code a planted file (a checkpoint's, a weights folder's) would run: a test asserts ``path`` never appears."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 def read_metrics(out: Path) -> tuple[list[dict], list[dict]]:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [r for r in rows if "loss" in r], [r for r in rows if "eval_loss" in r]

@@ -63,7 +63,7 @@ def test_a_run_writes_adapter_tokenizer_metrics_and_bounded_checkpoints(tmp_path
     for c in ckpts:
         names = {p.name for p in (out / "checkpoints" / c).iterdir()}
         assert {"adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt",
-                "rng-rank0.pt", "state.json"} <= names
+                "rng-rank0.safetensors", "state.json", "manifest.json"} <= names
     # the resolved config, every default filled in
     resolved = json.loads(json.dumps(__import__("yaml").safe_load((out / "tforge_config.yaml").read_text())))
     assert resolved["lr_scheduler_type"] == "cosine" and resolved["train_path"] == str(tmp_path / "train.jsonl")

@@ -1,11 +1,15 @@
-"""Checkpoints under ``OUTPUT_DIR/checkpoints/step-NNNNNN/``, written atomically.
+"""Checkpoints under ``OUTPUT_DIR/checkpoints/step-NNNNNN/``, written atomically and verified
+before use.
 
 A checkpoint holds the adapter (``adapter_model.safetensors`` + ``adapter_config.json``),
-``optimizer.pt``, ``scheduler.pt``, one ``rng-rankR.pt`` per rank (torch, CUDA, numpy and
-Python generators) and ``state.json`` (the step, the data position, the config it was made
-with). It is written into ``.step-NNNNNN.partial/`` and renamed into place once complete, so
-a ``kill -9`` at any moment leaves either no checkpoint or a whole one. Only the newest
-``max_num_checkpoints`` are kept.
+``optimizer.pt``, ``scheduler.pt`` (tensors only: loaded with ``weights_only=True``), one
+``rng-rankR.safetensors`` per rank (torch, CUDA, numpy and Python generators; see
+:mod:`tforge_trainer.rng`), ``state.json`` (the step, the data position, the world size,
+the config it was made with) and, written last, ``manifest.json`` (every file's size and
+sha256; see :mod:`tforge_trainer.checkpoint_verify`). It is written into
+``.step-NNNNNN.partial/`` and renamed into place once complete, so a ``kill -9`` at any
+moment leaves either no checkpoint or a whole one. Only the newest ``max_num_checkpoints``
+are kept.
 
 When the run ends, :func:`write_final` moves the adapter and the tokenizer (serving the
 trained format) into ``OUTPUT_DIR`` itself, and :func:`record_adapter_digest` writes
@@ -17,18 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from template_forge.errors import DataError
+from tforge_trainer.checkpoint_verify import step_of, write_manifest
 from tforge_trainer.distributed import Dist
-
-_NAME = re.compile(r"^step-(\d{6,})$")
+from tforge_trainer.rng import read_rng_file, rng_file, write_rng_file
 
 
 def folder(output_dir: str | Path) -> Path:
@@ -44,31 +45,29 @@ def partial(output_dir: str | Path, step: int) -> Path:
 
 
 def listing(output_dir: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+    """Everything named ``step-NNNNNN`` under ``checkpoints/``, oldest first: whole, damaged,
+    or not even a folder (see :func:`~tforge_trainer.checkpoint_verify.choose`)."""
     root = folder(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()
-             and (p / "state.json").is_file()]
-    return [p for _, p in sorted(found)]
+    return sorted((p for p in root.iterdir() if step_of(p) is not None), key=step_of)
 
 
-def latest(output_dir: str | Path) -> Path | None:
-    found = listing(output_dir)
-    return found[-1] if found else None
+def remove(path: Path) -> None:
+    """Remove a checkpoint, whatever is at its name (a folder, a file, a link)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
-def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def set_aside(ckpt: Path) -> Path:
+    """Rename a damaged checkpoint to ``.step-NNNNNN.damaged`` (kept for inspection, never
+    resumed or pruned; a later one of the same step replaces it)."""
+    target = ckpt.with_name(f".{ckpt.name}.damaged")
+    remove(target)
+    os.replace(ckpt, target)
+    return target
 
 
 def fsync_tree(path: Path) -> None:
@@ -88,7 +87,7 @@ def begin(output_dir: str | Path, step: int) -> Path:
 
 
 def write_rng(tmp: Path, rank: int) -> None:
-    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    write_rng_file(rng_file(tmp, rank))
 
 
 def save_adapter(model, folder: Path, *, base_name: str | None = None) -> None:
@@ -114,13 +113,13 @@ def write_main(tmp: Path, *, model, optimizer, scheduler, state: dict) -> None:
 def commit(output_dir: str | Path, step: int, *, keep: int) -> Path:
     """Rename the finished ``.partial`` folder into place, then drop all but the newest ``keep``."""
     tmp = partial(output_dir, step)
+    write_manifest(tmp, step)
     fsync_tree(tmp)
     final = folder(output_dir) / name(step)
-    if final.exists():
-        shutil.rmtree(final)
+    remove(final)
     os.replace(tmp, final)
     for old in listing(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove(old)
     return final
 
 
@@ -133,27 +132,41 @@ def clean_partials(output_dir: str | Path) -> None:
 
 
 def read_state(ckpt: Path) -> dict:
+    """``state.json`` of a checkpoint :func:`~tforge_trainer.checkpoint_verify.verify` passed."""
     return json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
 
 
+def _load(path: Path, what: str, load):
+    """``load()``, with any failure of a damaged or foreign file (a pickle carrying objects,
+    refused by ``weights_only=True``; a truncated archive; a state of another shape) turned
+    into a :class:`DataError` naming ``path``."""
+    try:
+        return load()
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{path}: cannot load the checkpoint's {what} ({type(exc).__name__}: {first}). Only "
+                        "plain tensors are loaded (never pickled objects). Resume from an earlier checkpoint "
+                        "(move this one aside), or start the run again without --resume.") from None
+
+
 def restore(ckpt: Path, *, model, optimizer, scheduler, rank: int, device: torch.device) -> dict:
-    """Load a checkpoint into the run's objects; returns its ``state.json``."""
+    """Load a verified checkpoint into the run's objects; returns its ``state.json``."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    weights = load_file(str(ckpt / "adapter_model.safetensors"), device=str(device))
-    result = set_peft_model_state_dict(_unwrap(model), weights)
+    adapter = ckpt / "adapter_model.safetensors"
+    weights = _load(adapter, "adapter", lambda: load_file(str(adapter), device=str(device)))
+    result = _load(adapter, "adapter", lambda: set_peft_model_state_dict(_unwrap(model), weights))
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise DataError(f"{ckpt / 'adapter_model.safetensors'}: the checkpoint's adapter weights do not fit this "
                         f"run's model (unexpected keys {unexpected[:3]}): the checkpoint was made with other base "
                         "weights or another adapter. Point initial_base_model_ckpt_path at the weights the run "
                         "started from, or start a new run in another output_dir.")
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True))
-    scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng_file = ckpt / f"rng-rank{rank}.pt"
-    if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    for path, target, where in ((ckpt / "optimizer.pt", optimizer, device), (ckpt / "scheduler.pt", scheduler, None)):
+        state = _load(path, path.stem, lambda p=path, w=where: torch.load(p, map_location=w, weights_only=True))
+        _load(path, path.stem, lambda t=target, s=state: t.load_state_dict(s))
+    read_rng_file(rng_file(ckpt, rank))
     return read_state(ckpt)
 
 
@@ -170,24 +183,23 @@ def save(output_dir: Path, step: int, *, dist: Dist, model, optimizer, scheduler
     write_rng(tmp, dist.rank)
     dist.barrier()
     if dist.main:
-        write_main(tmp, model=model, optimizer=optimizer, scheduler=scheduler, state=state)
+        write_main(tmp, model=model, optimizer=optimizer, scheduler=scheduler,
+                   state={**state, "world_size": dist.world})
         commit(output_dir, step, keep=keep)
     dist.barrier()
     return folder(output_dir) / name(step)
 
 
-def write_final(output_dir: Path, *, model, base_name: str, base: Path, chat_template: str) -> None:
-    """The adapter + the tokenizer of ``base`` serving ``chat_template``, moved into
-    ``output_dir`` file by file once all of them are written (rank 0 only)."""
-    from transformers import AutoTokenizer
-
+def write_final(output_dir: Path, *, model, base_name: str, tokenizer, chat_template: str) -> None:
+    """The adapter + ``tokenizer`` (loaded before the first step) serving ``chat_template``,
+    moved into ``output_dir`` file by file once all of them are written (rank 0 only)."""
     from template_forge.io import install_chat_template
 
     tmp = output_dir / ".final.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_adapter(model, tmp, base_name=base_name)
-    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
     install_chat_template(tmp, chat_template)
     fsync_tree(tmp)
     for f in sorted(tmp.iterdir()):

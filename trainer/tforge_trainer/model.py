@@ -86,17 +86,32 @@ def enable_checkpointing(model) -> None:
     model.enable_input_require_grads()
 
 
+def load_base(weights: Weights, *, fwd: Forward):
+    """The base weights as data only: safetensors, never the folder's own code (checked before,
+    by :mod:`tforge_trainer.trust`; these flags are the second line)."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(weights.base, dtype=fwd.dtype, attn_implementation=fwd.attn,
+                                                    trust_remote_code=False, use_safetensors=True)
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ConfigError([Problem(weights.base_label, "initial_base_model_ckpt_path", (
+            f"transformers cannot load these weights ({first}). Point it at a complete save_pretrained folder "
+            "(config.json + *.safetensors)."))]) from None
+
+
 def load_model(config: TrainConfig, weights: Weights, *, fwd: Forward):
     """The PEFT model on ``fwd.device``: base weights (in ``fwd.dtype``) + a new or continued
     LoRA adapter, trainable parameters only."""
     import warnings
 
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars: the trainer reports its own progress
-    model = AutoModelForCausalLM.from_pretrained(weights.base, dtype=fwd.dtype, attn_implementation=fwd.attn)
+    model = load_base(weights, fwd=fwd)
     model.to(fwd.device)
     model.config.use_cache = False
     if config.gradient_checkpointing:

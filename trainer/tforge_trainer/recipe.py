@@ -32,12 +32,14 @@ import torch
 
 from template_forge.errors import ConfigError, Problem
 from tforge_trainer import checkpoint as ckpt
+from tforge_trainer.checkpoint_verify import choose
 from tforge_trainer.config import RESOLVED_CONFIG, TrainConfig, changed_keys, load_format, write_resolved
 from tforge_trainer.distributed import Dist, device_of, finish, init_distributed
 from tforge_trainer.metrics import METRICS, Metrics, pack_log
 from tforge_trainer.model import Forward, accumulate, choose_forward, evaluate, load_model, pad_token
 from tforge_trainer.packs import Schedule, collate_packs, prepare
 from tforge_trainer.remote import is_remote
+from tforge_trainer.trust import check_trusted
 from tforge_trainer.weights import (
     Weights,
     check_adapter,
@@ -45,6 +47,7 @@ from tforge_trainer.weights import (
     check_vocab,
     fetch_path,
     fetch_weights,
+    load_tokenizer,
     tokenizer_file,
 )
 
@@ -104,26 +107,52 @@ class Start:
 
 
 def start_or_resume(config: TrainConfig, *, resume: bool, dist: Dist, say: Say) -> Start:
-    """A fresh output folder, or the latest checkpoint of this same run (with --resume)."""
+    """A fresh output folder, or the latest whole checkpoint of this same run (with --resume)."""
     out, resolved = Path(config.output_dir), config.resolved()
-    last = ckpt.latest(out)
-    if last is not None and not resume:
+    found = ckpt.listing(out)
+    if found and not resume:
         raise ConfigError([Problem(config.source, "output_dir", (
-            f"{out} already holds a run (checkpoint {last.name}). Pass --resume to continue it, "
+            f"{out} already holds a run (checkpoint {found[-1].name}). Pass --resume to continue it, "
             "or choose another output_dir."))])
-    if last is not None:
-        changed = changed_keys(ckpt.read_state(last)["config"], resolved)
-        if changed:
-            raise ConfigError([Problem(config.source, ", ".join(changed), (
-                f"differs from the run in {out} ({last.name}), so --resume cannot continue it exactly. "
-                "Restore those values, or start a new run in another output_dir."))])
-    elif resume:
+    last = choose_checkpoint(config, found, out=out, dist=dist, say=say) if found else None
+    if last is None and resume:
         say(f"--resume: no checkpoint in {out}; starting from step 0.")
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         ckpt.clean_partials(out)
         write_resolved(out / RESOLVED_CONFIG, resolved)
     return Start(out=out, resolved=resolved, last=last)
+
+
+def choose_checkpoint(config: TrainConfig, found: list[Path], *, out: Path, dist: Dist, say: Say) -> Path:
+    """The newest checkpoint that passes verification; the damaged ones newer than it are
+    reported and set aside. Refused: none is whole, or it is of another run (config, world size)."""
+    choice = choose(found)
+    where = out / "checkpoints"
+    if choice.chosen is None:
+        raise ConfigError([Problem(str(p), "--resume", f"damaged: {problem}.") for p, problem in choice.damaged]
+                          + [Problem(config.source, "--resume", (
+                              f"no whole checkpoint is left in {where} ({len(found)} found, every one damaged), "
+                              "so there is nothing to resume from. Start the run again without --resume in "
+                              f"another output_dir (or remove {where} to reuse this one)."))])
+    for path, problem in choice.damaged:
+        say(f"warning: checkpoint {path} is damaged ({problem}): skipped, kept as .{path.name}.damaged; "
+            f"resuming from {choice.chosen.name}.")
+    state = ckpt.read_state(choice.chosen)
+    changed = changed_keys(state["config"], config.resolved())
+    if changed:
+        raise ConfigError([Problem(config.source, ", ".join(changed), (
+            f"differs from the run in {out} ({choice.chosen.name}), so --resume cannot continue it exactly. "
+            "Restore those values, or start a new run in another output_dir."))])
+    if state["world_size"] != dist.world:
+        raise ConfigError([Problem(str(choice.chosen), "--resume", (
+            f"the run was made by {state['world_size']} process(es), this one has {dist.world}: the data order "
+            f"and RNG states are per rank. Resume with torchrun --nproc_per_node {state['world_size']}."))])
+    dist.barrier()  # every rank has verified before rank 0 renames anything
+    if dist.main:
+        for path, _ in choice.damaged:
+            ckpt.set_aside(path)
+    return choice.chosen
 
 
 # --------------------------------------------------------------------------- weights and format
@@ -137,23 +166,34 @@ class Inputs:
     tokenizer_sha256: str
     spec: Spec
     context_length: int
+    hf_tokenizer: Any  # the base tokenizer, loaded before the first step; saved with the adapter at the end
+    chat_template: str  # the format compiled, served by the final tokenizer
 
 
 def load_weights_and_format(config: TrainConfig, *, dist: Dist, say: Say, show: bool) -> Inputs:
-    """Fetch the weights, check them against the config, read the tokenizer and the format."""
+    """Fetch the weights, check them against the config (and that loading them runs no code),
+    read the tokenizer and the format: everything the end of the run needs, before its start."""
+    from template_forge.format.compiler import compile_template
     from template_forge.tokens.vocab import cached_vocab
 
     weights = fetch_weights(config, dist, progress=show)
+    check_trusted(weights.base, field="initial_base_model_ckpt_path", label=weights.base_label,
+                  weights="*.safetensors")
+    if weights.adapter is not None:
+        check_trusted(weights.adapter, field="initial_adapter_model_ckpt_path", label=weights.adapter_label,
+                      weights="adapter_model.safetensors")
     model_config = check_family(config, weights.base, weights.base_label)
     tokenizer = tokenizer_file(weights.base, weights.base_label)
     if weights.adapter is not None:
         check_adapter(config, weights.adapter, weights.adapter_label, say)
     spec = load_format(config)
+    chat_template = compile_template(spec)
+    hf_tokenizer = load_tokenizer(weights.base, weights.base_label)
     vocab = cached_vocab(str(tokenizer))
     check_vocab(tokenizer, vocab.tok.get_vocab_size(with_added_tokens=True), model_config)
     context_length = config.context_length or int(model_config.get("max_position_embeddings", 2048))
     return Inputs(weights=weights, model_config=model_config, tokenizer=tokenizer, tokenizer_sha256=vocab.sha256,
-                  spec=spec, context_length=context_length)
+                  spec=spec, context_length=context_length, hf_tokenizer=hf_tokenizer, chat_template=chat_template)
 
 
 # --------------------------------------------------------------------------- data
@@ -271,6 +311,12 @@ def restore(start: Start, run: Run, *, data: Data, dist: Dist, say: Say) -> Posi
         metrics.clear()
         dist.barrier()
         return Position()
+    total = data.schedule.total_steps
+    made_for = ckpt.read_state(start.last)["total_steps"]
+    if made_for != total:
+        raise ConfigError([Problem(str(start.last), "--resume", (
+            f"the checkpoint is of a run of {made_for} steps, this run has {total} (the training data changed?). "
+            "Resume with the data the run started with, or start a new run in another output_dir."))])
     state = ckpt.restore(start.last, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
                          rank=dist.rank, device=run.fwd.device)
     at = Position(step=state["step"], trained_tokens=state["trained_tokens"])
@@ -365,11 +411,9 @@ def _state(start: Start, data: Data, *, at: Position) -> dict:
 # --------------------------------------------------------------------------- final output
 def final_output(config: TrainConfig, inputs: Inputs, *, run: Run, out: Path, dist: Dist, say: Say) -> None:
     """The adapter and the tokenizer serving the trained format in ``out``; ``ranks.json``."""
-    from template_forge.format.compiler import compile_template
-
     if dist.main:
         # name the base as the user did (an s3:// URL, a path), not the local cache folder
         ckpt.write_final(out, model=run.model, base_name=config.initial_base_model_ckpt_path or config.model_id,
-                         base=inputs.weights.base, chat_template=compile_template(inputs.spec))
+                         tokenizer=inputs.hf_tokenizer, chat_template=inputs.chat_template)
         say(f"done: adapter and tokenizer (chat template `{inputs.spec.name or 'custom'}`) in {out}")
     ckpt.record_adapter_digest(out, run.model, dist)

@@ -106,6 +106,19 @@ def tokenizer_file(base: Path, label: str) -> Path:
     return path
 
 
+def load_tokenizer(base: Path, label: str):
+    """The base folder's tokenizer, loaded as data (``trust_remote_code=False``: transformers
+    neither asks nor runs the folder's code), before the first step: the final output saves it."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(base, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise DataError(f"{label}: transformers cannot load the tokenizer beside the weights ({first}). Save the "
+                        "model's own tokenizer into the folder (tokenizer.save_pretrained(folder)).") from None
+
+
 def check_vocab(tokenizer: Path, tokens: int, model_config: dict) -> None:
     """A tokenizer with more tokens than the model's embedding would index past it.
 
