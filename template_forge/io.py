@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -63,6 +64,8 @@ def read_json_object(path: Path) -> dict:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}). Fix or remove the file.") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text. Fix or remove the file.") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply to be a config. Fix or remove the file.") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}.")
     return data
@@ -95,14 +98,67 @@ def occupied(path: str | Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
+# --------------------------------------------------------------------------- output folders
+# The names a run writing output folder NAME creates beside it. clear_stale() removes exactly
+# these, so they are spelled in one place.
+def temp_dir(target: Path) -> Path:
+    """A new empty folder ``.NAME.XXXXXXXX.tmp`` beside ``target``, to fill and rename onto it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+
+
+def _aside(target: Path, kind: str) -> Path:
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}")
+
+
+def _stale_patterns(name: str) -> tuple[re.Pattern, re.Pattern]:
+    """Leftovers to remove (mkdtemp's names: 8 characters of tempfile._RandomNameSequence's
+    alphabet; a replaced folder being deleted), and a replaced folder not yet deleted."""
+    name = re.escape(name)
+    return re.compile(rf"\.{name}\.([a-z0-9_]{{8}}\.tmp|trash-[0-9]+)"), re.compile(rf"\.{name}\.old-[0-9]+")
+
+
 def replace_dir(new: str | Path, target: str | Path) -> None:
     """Rename the finished folder ``new`` onto ``target``; an existing target is moved aside
-    first and removed after, so ``target`` is always either the old folder or the new one."""
+    first and removed after, so ``target`` is always either the old folder or the new one.
+
+    A kill between the two renames leaves ``.NAME.old-PID`` (whole) and no ``target``;
+    :func:`clear_stale` renames it back. The old folder is renamed to ``.NAME.trash-PID``
+    before it is deleted, so a half-deleted one is never mistaken for a whole one.
+    """
     new, target = Path(new), Path(target)
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
+    if not os.path.lexists(target):
         os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-    else:
-        os.replace(new, target)
+        return
+    old, trash = _aside(target, "old"), _aside(target, "trash")
+    os.replace(target, old)
+    os.replace(new, target)
+    os.replace(old, trash)
+    shutil.rmtree(trash, ignore_errors=True) if trash.is_dir() and not trash.is_symlink() else trash.unlink()
+
+
+def clear_stale(target: str | Path) -> list[str]:
+    """Remove what dead runs writing ``target`` left beside it; returns the names removed.
+
+    Only call it while holding the output's lock (:func:`template_forge.locks.output_lock`):
+    then no live run is using these names, so they are leftovers by construction. Exactly
+    the names :func:`temp_dir` and :func:`replace_dir` create are touched (never through a
+    symlink); a whole folder moved aside by a run killed before it renamed the new one into
+    place is renamed back onto a missing ``target``.
+    """
+    target = Path(target)
+    stale, aside = _stale_patterns(target.name)
+    try:
+        entries = [e for e in os.scandir(target.parent) if not e.is_symlink()]
+    except FileNotFoundError:
+        return []
+    olds = sorted((e for e in entries if aside.fullmatch(e.name)), key=lambda e: e.stat().st_ctime_ns)
+    if olds and not os.path.lexists(target):
+        os.replace(olds.pop().path, target)  # the newest: the folder the dead run was replacing
+    removed = []
+    # write_atomic's temporary *files* share the .tmp pattern: only folders are ours
+    leftovers = [e for e in entries if (m := stale.fullmatch(e.name)) and (e.is_dir() or m[1].startswith("trash-"))]
+    for entry in olds + leftovers:
+        shutil.rmtree(entry.path, ignore_errors=True) if entry.is_dir() else os.unlink(entry.path)
+        removed.append(entry.name)
+    return removed

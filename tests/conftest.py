@@ -54,6 +54,23 @@ def make_tokenizer(folder):
     return fast
 
 
+def write_conversations(path, n: int, *, words: list[str], user_words: int = 40, assistant_words: int = 90,
+                        seed: int = 0):
+    """``n`` random chat lines (1 to 3 user/assistant turns of up to so many ``words``) in ``path``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        for _ in range(n):
+            turns = []
+            for _ in range(int(rng.integers(1, 4))):
+                turns += [{"role": "user", "content": " ".join(rng.choice(words, int(rng.integers(1, user_words))))},
+                          {"role": "assistant",
+                           "content": " ".join(rng.choice(words, int(rng.integers(1, assistant_words))))}]
+            fh.write(json.dumps({"messages": turns}) + "\n")
+    return path
+
+
 # ---------------------------------------------------------------- real tokenizers, built offline
 def _vendor_file(package: str, relative: str) -> Path:
     mod = pytest.importorskip(package)

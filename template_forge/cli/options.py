@@ -49,6 +49,18 @@ def pack_options(command):
     ])(command)
 
 
+def wait_option(command):
+    """``--wait``, for the commands that write an output folder (they hold its lock)."""
+    return click.option("--wait", is_flag=True,
+                        help="If another tforge run is writing the output folder, wait for it to finish "
+                             "(then reuse its result if up to date) instead of stopping with an error.")(command)
+
+
+def say(message: str) -> None:
+    """A line on stderr (what ``on_wait`` callbacks print)."""
+    click.echo(message, err=True)
+
+
 def load_encoder(fmt: str, tokenizer: str, policy: str, parse_special: bool):
     """The encoder a command tokenizes with, with a warning when the tokenizer does not fit the format."""
     from template_forge.format.spec import load_spec

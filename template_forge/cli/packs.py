@@ -10,7 +10,15 @@ import os
 
 import click
 
-from template_forge.cli.options import _PackBar, load_encoder, pack_options, progress_bar, tokenize_options
+from template_forge.cli.options import (
+    _PackBar,
+    load_encoder,
+    pack_options,
+    progress_bar,
+    say,
+    tokenize_options,
+    wait_option,
+)
 from template_forge.io import write_atomic
 
 
@@ -18,23 +26,32 @@ from template_forge.io import write_atomic
 @click.argument("tokenized", type=click.Path(exists=True, file_okay=False))
 @pack_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@wait_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, seed: int, overwrite: bool,
-             quiet: bool) -> None:
+             wait: bool, quiet: bool) -> None:
     """Pack a `tforge tokenize` folder TOKENIZED into sequences of --context-length tokens.
 
     Best-fit decreasing over the whole dataset. Writes OUTPUT/shard-NNNNN.arrow (input_ids,
     loss_mask, seq_lengths, num_tokens, source_lines, source_starts) and OUTPUT/manifest.json. An
-    interrupted run resumes when the same command is run again.
+    interrupted run resumes when the same command is run again. OUTPUT is up to date (and
+    reused) only if its shards match the sizes and sha256 of its manifest.
     """
     from template_forge.data.packed import pack_tokenized
 
     with _PackBar(f"packing {os.path.basename(os.path.normpath(tokenized))}", quiet) as bar:
         manifest = pack_tokenized(tokenized, output, context_length=context_length, overflow=overflow, seed=seed,
-                                  overwrite=overwrite, progress=bar.update)
+                                  overwrite=overwrite, progress=bar.update, wait=wait, on_wait=say)
     if manifest.get("reused"):
         click.echo(f"{output} is up to date (same tokenized rows and options); reusing it.", err=True)
+    _rebuilt(manifest, output)
     click.echo(_summary(manifest, output), err=True)
+
+
+def _rebuilt(manifest: dict, output: str) -> None:
+    if manifest.get("rebuilt"):
+        click.echo(f"warning: {output} was made from the same inputs, but {manifest['rebuilt']}; made it again.",
+                   err=True)
 
 
 @click.command("prepare")
@@ -42,13 +59,14 @@ def pack_cmd(tokenized: str, context_length: int, output: str, overflow: str, se
 @tokenize_options
 @pack_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder made from other inputs.")
+@wait_option
 def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output: str, overflow: str, seed: int,
                 on_error: str, policy: str, parse_special: bool, workers: int | None, overwrite: bool,
-                quiet: bool) -> None:
+                wait: bool, quiet: bool) -> None:
     """Tokenize and pack DATA (JSONL, one {"messages": [...]} per line) in one command.
 
     If OUTPUT already holds this preparation (same data, format, tokenizer and options, by
-    sha256), it is reused as it is.
+    sha256, and every shard of the size and sha256 its manifest records), it is reused as it is.
     """
     from template_forge.data.prepare import prepare_file
 
@@ -58,9 +76,11 @@ def prepare_cmd(data: str, fmt: str, tokenizer: str, context_length: int, output
             _PackBar("packing", quiet, before=lambda: read_bar.update(size - read_bar.pos)) as pack_bar:
         manifest, reused = prepare_file(data, encoder, output, context_length=context_length, overflow=overflow,
                                         seed=seed, spec_name=fmt, on_error=on_error, workers=workers,
-                                        overwrite=overwrite, on_tokenize=read_bar.update, on_pack=pack_bar.update)
+                                        overwrite=overwrite, on_tokenize=read_bar.update, on_pack=pack_bar.update,
+                                        wait=wait, on_wait=say)
     if reused:
         click.echo(f"{output} is up to date (same data, format, tokenizer and options); reusing it.", err=True)
+    _rebuilt(manifest, output)
     counts = manifest.get("tokenize", {}).get("counts", {})
     if counts.get("skipped_total"):
         click.echo(f"skipped {counts['skipped_total']} of {counts['lines']} lines: "

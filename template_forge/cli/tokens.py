@@ -10,7 +10,7 @@ import os
 
 import click
 
-from template_forge.cli.options import load_encoder, progress_bar, tokenize_options
+from template_forge.cli.options import load_encoder, progress_bar, say, tokenize_options, wait_option
 from template_forge.errors import DataError
 from template_forge.io import write_atomic
 
@@ -43,9 +43,10 @@ def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str) -> None:
 @click.option("--overlong", type=click.Choice(["drop", "truncate"]), default="drop", show_default=True,
               help="What happens to conversations over --max-length.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@wait_option
 def tokenize_cmd(data: str, fmt: str, tokenizer: str, output: str, max_length: int | None, overlong: str,
                  on_error: str, workers: int | None, policy: str, parse_special: bool, overwrite: bool,
-                 quiet: bool) -> None:
+                 wait: bool, quiet: bool) -> None:
     """Tokenize DATA (JSONL, one {"messages": [...]} per line) into Arrow shards with loss masks.
 
     Writes OUTPUT/shard-NNNNN.arrow (columns input_ids, loss_mask, num_tokens, num_trained,
@@ -57,7 +58,8 @@ def tokenize_cmd(data: str, fmt: str, tokenizer: str, output: str, max_length: i
     size = os.path.getsize(data) if os.path.isfile(data) else 0
     with progress_bar(size, f"tokenizing {os.path.basename(data)}", quiet) as bar:
         report = tokenize_file(data, encoder, output, spec_name=fmt, max_length=max_length, overlong=overlong,
-                               on_error=on_error, workers=workers, overwrite=overwrite, progress=bar.update)
+                               on_error=on_error, workers=workers, overwrite=overwrite, progress=bar.update,
+                               wait=wait, on_wait=say)
     share = f" ({report.trained_tokens / report.tokens:.1%} trained)" if report.tokens else ""
     click.echo(f"{report.written} conversations, {report.tokens} tokens, {report.trained_tokens} trained{share} "
                f"→ {output} [{encoder.engine} engine]", err=True)

@@ -1,11 +1,6 @@
 """Packed sequences on disk: Arrow IPC shards + ``manifest.json``, read back zero-copy.
 
-One row per pack. Columns: ``input_ids`` (``list<int32>``), ``loss_mask`` (``list<uint8>``;
-Arrow booleans are bit-packed and cannot be viewed from numpy), ``seq_lengths``
-(``list<int32>``, the samples inside the pack), ``num_tokens`` (``int32``),
-``source_lines`` (``list<int64>``, the JSONL line of each sample) and ``source_starts``
-(``list<int32>``, where each piece starts in its sample: 0 unless a long sample was split).
-``position_ids``,
+One row per pack (columns: :mod:`template_forge.data.pack_writer`). ``position_ids``,
 ``cu_seqlens`` and ``labels`` are derived from ``seq_lengths`` when a batch is made
 (:mod:`template_forge.data.packing`), so they are never stored. Shards are uncompressed Arrow IPC
 streams of bounded size, memory-mapped zero-copy by plain pyarrow and by
@@ -16,8 +11,11 @@ Writing is resumable and never leaves a manifest that lies: shards are written i
 ``.NAME.partial/`` beside the output, each through a temporary file and a rename, with a
 ``progress.json`` that lists the finished ones and the fingerprint of the plan they belong
 to. A rerun with the same inputs and options continues after the last finished shard (the
-plan is deterministic); anything else starts over. The manifest is written last, and the
-folder is renamed into place: ``NAME/`` exists only when complete.
+plan is deterministic; every finished shard is checked against its size and sha256);
+anything else starts over. The manifest is written last, and the folder is renamed into
+place: ``NAME/`` exists only when complete. The whole run holds ``NAME``'s lock
+(:mod:`template_forge.locks`); a folder is "up to date" only if every shard matches its
+manifest. The schema and the shard writer are in :mod:`template_forge.data.pack_writer`.
 """
 
 from __future__ import annotations
@@ -32,33 +30,35 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from template_forge.data.packing import Plan, cu_seqlens, labels, plan_packs, position_ids
+from template_forge.data.pack_writer import (
+    COLUMNS,
+    Rows,
+    pack_inputs,
+    pack_manifest,
+    shard_bounds,
+    view,
+    write_shard,
+)
+from template_forge.data.packing import cu_seqlens, labels, plan_packs, position_ids
 from template_forge.data.provenance import (
     MANIFEST,
     PACKED_FORMAT,
-    HashingFile,
     Provenance,
+    check_shard_entries,
+    first_problem,
+    read_json_file,
     read_manifest,
-    sha256_file,
+    shard_problem,
     verify_shards,
 )
-from template_forge.data.tokenized import TokenizedDataset, open_arrow
+from template_forge.data.tokenized import TokenizedDataset, open_shards
 from template_forge.errors import DataError
 from template_forge.io import occupied, replace_dir, write_atomic
+from template_forge.locks import output_lock
 from template_forge.tokens.encoder import Encoded
 
 PROGRESS = "progress.json"
-COLUMNS = ["input_ids", "loss_mask", "seq_lengths", "num_tokens", "source_lines", "source_starts"]
-
-
-def _schema():
-    import pyarrow as pa
-
-    return pa.schema([
-        ("input_ids", pa.list_(pa.int32())), ("loss_mask", pa.list_(pa.uint8())),
-        ("seq_lengths", pa.list_(pa.int32())), ("num_tokens", pa.int32()), ("source_lines", pa.list_(pa.int64())),
-        ("source_starts", pa.list_(pa.int32())),
-    ])
+__all__ = ["COLUMNS", "Pack", "PackedDataset", "open_folder", "pack_tokenized", "packed_manifest", "write_packed"]
 
 
 @dataclass(frozen=True)
@@ -106,22 +106,14 @@ class PackedDataset:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder, expect=PACKED_FORMAT)
-        self.context_length = int(self.manifest["packing"]["context_length"])
+        self.context_length = _context_length(self.manifest, self.folder)
         self._batches: list[tuple[np.ndarray, ...]] = []
         self._sources: list = []
-        for shard in self.manifest["shards"]:
-            path = self.folder / shard["file"]
-            if not path.is_file():
-                raise DataError(f"{self.folder}: shard {shard['file']} listed in the manifest is missing.")
-            table = open_arrow(path)
-            missing = [c for c in COLUMNS if c not in table.column_names]
-            if missing:
-                raise DataError(f"{path}: no column {', '.join(missing)}; this folder was packed by another "
-                                "version of tforge. Pack it again.")
+        for table in open_shards(self.folder, self.manifest, columns=COLUMNS):
             for batch in table.to_batches():
                 ids, mask, seqs = (batch.column(c) for c in ("input_ids", "loss_mask", "seq_lengths"))
-                self._batches.append((_np(ids.offsets), _np(ids.values), _np(mask.values),
-                                      _np(seqs.offsets), _np(seqs.values)))
+                self._batches.append((view(ids.offsets), view(ids.values), view(mask.values),
+                                      view(seqs.offsets), view(seqs.values)))
                 self._sources.append(batch.select(["source_lines", "source_starts"]))
         self._starts = np.cumsum([0] + [len(b[0]) - 1 for b in self._batches])
 
@@ -167,99 +159,15 @@ class PackedDataset:
         verify_shards(self.folder, self.manifest)
 
 
-def _np(array) -> np.ndarray:
-    return array.to_numpy(zero_copy_only=True)
+def _context_length(manifest: dict, folder: Path) -> int:
+    value = manifest.get("packing", {}).get("context_length") if isinstance(manifest.get("packing"), dict) else None
+    if type(value) is not int or value < 1:
+        raise DataError(f"{folder / MANIFEST}: `packing.context_length` is {value!r}; expected an integer ≥ 1. "
+                        "The manifest was edited or damaged; pack the folder again.")
+    return value
 
 
 # --------------------------------------------------------------------------- writing
-class _Rows:
-    """The tokenized rows, as zero-copy arrays per record batch, for gathering pieces."""
-
-    def __init__(self, ds: TokenizedDataset):
-        self.ids: list[np.ndarray] = []
-        self.mask: list[np.ndarray] = []
-        chunk, start, lines, lengths = [], [], [], []
-        for table in ds._tables:
-            for batch in table.to_batches():
-                ids, mask = batch.column("input_ids"), batch.column("loss_mask")
-                offsets = _np(ids.offsets)
-                if not np.array_equal(offsets, _np(mask.offsets)):
-                    raise DataError(f"{ds.folder}: input_ids and loss_mask rows differ in length; re-tokenize.")
-                self.ids.append(_np(ids.values))
-                self.mask.append(_np(mask.values))
-                chunk.append(np.full(len(offsets) - 1, len(self.ids) - 1, dtype=np.int64))
-                start.append(offsets[:-1].astype(np.int64))
-                lengths.append(np.diff(offsets).astype(np.int64))
-                lines.append(_np(batch.column("line")))
-        empty = np.zeros(0, np.int64)
-        self.chunk = np.concatenate(chunk) if chunk else empty
-        self.start = np.concatenate(start) if start else empty
-        self.lines = np.concatenate(lines).astype(np.int64) if lines else empty
-        self.lengths = np.concatenate(lengths) if lengths else empty
-
-    def gather(self, sample: np.ndarray, start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Concatenate the pieces ``[start, start + length)`` of rows ``sample``, in order."""
-        if not len(sample):
-            return np.zeros(0, np.int32), np.zeros(0, np.uint8)
-        # One slice per piece, copied by np.concatenate: cheaper than a fancy-index gather of
-        # every token, since pieces are whole conversations (hundreds of tokens on average).
-        chunk = self.chunk[sample].tolist()
-        first = (self.start[sample] + start).tolist()
-        last = (self.start[sample] + start + length).tolist()
-        ids = np.concatenate([self.ids[c][a:z] for c, a, z in zip(chunk, first, last)])
-        mask = np.concatenate([self.mask[c][a:z] for c, a, z in zip(chunk, first, last)])
-        return ids, mask
-
-
-def _shard_bounds(plan: Plan, shard_bytes: int) -> list[tuple[int, int]]:
-    """Consecutive pack ranges of about ``shard_bytes`` each (at least one pack per shard)."""
-    pieces = np.diff(plan.pack_offsets)
-    cum = np.concatenate([[0], np.cumsum(plan.pack_lengths * 5 + pieces * 12 + 16)])
-    bounds, a = [], 0
-    while a < plan.num_packs:
-        z = max(a + 1, int(np.searchsorted(cum, cum[a] + shard_bytes, side="right")) - 1)
-        bounds.append((a, z))
-        a = z
-    return bounds
-
-
-def _write_shard(path: Path, rows: _Rows, plan: Plan, lo: int, hi: int, batch_tokens: int) -> dict:
-    """Write packs ``lo:hi`` to ``path`` through ``path.tmp`` and a rename; returns its manifest entry."""
-    import pyarrow as pa
-
-    tmp = path.with_name(path.name + ".tmp")
-    trained = first_trained = 0
-    with open(tmp, "wb") as fh, pa.PythonFile(hashing := HashingFile(fh), mode="w") as sink, \
-            pa.ipc.new_stream(sink, _schema()) as writer:
-        a = lo
-        while a < hi:  # record batches of about batch_tokens tokens bound the memory used
-            lens = plan.pack_lengths[a:hi]
-            z = a + max(1, int(np.searchsorted(np.cumsum(lens), batch_tokens, side="right")))
-            p0, p1 = int(plan.pack_offsets[a]), int(plan.pack_offsets[z])
-            sample, start, length = plan.sample[p0:p1], plan.start[p0:p1], plan.length[p0:p1]
-            ids, mask = rows.gather(sample, start, length)
-            pieces = (plan.pack_offsets[a:z + 1] - p0).astype(np.int32)
-            cum = np.concatenate([[0], np.cumsum(length)])
-            trained += int(mask.sum(dtype=np.int64))
-            first_trained += int(mask[cum[:-1]].sum(dtype=np.int64)) if len(mask) else 0
-            tok_off = cum[pieces].astype(np.int32)
-            writer.write_batch(pa.record_batch([
-                pa.ListArray.from_arrays(pa.array(tok_off), pa.array(ids)),
-                pa.ListArray.from_arrays(pa.array(tok_off), pa.array(mask)),
-                pa.ListArray.from_arrays(pa.array(pieces), pa.array(length.astype(np.int32))),
-                pa.array(np.diff(tok_off)),
-                pa.ListArray.from_arrays(pa.array(pieces), pa.array(rows.lines[sample])),
-                pa.ListArray.from_arrays(pa.array(pieces), pa.array(start.astype(np.int32))),
-            ], schema=_schema()))
-            a = z
-        writer.close()
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return {"file": path.name, "rows": hi - lo, "bytes": path.stat().st_size, "sha256": hashing.digest.hexdigest(),
-            "trained_tokens": trained, "label_tokens": trained - first_trained}
-
-
 def packed_manifest(folder: str | Path) -> dict | None:
     """The manifest of a ``tforge pack`` folder; ``None`` if ``folder`` is not one."""
     try:
@@ -271,40 +179,65 @@ def packed_manifest(folder: str | Path) -> dict | None:
 def _fingerprint(tokenized: dict, provenance: Provenance, options: dict) -> str:
     """What the packed bytes depend on: the tokenized rows, their provenance, the options."""
     key = {"format": PACKED_FORMAT, "tokenized_shards": [s["sha256"] for s in tokenized["shards"]],
-           "inputs": _inputs(provenance, options), **options}
+           "inputs": pack_inputs(provenance, options), **options}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def _resume(partial: Path, fingerprint: str) -> list[dict]:
-    """Shards already finished by an interrupted run of the same plan; otherwise start afresh."""
-    done: list[dict] = []
-    try:
-        state = json.loads((partial / PROGRESS).read_text())
-        if state.get("fingerprint") == fingerprint:
-            for shard in state["shards"]:
-                path = partial / shard["file"]
-                if not path.is_file() or path.stat().st_size != shard["bytes"]:
-                    break
-                done.append(shard)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+def _resume(partial: Path, fingerprint: str, bounds: list[tuple[int, int]]) -> list[dict]:
+    """Shards already finished by an interrupted run of the same plan, each checked against
+    the plan, its size and its sha256; otherwise start afresh. Anything else in ``partial``
+    (a half-written shard, a temporary file) belongs to the dead run and is removed."""
+    done = _finished(partial, fingerprint, bounds) if partial.is_dir() and not partial.is_symlink() else []
     if not done:
-        shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True, exist_ok=True)
+        _remove(partial)
+        partial.mkdir(parents=True)
     keep = {s["file"] for s in done} | {PROGRESS}
-    for stray in partial.iterdir():  # half-written shards of the interrupted run
+    for stray in partial.iterdir():
         if stray.name not in keep:
-            stray.unlink()
+            _remove(stray)
     return done
+
+
+def _finished(partial: Path, fingerprint: str, bounds: list[tuple[int, int]]) -> list[dict]:
+    where = partial / PROGRESS
+    try:
+        state = read_json_file(where, what="progress file") if where.is_file() else {}
+    except DataError:
+        return []  # not one this version wrote: start over
+    if state.get("fingerprint") != fingerprint:
+        return []
+    done: list[dict] = []
+    for k, shard in enumerate(check_shard_entries(state.get("shards"), where=where)):
+        if (k >= len(bounds) or shard["file"] != _shard_name(k) or shard["rows"] != bounds[k][1] - bounds[k][0]
+                or shard_problem(partial, shard, where=where)):
+            break
+        done.append(shard)
+    return done
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+def _shard_name(number: int) -> str:
+    return f"shard-{number:05d}.arrow"
 
 
 def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_length: int, overflow: str = "drop",
                    seed: int = 0, shard_bytes: int = 256 << 20, overwrite: bool = False,
-                   progress: Callable[[int, int], None] | None = None, extra: dict | None = None) -> dict:
+                   progress: Callable[[int, int], None] | None = None, extra: dict | None = None,
+                   wait: bool = False, on_wait: Callable[[str], None] | None = None) -> dict:
     """Pack a ``tforge tokenize`` folder into ``out_dir``; returns the manifest.
 
-    An ``out_dir`` already packed from the same rows with the same options is up to date:
-    its manifest is returned, with ``"reused": True``, and nothing is written.
+    The run holds ``out_dir``'s lock (:func:`template_forge.locks.output_lock`) throughout:
+    another run into ``out_dir`` raises :class:`DataError`, or is waited for with ``wait``.
+    An ``out_dir`` already packed from the same rows with the same options, whose shards
+    all match the sizes and sha256 of its manifest, is up to date: its manifest is returned,
+    with ``"reused": True``, and nothing is written. One whose shards do not match is packed
+    again (the returned manifest says why under ``"rebuilt"``).
 
     Args:
         overflow: samples longer than ``context_length``: ``drop`` (counted), ``truncate``
@@ -313,86 +246,59 @@ def pack_tokenized(tokenized_dir: str | Path, out_dir: str | Path, *, context_le
         progress: called with ``(packs just written, total packs)``, first with the packs a
             resumed run already had, then as each shard is finished.
         extra: more manifest entries (``tforge prepare`` records its tokenize step here).
+        on_wait: told, once, that the run waits for another one (with ``wait``).
     """
+    with output_lock(out_dir, wait=wait, on_wait=on_wait):
+        return write_packed(tokenized_dir, out_dir, context_length=context_length, overflow=overflow, seed=seed,
+                            shard_bytes=shard_bytes, overwrite=overwrite, progress=progress, extra=extra)
+
+
+def write_packed(tokenized_dir: str | Path, out_dir: str | Path, *, context_length: int, overflow: str = "drop",
+                 seed: int = 0, shard_bytes: int = 256 << 20, overwrite: bool = False,
+                 progress: Callable[[int, int], None] | None = None, extra: dict | None = None) -> dict:
+    """:func:`pack_tokenized` for a caller that already holds ``out_dir``'s lock."""
     tokenized_dir, out_dir = Path(tokenized_dir), Path(out_dir)
     tokenized = TokenizedDataset(tokenized_dir)
     provenance = Provenance.of_manifest(tokenized.manifest, where=str(tokenized_dir / MANIFEST))
     options = {"context_length": int(context_length), "overflow": overflow, "seed": int(seed),
                "strategy": "bfd", "shard_bytes": int(shard_bytes)}
     fingerprint = _fingerprint(tokenized.manifest, provenance, options)
-    if out_dir.exists():
-        existing = packed_manifest(out_dir)
-        if existing and existing.get("fingerprint") == fingerprint and not extra:
+    existing = packed_manifest(out_dir) if out_dir.exists() else None
+    damage = None
+    if existing and existing.get("fingerprint") == fingerprint and not extra:
+        damage = first_problem(out_dir, existing)
+        if damage is None:
             return {**existing, "reused": True}  # up to date: these rows, packed with these options
-        if occupied(out_dir) and not overwrite:
-            raise DataError(f"{out_dir} already exists"
-                            + (" and was packed from other rows or options" if existing else "")
-                            + ". Choose another output folder or pass --overwrite.")
-    rows = _Rows(tokenized)
+    elif occupied(out_dir) and not overwrite:
+        raise DataError(f"{out_dir} already exists"
+                        + (" and was packed from other rows or options" if existing else "")
+                        + ". Choose another output folder or pass --overwrite.")
+    manifest = _write(tokenized_dir, tokenized, provenance, out_dir, options, fingerprint, progress, extra or {})
+    return {**manifest, "rebuilt": damage} if damage else manifest
+
+
+def _write(tokenized_dir: Path, tokenized: TokenizedDataset, provenance: Provenance, out_dir: Path, options: dict,
+           fingerprint: str, progress, extra: dict) -> dict:
+    """Plan, write (or finish) ``.NAME.partial/`` shard by shard, then rename it onto ``out_dir``."""
+    rows = Rows(tokenized)
     lengths = rows.lengths
-    plan = plan_packs(lengths, context_length, overflow=overflow, seed=seed)
+    plan = plan_packs(lengths, options["context_length"], overflow=options["overflow"], seed=options["seed"])
     partial = out_dir.parent / f".{out_dir.name}.partial"
-    shards = _resume(partial, fingerprint)
-    bounds = _shard_bounds(plan, shard_bytes)
+    bounds = shard_bounds(plan, options["shard_bytes"])
+    shards = _resume(partial, fingerprint, bounds)
     if progress:
         progress(sum(s["rows"] for s in shards), plan.num_packs)
     for number, (lo, hi) in enumerate(bounds[len(shards):], start=len(shards)):
-        shards.append(_write_shard(partial / f"shard-{number:05d}.arrow", rows, plan, lo, hi, 8 << 20))
+        shards.append(write_shard(partial / _shard_name(number), rows, plan, lo, hi, 8 << 20))
         write_atomic(partial / PROGRESS, json.dumps({"fingerprint": fingerprint, "shards": shards}, indent=1))
         if progress:
             progress(hi - lo, plan.num_packs)
-    manifest = _manifest(tokenized_dir, provenance, plan, lengths, shards, options, fingerprint, extra or {})
+    manifest = pack_manifest(tokenized_dir, provenance, plan, lengths, shards, options, fingerprint, extra)
     write_atomic(partial / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     (partial / PROGRESS).unlink(missing_ok=True)
     os.chmod(partial, 0o755)
     replace_dir(partial, out_dir)
     return manifest
-
-
-def _inputs(provenance: Provenance, options: dict) -> dict:
-    return provenance.inputs(context_length=options["context_length"], overflow=options["overflow"],
-                             seed=options["seed"])
-
-
-def _manifest(tokenized_dir: Path, provenance: Provenance, plan: Plan, lengths: np.ndarray, shards: list[dict],
-              options: dict, fingerprint: str, extra: dict) -> dict:
-    return {
-        "format": PACKED_FORMAT,  # no timestamp: the same inputs and options give a byte-identical folder
-        "tokenized": {"path": str(tokenized_dir.resolve()), "manifest_sha256": sha256_file(tokenized_dir / MANIFEST)},
-        **provenance.described(),
-        "packing": options,
-        "inputs": _inputs(provenance, options),
-        "fingerprint": fingerprint,
-        "stats": _stats(plan, lengths, shards),
-        **extra,
-        "columns": COLUMNS,
-        "shards": shards,
-    }
-
-
-def _stats(plan: Plan, lengths: np.ndarray, shards: list[dict]) -> dict:
-    capacity = plan.num_packs * plan.context_length
-    dropped = {reason: int(idx.size) for reason, idx in sorted(plan.dropped.items())}
-    return {
-        "samples": int(lengths.size),
-        "packed_samples": int(np.unique(plan.sample).size),
-        "pieces": int(plan.sample.size),
-        "packs": plan.num_packs,
-        "tokens": plan.tokens,
-        "capacity": capacity,
-        "padding": capacity - plan.tokens,
-        "efficiency": round(plan.efficiency, 6),
-        "trained_tokens": sum(s["trained_tokens"] for s in shards),
-        # what the loss is computed on: trained tokens that are not the first of a sample
-        "label_tokens": sum(s["label_tokens"] for s in shards),
-        "dropped": dropped,
-        "dropped_samples": sum(dropped.values()),
-        "dropped_tokens": int(sum(lengths[idx].sum() for idx in plan.dropped.values())),
-        "truncated": plan.truncated,
-        "truncated_tokens": plan.truncated_tokens,
-        "split": plan.split,
-        "samples_per_pack": round(plan.sample.size / plan.num_packs, 2) if plan.num_packs else 0,
-    }
 
 
 def open_folder(folder: str | Path) -> PackedDataset | TokenizedDataset:

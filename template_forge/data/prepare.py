@@ -15,7 +15,9 @@ be larger than memory. An interrupted run is resumed by running the same command
 
 The packed manifest records ``inputs``: the sha256 of the data file, of the spec and of the
 tokenizer, and every option that changes the result. An output folder whose ``inputs``
-equal the current ones is up to date and reused as it is; a stale one is never reused.
+equal the current ones, and whose shards match its manifest, is up to date and reused as it
+is; a stale one is never reused. Both commands hold the output's lock for the whole run
+(:mod:`template_forge.locks`), and clear what killed runs of the same output left beside it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,18 +36,20 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from template_forge.data.conversations import REASONS, BadLine, parse_record
-from template_forge.data.packed import pack_tokenized, packed_manifest
+from template_forge.data.packed import packed_manifest, write_packed
 from template_forge.data.provenance import (
     MANIFEST,
     TOKENIZED_FORMAT,
     Provenance,
     fingerprint_spec,
+    first_problem,
     read_manifest,
     sha256_file,
 )
-from template_forge.data.tokenized import ShardWriter
+from template_forge.data.tokenized import COLUMNS, ShardWriter
 from template_forge.errors import DataError, RenderError
-from template_forge.io import occupied, replace_dir
+from template_forge.io import clear_stale, occupied, replace_dir, temp_dir
+from template_forge.locks import output_lock
 from template_forge.parallel import default_workers, ordered_map
 from template_forge.tokens.encoder import Encoded, EncodeError, Encoder
 
@@ -167,8 +170,13 @@ def _fit(result: Encoded | BadLine, line: int, st: _Settings) -> Row:
 def tokenize_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, spec_name: str | None = None,
                   max_length: int | None = None, overlong: str = "drop", on_error: str = "stop",
                   workers: int | None = None, overwrite: bool = False, shard_bytes: int = 256 << 20,
-                  lines_per_chunk: int = 256, progress: Callable[[int], None] | None = None) -> Report:
+                  lines_per_chunk: int = 256, progress: Callable[[int], None] | None = None,
+                  wait: bool = False, on_wait: Callable[[str], None] | None = None) -> Report:
     """Tokenize a JSONL conversation file into ``out_dir`` (Arrow shards + manifest).
+
+    The run holds ``out_dir``'s lock (:func:`template_forge.locks.output_lock`) throughout:
+    another run into ``out_dir`` raises :class:`DataError`, or is waited for with ``wait``
+    (``on_wait`` is told once).
 
     Args:
         encoder: the format, tokenizer and loss policy (:class:`~template_forge.tokens.encoder.Encoder`).
@@ -185,13 +193,21 @@ def tokenize_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, sp
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}")
     data, out_dir = _input_file(data), Path(out_dir)
-    if occupied(out_dir) and not overwrite:
-        raise DataError(f"{out_dir} already exists. Choose another output folder or pass --overwrite.")
+    with output_lock(out_dir, wait=wait, on_wait=on_wait):
+        if occupied(out_dir) and not overwrite:
+            raise DataError(f"{out_dir} already exists. Choose another output folder or pass --overwrite.")
+        return _tokenize(data, encoder, out_dir, spec_name=spec_name, max_length=max_length, overlong=overlong,
+                         on_error=on_error, workers=workers, shard_bytes=shard_bytes,
+                         lines_per_chunk=lines_per_chunk, progress=progress)
+
+
+def _tokenize(data: Path, encoder: Encoder, out_dir: Path, *, spec_name, max_length, overlong, on_error, workers,
+              shard_bytes, lines_per_chunk, progress) -> Report:
+    """Write the tokenized folder through a temporary one (the caller holds the output's lock)."""
     settings = _Settings(str(data), encoder.spec.require_alternation, encoder.policy != "causal_lm", max_length,
                          overlong)
     digest = hashlib.sha256()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    tmp = temp_dir(out_dir)
     try:
         rows = ordered_map(_work, (encoder, settings), _chunks(data, lines_per_chunk, digest, progress),
                            default_workers() if workers is None else max(1, workers))
@@ -256,7 +272,7 @@ def _manifest(provenance: Provenance, encoder: Encoder, report: Report, shards: 
                    "skipped": dict(sorted(report.skipped.items())),
                    "skipped_total": sum(report.skipped.values())},
         "tokens": {"total": report.tokens, "trained": report.trained_tokens, "per_conversation": stats},
-        "columns": ["input_ids", "loss_mask", "num_tokens", "num_trained", "line"],
+        "columns": COLUMNS,
         "shards": shards,
     }
 
@@ -288,11 +304,15 @@ def prepare_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, con
                  overflow: str = "drop", seed: int = 0, spec_name: str | None = None, on_error: str = "stop",
                  workers: int | None = None, overwrite: bool = False, shard_bytes: int = 256 << 20,
                  on_tokenize: Callable[[int], None] | None = None,
-                 on_pack: Callable[[int, int], None] | None = None) -> tuple[dict, bool]:
+                 on_pack: Callable[[int, int], None] | None = None, wait: bool = False,
+                 on_wait: Callable[[str], None] | None = None) -> tuple[dict, bool]:
     """Tokenize and pack ``data`` into ``out_dir``; returns ``(manifest, reused)``.
 
     ``reused`` is True when ``out_dir`` already held this exact preparation (same data,
-    spec, tokenizer and options, by hash), which is then returned untouched.
+    spec, tokenizer and options, by hash; every shard of the size and sha256 its manifest
+    records), which is then returned untouched. A folder of the same inputs whose shards do
+    not match is prepared again (the manifest says why under ``"rebuilt"``). The run holds
+    ``out_dir``'s lock throughout, as :func:`tokenize_file` does.
 
     Args:
         on_tokenize: progress callback, bytes of input read.
@@ -300,34 +320,56 @@ def prepare_file(data: str | Path, encoder: Encoder, out_dir: str | Path, *, con
     """
     data, out_dir = _input_file(data), Path(out_dir)
     work = out_dir.parent / f".{out_dir.name}.tokenized"
+    with output_lock(out_dir, wait=wait, on_wait=on_wait):
+        clear_stale(work)  # the intermediate's own temporary folders, left by a killed run
+        return _prepare(data, encoder, out_dir, work, context_length=context_length, overflow=overflow, seed=seed,
+                        spec_name=spec_name, on_error=on_error, workers=workers, overwrite=overwrite,
+                        shard_bytes=shard_bytes, on_tokenize=on_tokenize, on_pack=on_pack)
+
+
+def _prepare(data: Path, encoder: Encoder, out_dir: Path, work: Path, *, context_length, overflow, seed, spec_name,
+             on_error, workers, overwrite, shard_bytes, on_tokenize, on_pack) -> tuple[dict, bool]:
     # Hashing the data costs a read of it: only when there is an earlier result to compare with.
     # Otherwise the file is read once, and tokenize_file hashes it on the way.
     expected = expected_provenance(data, encoder, on_error=on_error) if out_dir.exists() or work.exists() else None
     inputs = expected.inputs(context_length=context_length, overflow=overflow, seed=seed) if expected else None
     existing = packed_manifest(out_dir) if inputs else None
     stale = [k for k in inputs if existing.get("inputs", {}).get(k, "<absent>") != inputs[k]] if existing else None
-    if stale == []:
+    damage = first_problem(out_dir, existing) if stale == [] else None
+    if stale == [] and damage is None:
+        _remove_dir(work)  # left by a run killed while it removed it
         return existing, True
-    if occupied(out_dir) and not overwrite:
+    if occupied(out_dir) and not overwrite and damage is None:
         why = f" It was prepared from other inputs ({', '.join(stale)} differ)." if stale else ""
         raise DataError(f"{out_dir} already exists.{why} Choose another output folder or pass --overwrite.")
     tokenized = _tokenized_manifest(work, expected) if expected else None  # left by an interrupted run
     if tokenized is None:
-        tokenized = tokenize_file(data, encoder, work, spec_name=spec_name, on_error=on_error, workers=workers,
-                                  overwrite=True, progress=on_tokenize).manifest
-    manifest = pack_tokenized(work, out_dir, context_length=context_length, overflow=overflow, seed=seed,
-                              shard_bytes=shard_bytes, overwrite=True, progress=on_pack,
-                              extra={"tokenized": None,  # the intermediate folder is removed below
-                                     "tokenize": {"counts": tokenized["counts"], "tokens": tokenized["tokens"],
-                                                  "warnings": tokenized.get("warnings", [])}})
-    shutil.rmtree(work, ignore_errors=True)
-    return manifest, False
+        tokenized = _tokenize(data, encoder, work, spec_name=spec_name, max_length=None, overlong="drop",
+                              on_error=on_error, workers=workers, shard_bytes=256 << 20, lines_per_chunk=256,
+                              progress=on_tokenize).manifest
+    manifest = write_packed(work, out_dir, context_length=context_length, overflow=overflow, seed=seed,
+                            shard_bytes=shard_bytes, overwrite=True, progress=on_pack,
+                            extra={"tokenized": None,  # the intermediate folder is removed below
+                                   "tokenize": {"counts": tokenized["counts"], "tokens": tokenized["tokens"],
+                                                "warnings": tokenized.get("warnings", [])}})
+    _remove_dir(work)
+    return ({**manifest, "rebuilt": damage} if damage else manifest), False
+
+
+def _remove_dir(folder: Path) -> None:
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder)
+    elif os.path.lexists(folder):
+        folder.unlink()
 
 
 def _tokenized_manifest(work: Path, expected: Provenance) -> dict | None:
-    """The manifest of an intermediate tokenized folder made from the expected inputs, if there is one."""
+    """The manifest of an intermediate tokenized folder made from the expected inputs, whose
+    shards all match it (size and sha256), if there is one."""
     try:
         manifest = read_manifest(work, expect=TOKENIZED_FORMAT)
-        return manifest if Provenance.of_manifest(manifest) == expected else None
+        if Provenance.of_manifest(manifest) != expected or first_problem(work, manifest) is not None:
+            return None
+        return manifest
     except DataError:
         return None

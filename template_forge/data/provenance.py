@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,22 +117,98 @@ def fingerprint_spec(spec: Spec) -> str:
 
 
 # --------------------------------------------------------------------------- manifests and hashes
+#: A manifest larger than this is not one tforge wrote (a real one lists a few thousand shards).
+MAX_MANIFEST_BYTES = 64 << 20
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def read_manifest(folder: str | Path, *, expect: str | None = None) -> dict:
-    """The manifest of a ``tforge tokenize`` / ``tforge pack`` folder, with a clear error if absent."""
+    """The manifest of a ``tforge tokenize`` / ``tforge pack`` folder, with a clear error if absent.
+
+    Its ``shards`` are checked on the way (:func:`check_shard_entries`): whatever reads the
+    manifest can open ``folder / shard["file"]`` without leaving the folder.
+    """
     folder = Path(folder)
     path = folder / MANIFEST
     if not path.is_file():
         hint = " An interrupted run left it unfinished; rerun the same command to resume." if (
             folder.parent / f".{folder.name}.partial").is_dir() else ""
         raise DataError(f"{folder}: no {MANIFEST}; not a tforge output folder.{hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc}).") from None
+    manifest = read_json_file(path, what="manifest")
     if expect and manifest.get("format") != expect:
         raise DataError(f"{path}: format {manifest.get('format')!r}, expected {expect!r}. "
                         + ("Pack it first with `tforge pack`." if manifest.get("format") == TOKENIZED_FORMAT else ""))
+    check_shard_entries(manifest.get("shards"), where=path)
     return manifest
+
+
+def read_json_file(path: Path, *, what: str) -> dict:
+    """A JSON object tforge wrote (a manifest, a progress file), bounded in size and depth."""
+    try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size:,} bytes, more than a {what} can be "
+                            f"({MAX_MANIFEST_BYTES:,}). It was not written by tforge; make the folder again.")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise DataError(f"{path}: unreadable {what} ({why}).") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(data).__name__}; not a tforge {what}.")
+    return data
+
+
+def check_shard_entries(shards, *, where: Path | str) -> list[dict]:
+    """Check the ``shards`` list of a manifest or progress file ``where``: every entry names a
+    plain file of the folder (no ``/``, ``..``, absolute path or hidden name) and records its
+    ``rows``, ``bytes`` and ``sha256``. Returns ``shards``.
+
+    Examples:
+        >>> check_shard_entries([{"file": "../x.arrow", "rows": 1, "bytes": 9, "sha256": "0" * 64}], where="m.json")
+        Traceback (most recent call last):
+        ...
+        template_forge.errors.DataError: m.json: `shards[0].file` is '../x.arrow'; expected a plain file name inside the folder (no '/', '..', absolute path or leading '.'). The file was edited or damaged; make the folder again.
+    """
+    if not isinstance(shards, list):
+        raise DataError(f"{where}: `shards` must be a list of shard entries, found {type(shards).__name__}. "
+                        "The file was edited or damaged; make the folder again.")
+    for k, shard in enumerate(shards):
+        field_ = f"shards[{k}]"
+        if not isinstance(shard, dict):
+            raise DataError(f"{where}: `{field_}` must be an object, found {type(shard).__name__}. "
+                            "The file was edited or damaged; make the folder again.")
+        name = shard.get("file")
+        if not _plain_name(name):
+            raise DataError(f"{where}: `{field_}.file` is {_shown(name)}; expected a plain file name inside the "
+                            "folder (no '/', '..', absolute path or leading '.'). The file was edited or damaged; "
+                            "make the folder again.")
+        for key in ("rows", "bytes"):
+            if type(shard.get(key)) is not int or shard[key] < 0:
+                raise DataError(f"{where}: `{field_}.{key}` is {_shown(shard.get(key))}; expected an integer ≥ 0. "
+                                "The file was edited or damaged; make the folder again.")
+        if not isinstance(shard.get("sha256"), str) or not _SHA256.fullmatch(shard["sha256"]):
+            raise DataError(f"{where}: `{field_}.sha256` is {_shown(shard.get('sha256'))}; expected 64 lowercase "
+                            "hex digits. The file was edited or damaged; make the folder again.")
+    return shards
+
+
+def _plain_name(name) -> bool:
+    return (isinstance(name, str) and 0 < len(name) <= 255 and not name.startswith(".")
+            and not any(c in name for c in "/\\\0") and name.isprintable())
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def shard_path(folder: str | Path, name: str, *, where: Path | str) -> Path:
+    """``folder / name`` for a shard name already checked by :func:`check_shard_entries`, after
+    making sure it is not a symlink that leads out of ``folder``."""
+    path = Path(folder) / name
+    if path.is_symlink() and os.path.dirname(os.path.realpath(path)) != os.path.realpath(folder):
+        raise DataError(f"{where}: shard {name} is a symlink to {os.path.realpath(path)}, outside {folder}. "
+                        "Shards must be files of the folder; make the folder again.")
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -141,13 +219,36 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_shards(folder: str | Path, manifest: dict) -> int:
-    """Recompute the sha256 of every shard a manifest lists; returns how many were checked."""
-    for shard in manifest["shards"]:
-        path = Path(folder) / shard["file"]
-        if not path.is_file() or sha256_file(path) != shard["sha256"]:
-            raise DataError(f"{path}: {'missing' if not path.is_file() else 'contents differ from'} the manifest's "
-                            "sha256; the folder was modified after it was written. Make it again.")
+def shard_problem(folder: str | Path, shard: dict, *, where: Path | str, hashes: bool = True) -> str | None:
+    """What is wrong with one checked shard entry of ``folder`` (missing, size, sha256), or None."""
+    path = shard_path(folder, shard["file"], where=where)
+    if not path.is_file():  # not a FIFO or a device either: reading one could block for ever
+        return f"{shard['file']} is missing"
+    size = path.stat().st_size
+    if size != shard["bytes"]:
+        return f"{shard['file']} has {size:,} bytes, the manifest says {shard['bytes']:,}"
+    if hashes and sha256_file(path) != shard["sha256"]:
+        return f"{shard['file']}'s contents differ from the manifest's sha256"
+    return None
+
+
+def first_problem(folder: str | Path, manifest: dict, *, hashes: bool = True) -> str | None:
+    """What is wrong with the first shard of ``folder`` that does not match its (checked)
+    manifest (missing, size, with ``hashes`` sha256), or None when all of them match."""
+    where = Path(folder) / MANIFEST
+    for shard in check_shard_entries(manifest.get("shards"), where=where):
+        problem = shard_problem(folder, shard, where=where, hashes=hashes)
+        if problem:
+            return problem
+    return None
+
+
+def verify_shards(folder: str | Path, manifest: dict, *, hashes: bool = True) -> int:
+    """Check every shard a manifest lists: present, of its recorded size and (with ``hashes``)
+    its recorded sha256; returns how many were checked."""
+    problem = first_problem(folder, manifest, hashes=hashes)
+    if problem:
+        raise DataError(f"{folder}: {problem}; the folder was modified after it was written. Make it again.")
     return len(manifest["shards"])
 
 

@@ -14,7 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
-from template_forge.data.provenance import TOKENIZED_FORMAT, HashingFile, read_manifest
+from template_forge.data.provenance import MANIFEST, TOKENIZED_FORMAT, HashingFile, read_manifest, shard_problem
+from template_forge.errors import DataError
 from template_forge.tokens.encoder import Encoded
 
 
@@ -28,12 +29,40 @@ def open_arrow(path: str | Path):
     """
     import pyarrow as pa
 
-    source = pa.memory_map(str(path), "r")
-    if source.read(6) == b"ARROW1":  # the IPC file format's magic
+    try:
+        source = pa.memory_map(str(path), "r")
+        if source.read(6) == b"ARROW1":  # the IPC file format's magic
+            source.seek(0)
+            return pa.ipc.open_file(source).read_all()
         source.seek(0)
-        return pa.ipc.open_file(source).read_all()
-    source.seek(0)
-    return pa.ipc.open_stream(source).read_all()
+        return pa.ipc.open_stream(source).read_all()
+    except (OSError, pa.ArrowException) as exc:  # ArrowInvalid is also a ValueError: not a user's bug
+        raise DataError(f"{path}: not a readable Arrow IPC shard ({exc}). The folder is damaged; "
+                        "make it again.") from None
+
+
+def open_shards(folder: Path, manifest: dict, *, columns: list[str]) -> list:
+    """Every shard a (checked) manifest of ``folder`` lists, opened with :func:`open_arrow`,
+    after checking that each is a file of the folder of the size the manifest records (the
+    sha256 is left to ``tforge stats --verify``: it costs a read of every shard) and has
+    ``columns``."""
+    tables = []
+    where = folder / MANIFEST
+    for shard in manifest["shards"]:
+        problem = shard_problem(folder, shard, where=where, hashes=False)
+        if problem:
+            raise DataError(f"{folder}: shard {problem} (listed in {MANIFEST}). The folder was modified "
+                            "after it was written; make it again.")
+        table = open_arrow(folder / shard["file"])
+        missing = [c for c in columns if c not in table.column_names]
+        if missing:
+            raise DataError(f"{folder / shard['file']}: no column {', '.join(missing)}; this folder was made by "
+                            "another version of tforge, or is damaged. Make it again.")
+        tables.append(table)
+    return tables
+
+
+COLUMNS = ["input_ids", "loss_mask", "num_tokens", "num_trained", "line"]
 
 
 def _schema():
@@ -133,9 +162,7 @@ class TokenizedDataset:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder, expect=TOKENIZED_FORMAT)
-        self._tables = []
-        for shard in self.manifest["shards"]:
-            self._tables.append(open_arrow(self.folder / shard["file"]))
+        self._tables = open_shards(self.folder, self.manifest, columns=COLUMNS)
         self._starts = np.cumsum([0] + [t.num_rows for t in self._tables])
 
     def __len__(self) -> int:

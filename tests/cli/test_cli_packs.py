@@ -14,7 +14,7 @@ from template_forge.data.provenance import read_manifest
 from template_forge.format.spec import load_builtin
 from template_forge.tokens.encoder import Encoder
 
-from conftest import ROOT
+from conftest import ROOT, write_conversations
 
 EXAMPLE = ROOT / "examples" / "train.jsonl"
 
@@ -31,17 +31,8 @@ def tok(real_tokenizer):
 
 @pytest.fixture
 def data(tmp_path):
-    rng = np.random.default_rng(0)
     words = ["alpha", "beta", "gamma", "delta", "<|eot_id|>", "é", "\n", "  "]
-    path = tmp_path / "d.jsonl"
-    with open(path, "w") as fh:
-        for k in range(60):
-            turns = []
-            for _ in range(int(rng.integers(1, 4))):
-                turns += [{"role": "user", "content": " ".join(rng.choice(words, int(rng.integers(1, 40))))},
-                          {"role": "assistant", "content": " ".join(rng.choice(words, int(rng.integers(1, 90))))}]
-            fh.write(json.dumps({"messages": turns}) + "\n")
-    return path
+    return write_conversations(tmp_path / "d.jsonl", 60, words=words)
 
 
 def _prepare(runner, data, tok, out, *extra):
@@ -175,18 +166,18 @@ def test_an_interrupted_prepare_resumes_without_tokenizing_again(data, tok, tmp_
     from template_forge.format.spec import load_builtin as builtin
 
     out = tmp_path / "packed"
-    real_write, real_tokenize = shards._write_shard, prepare.tokenize_file
+    real_write, real_tokenize = shards.write_shard, prepare._tokenize
     tokenized: list[int] = []
-    monkeypatch.setattr(prepare, "tokenize_file", lambda *a, **k: tokenized.append(1) or real_tokenize(*a, **k))
+    monkeypatch.setattr(prepare, "_tokenize", lambda *a, **k: tokenized.append(1) or real_tokenize(*a, **k))
 
     def crash(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(shards, "_write_shard", crash)
+    monkeypatch.setattr(shards, "write_shard", crash)
     with pytest.raises(KeyboardInterrupt):
         prepare.prepare_file(data, Encoder(builtin("llama3"), tok), out, context_length=64, workers=1, shard_bytes=4096)
     assert not out.exists() and (tmp_path / ".packed.tokenized" / "manifest.json").is_file()
-    monkeypatch.setattr(shards, "_write_shard", real_write)
+    monkeypatch.setattr(shards, "write_shard", real_write)
     manifest, reused = prepare.prepare_file(data, Encoder(builtin("llama3"), tok), out, context_length=64, workers=1,
                                             shard_bytes=4096)
     assert not reused and tokenized == [1]  # the tokenized rows of the first run were used

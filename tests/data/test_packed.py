@@ -3,6 +3,7 @@ after an interruption, zero-copy reads, and shards that other readers open."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from template_forge.data import pack_writer
 from template_forge.data import packed as shards
 from template_forge.data.packed import PackedDataset, pack_tokenized
 from template_forge.data.provenance import MANIFEST, PACKED_FORMAT, TOKENIZED_FORMAT, read_manifest
@@ -33,6 +35,32 @@ def write_tokenized(folder, rows: list[Encoded], *, batch_rows: int = 3, shard_b
                 "on_error": "stop", "counts": {"written": len(rows)}, "shards": writer.close()}
     with open(os.path.join(folder, MANIFEST), "w") as fh:
         json.dump(manifest, fh)
+
+
+def rerecord(folder) -> None:
+    """Record the shards' present sizes and sha256 in the manifest (a folder another version wrote)."""
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for shard in manifest["shards"]:
+        data = (folder / shard["file"]).read_bytes()
+        shard.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def record_writes(monkeypatch, *, crash_after: int | None = None, leave_half: bool = False) -> list[str]:
+    """Record the name of every shard ``pack_tokenized`` writes; with ``crash_after``, raise
+    KeyboardInterrupt instead of writing the next one (leaving half of it with ``leave_half``)."""
+    real, written = pack_writer.write_shard, []  # the real one, whatever was patched before
+
+    def write(path, *args):
+        if len(written) == crash_after:
+            if leave_half:
+                path.with_name(path.name + ".tmp").write_bytes(b"half a shard")
+            raise KeyboardInterrupt
+        written.append(path.name)
+        return real(path, *args)
+
+    monkeypatch.setattr(shards, "write_shard", write)
+    return written
 
 
 def random_rows(lengths, seed=0) -> list[Encoded]:
@@ -131,17 +159,7 @@ def test_plain_pyarrow_and_datasets_open_a_shard(tmp_path):
 def test_an_interrupted_run_leaves_no_manifest_and_resumes_to_the_same_bytes(tmp_path, monkeypatch):
     write_tokenized(tmp_path / "tok", random_rows(np.random.default_rng(5).integers(1, 60, 120)))
     pack_tokenized(tmp_path / "tok", tmp_path / "whole", context_length=64, shard_bytes=2048)
-    written: list[str] = []
-    real = shards._write_shard
-
-    def crash_on_third(path, *args):
-        if len(written) == 2:
-            (path.with_name(path.name + ".tmp")).write_bytes(b"half a shard")
-            raise KeyboardInterrupt
-        written.append(path.name)
-        return real(path, *args)
-
-    monkeypatch.setattr(shards, "_write_shard", crash_on_third)
+    record_writes(monkeypatch, crash_after=2, leave_half=True)
     with pytest.raises(KeyboardInterrupt):
         pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=2048)
     assert not (tmp_path / "out").exists()
@@ -151,8 +169,7 @@ def test_an_interrupted_run_leaves_no_manifest_and_resumes_to_the_same_bytes(tmp
     with pytest.raises(DataError, match="rerun the same command to resume"):
         read_manifest(tmp_path / "out")
 
-    written.clear()
-    monkeypatch.setattr(shards, "_write_shard", lambda path, *a: written.append(path.name) or real(path, *a))
+    written = record_writes(monkeypatch)
     pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=2048)
     assert written[0] == "shard-00002.arrow"  # the two finished shards were kept
     assert not partial.exists()
@@ -166,20 +183,10 @@ def test_an_interrupted_run_leaves_no_manifest_and_resumes_to_the_same_bytes(tmp
 
 def test_a_partial_run_of_other_options_is_started_over(tmp_path, monkeypatch):
     write_tokenized(tmp_path / "tok", random_rows([30] * 40))
-    real = shards._write_shard
-    calls: list[str] = []
-
-    def crash(path, *args):
-        calls.append(path.name)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(path, *args)
-
-    monkeypatch.setattr(shards, "_write_shard", crash)
+    record_writes(monkeypatch, crash_after=1)
     with pytest.raises(KeyboardInterrupt):
         pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=500)
-    monkeypatch.setattr(shards, "_write_shard", lambda path, *a: calls.append(path.name) or real(path, *a))
-    calls.clear()
+    calls = record_writes(monkeypatch)
     pack_tokenized(tmp_path / "tok", tmp_path / "out", context_length=64, shard_bytes=500, seed=1)
     assert calls[0] == "shard-00000.arrow"
     assert PackedDataset(tmp_path / "out").manifest["packing"]["seed"] == 1
@@ -240,13 +247,14 @@ def test_errors_name_the_folder_and_the_fix(tmp_path):
         PackedDataset(tmp_path)
     shutil.copytree(tmp_path / "p", tmp_path / "broken")
     (tmp_path / "broken" / "shard-00000.arrow").unlink()
-    with pytest.raises(DataError, match="shard shard-00000.arrow listed in the manifest is missing"):
+    with pytest.raises(DataError, match=r"shard shard-00000.arrow is missing \(listed in manifest.json\)"):
         PackedDataset(tmp_path / "broken")
     old = tmp_path / "broken" / "shard-00000.arrow"
     table = pa.ipc.open_stream(pa.memory_map(str(tmp_path / "p" / "shard-00000.arrow"))).read_all()
     with pa.OSFile(str(old), "wb") as sink, pa.ipc.new_stream(sink, table.schema.remove(5)) as w:
         w.write_table(table.drop_columns(["source_starts"]))
-    with pytest.raises(DataError, match="no column source_starts; this folder was packed by another version"):
+    rerecord(tmp_path / "broken")  # as that version recorded it
+    with pytest.raises(DataError, match="no column source_starts; this folder was made by another version"):
         PackedDataset(tmp_path / "broken")
     with pytest.raises(IndexError, match="has 1 packs"):
         PackedDataset(tmp_path / "p")[5]
@@ -263,6 +271,7 @@ def test_shards_in_the_ipc_file_format_are_read_too(tmp_path):
             with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
                 writer.write_table(table)
             assert shard.read_bytes()[:6] == b"ARROW1"
+        rerecord(folder)  # as the version that wrote the IPC file format recorded them
     from template_forge.data.tokenized import TokenizedDataset
 
     assert [r.input_ids.tolist() for r in TokenizedDataset(tmp_path / "tok")] == [r.input_ids.tolist() for r in rows]

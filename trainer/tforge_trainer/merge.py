@@ -13,27 +13,35 @@ from pathlib import Path
 
 from template_forge.errors import DataError
 from template_forge.io import occupied, replace_dir
+from template_forge.locks import output_lock
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
 def merge(output_dir: str | Path, merged_dir: str | Path, *, dtype: str = "auto", overwrite: bool = False,
           progress: bool = True) -> Path:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    from tforge_trainer.config import RESOLVED_CONFIG, read_resolved
-    from tforge_trainer.remote import fetch
-    from tforge_trainer.weights import cache_dir
+    from tforge_trainer.config import RESOLVED_CONFIG
 
     out, merged = Path(output_dir), Path(merged_dir)
     for need in ("adapter_config.json", "adapter_model.safetensors", RESOLVED_CONFIG):
         if not (out / need).is_file():
             raise DataError(f"{out}: no {need}. Pass the output_dir of a finished `tforge train` run "
                             "(the final adapter is written when training ends).")
-    if occupied(merged) and not overwrite:
-        raise DataError(f"{merged} already exists. Choose another folder or pass --overwrite.")
+    with output_lock(merged):  # one writer per folder; clears what killed merges left beside it
+        if occupied(merged) and not overwrite:
+            raise DataError(f"{merged} already exists. Choose another folder or pass --overwrite.")
+        return _merge(out, merged, dtype, progress)
+
+
+def _merge(out: Path, merged: Path, dtype: str, progress: bool) -> Path:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tforge_trainer.config import read_resolved
+    from tforge_trainer.remote import fetch
+    from tforge_trainer.weights import cache_dir
+
     config = read_resolved(out)
     base_path = config.get("initial_base_model_ckpt_path") or config["model_id"]
     base = fetch(base_path, cache_dir=cache_dir(), what="initial_base_model_ckpt_path", progress=progress,
