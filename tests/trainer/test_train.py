@@ -221,6 +221,10 @@ def test_merge_gives_the_same_logits_as_base_plus_adapter(tmp_path, model_dir):
         out).chat_template
     again = CliRunner().invoke(main, ["merge", str(out), "-o", str(tmp_path / "merged")])
     assert again.exit_code == 1 and "already exists" in again.output
+    (out / "modeling_evil.py").write_text("open('pwned', 'w')\n")  # merge loads data only, as training does
+    refused = CliRunner().invoke(main, ["merge", str(out), "-o", str(tmp_path / "merged2")])
+    assert refused.exit_code == 1 and "holds Python code (modeling_evil.py)" in refused.output, refused.output
+    assert not (tmp_path / "merged2").exists()
 
 
 def test_plot_writes_a_png_and_a_summary(tmp_path, model_dir):

@@ -40,6 +40,7 @@ def _merge(out: Path, merged: Path, dtype: str, progress: bool) -> Path:
 
     from tforge_trainer.config import read_resolved
     from tforge_trainer.remote import fetch
+    from tforge_trainer.trust import check_trusted
     from tforge_trainer.weights import cache_dir
 
     config = read_resolved(out)
@@ -48,7 +49,11 @@ def _merge(out: Path, merged: Path, dtype: str, progress: bool) -> Path:
                  storage_options=config.get("storage_options") or None)
     torch_dtype = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16,
                    "float16": torch.float16}[dtype]
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    # Data only, as in training: refuse folders that would run their own code or unpickle.
+    check_trusted(Path(base), field="initial_base_model_ckpt_path", label=str(base_path), weights="*.safetensors")
+    check_trusted(out, field="output_dir", label=str(out), weights="adapter_model.safetensors")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype, trust_remote_code=False,
+                                                 use_safetensors=True)
     model = PeftModel.from_pretrained(model, out).merge_and_unload()
     tmp = merged.parent / f".{merged.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
