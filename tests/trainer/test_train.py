@@ -359,3 +359,15 @@ def test_gradient_checkpointing_changes_memory_not_the_steps(tmp_path, model_dir
     assert [r["loss"] for r in plain] == pytest.approx([r["loss"] for r in recomputed], rel=1e-6)
     assert [r["grad_norm"] for r in plain] == pytest.approx([r["grad_norm"] for r in recomputed], rel=1e-5)
     assert all(r["grad_norm"] > 0 for r in recomputed)  # the LoRA weights did get gradients through the recompute
+
+
+def test_a_second_run_into_a_live_runs_output_dir_is_refused(tmp_path, model_dir):
+    from template_forge.errors import DataError
+    from template_forge.locks import output_lock
+
+    cfg, _ = load_config(make_run(tmp_path, model=model_dir, num_epochs=1))
+    with output_lock(cfg.output_dir):  # stands for a live `tforge train` (its rank 0)
+        with pytest.raises(DataError, match=r"another tforge run is writing this output folder \(pid \d+"):
+            train(cfg, progress=False, log=lambda _: None)
+    assert not Path(cfg.output_dir).exists()
+    assert read_metrics(run(make_run(tmp_path, model=model_dir, num_epochs=1)))[0]  # free again: it trains

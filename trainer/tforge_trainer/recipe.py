@@ -18,6 +18,7 @@ data-parallel (DDP; NCCL on CUDA, gloo on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import sys
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from template_forge.errors import ConfigError, Problem
+from template_forge.locks import output_lock
 from tforge_trainer import checkpoint as ckpt
 from tforge_trainer.checkpoint_verify import choose
 from tforge_trainer.config import RESOLVED_CONFIG, TrainConfig, changed_keys, load_format, write_resolved
@@ -70,7 +72,13 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
         say(f"warning: {warning}")
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
+    # One run per output_dir: a second `tforge train` (or --resume) into it is refused while
+    # this one lives. Rank 0 alone writes the folder, so rank 0 alone holds the lock.
+    with output_lock(config.output_dir) if dist.main else contextlib.nullcontext():
+        return _train(config, dist=dist, say=say, show=show, resume=resume, stop_at_step=stop_at_step)
 
+
+def _train(config: TrainConfig, *, dist: Dist, say: Say, show: bool, resume: bool, stop_at_step: int | None) -> Path:
     start = start_or_resume(config, resume=resume, dist=dist, say=say)
     inputs = load_weights_and_format(config, dist=dist, say=say, show=show)
     data = load_data(config, inputs, out=start.out, dist=dist, say=say, show=show)
