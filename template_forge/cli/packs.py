@@ -19,6 +19,7 @@ from template_forge.cli.options import (
     tokenize_options,
     wait_option,
 )
+from template_forge.errors import DataError
 from template_forge.io import write_atomic
 
 
@@ -119,12 +120,16 @@ def stats_cmd(folder: str, bins: int, png_path: str | None, verify: bool) -> Non
 
     ds = open_folder(folder)
     manifest = ds.manifest
+    try:
+        rows = _packed_rows(manifest) if isinstance(ds, PackedDataset) else _tokenized_rows(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # The shards were checked when the folder opened; these fields are only for show.
+        raise DataError(f"{folder}/manifest.json: its statistics are not what tforge writes ({type(exc).__name__}: "
+                        f"{str(exc)[:80]}); it was edited or made by another tool. Make the folder again.") from None
     if isinstance(ds, PackedDataset):
-        rows = _packed_rows(manifest)
         hists = {"sample length (tokens)": (ds.seq_lengths, ds.context_length),
                  "pack fill (tokens)": (ds.num_tokens, ds.context_length)}
     else:
-        rows = _tokenized_rows(manifest)
         lengths = ds.num_tokens
         # The longest few would squeeze every other bar into the first one: the last bar holds them.
         hists = {"conversation length (tokens)": (lengths, int(np.percentile(lengths, 99.5)) if lengths.size else 1)}

@@ -191,3 +191,16 @@ def test_packing_everything_away_warns(runner, data, tok, tmp_path):
     assert result.exit_code == 0, result.output
     assert "warning: no packs: all 60 samples were dropped (60 too_long). Raise --context-length" in result.output
     assert "no packs" in runner.invoke(main, ["stats", str(tmp_path / "p")]).output
+
+
+@pytest.mark.parametrize("edit", [
+    lambda m: m.pop("stats"), lambda m: m.update(stats="x"), lambda m: m["stats"].update(samples=None),
+], ids=["no-stats", "stats-a-string", "samples-null"])
+def test_stats_of_a_hand_edited_manifest_is_a_clear_error(runner, data, tok, tmp_path, edit):
+    out = tmp_path / "packed"
+    assert _prepare(runner, data, tok, out).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(main, ["stats", str(out)])
+    assert result.exit_code == 1 and "its statistics are not what tforge writes" in result.output, result.output
