@@ -17,9 +17,10 @@ from template_forge.io import write_atomic
 
 @click.command("convert-tokenizer")
 @click.argument("vocab_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder to write (save_pretrained layout).")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Folder to write (save_pretrained layout; created whole, atomically).")
 @click.option("--kind", type=click.Choice(["auto", "tiktoken", "sentencepiece", "tekken"]), default="auto", show_default=True)
-def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str, overwrite: bool) -> None:
     """Build a Hugging Face fast tokenizer from a vendor VOCAB_FILE, offline.
 
     tiktoken files (Llama 3's tokenizer.model from llama-models) get Llama 3's 256 special
@@ -31,7 +32,7 @@ def convert_tokenizer_cmd(vocab_file: str, output: str, kind: str) -> None:
     from template_forge.tokens import convert
 
     tok, kind = convert.from_vendor_file(vocab_file, kind=kind)
-    convert.save(tok, output)
+    convert.write_folder(tok, output, overwrite=overwrite)
     click.echo(f"wrote {output} ({kind}, {len(tok)} tokens)", err=True)
 
 

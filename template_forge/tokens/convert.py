@@ -23,6 +23,8 @@ imported when called.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
@@ -231,3 +233,27 @@ def save(tokenizer, folder: str | Path) -> Path:
     folder = Path(folder)
     tokenizer.save_pretrained(str(folder))
     return folder
+
+
+def write_folder(tokenizer, folder: str | Path, *, overwrite: bool = False) -> Path:
+    """:func:`save` into a new folder that appears whole or not at all, one writer at a time.
+
+    An existing non-empty ``folder`` is refused unless ``overwrite``; then it is replaced whole.
+    """
+    from template_forge.io import occupied, replace_dir, temp_dir
+    from template_forge.locks import output_lock
+
+    folder = Path(folder)
+    with output_lock(folder):
+        if occupied(folder) and not overwrite:
+            raise DataError(f"{folder} already exists. Choose another output folder or pass --overwrite.")
+        tmp = temp_dir(folder)
+        try:
+            save(tokenizer, tmp)
+            os.chmod(tmp, 0o755)
+            replace_dir(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return folder
+

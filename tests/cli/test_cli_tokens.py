@@ -93,6 +93,13 @@ def test_convert_tokenizer(runner, tmp_path, name, real_tokenizer):
     assert result.exit_code == 0, result.output
     assert f"({kind}," in result.output
     assert (out / "tokenizer.json").read_text() == (real_tokenizer(name) / "tokenizer.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no lock or temp folder left beside it
+    again = runner.invoke(main, ["convert-tokenizer", str(_vendor_file(package, relative)), "-o", str(out)])
+    assert again.exit_code == 1 and "already exists" in again.output and "--overwrite" in again.output
+    (out / "stale.txt").write_text("from before")
+    replaced = runner.invoke(main, ["convert-tokenizer", str(_vendor_file(package, relative)), "-o", str(out),
+                                    "--overwrite"])
+    assert replaced.exit_code == 0 and not (out / "stale.txt").exists()
 
 
 def test_tokenize_warns_when_the_tokenizer_does_not_fit_the_format(runner, tmp_path, real_tokenizer):
