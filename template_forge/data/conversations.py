@@ -171,7 +171,7 @@ def read_record(source: str, *, line: int | None = None) -> tuple[list, list[dic
     try:
         data = json_text.loads(text)
     except json_text.JSONProblem as exc:
-        raise DataError(f"{source}: {exc}") from None
+        raise DataError(f"{source}:{exc.line}: {exc}" if exc.line else f"{source}: {exc}") from None
     tools: Any = None
     if isinstance(data, dict) and "messages" in data:
         data, tools = data["messages"], data.get("tools")

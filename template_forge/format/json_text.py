@@ -58,8 +58,10 @@ class JSONProblem(ValueError):
     ``path`` (``messages[2].content``) where known, and a message that says how to fix it."""
 
     def __init__(self, reason: str, message: str, *, column: int | None = None, path: tuple = (),
-                 syntax: str = ""):
+                 syntax: str = "", line: int | None = None):
         super().__init__(message)
+        #: the line of a syntax error, for text of several lines (a conversation file)
+        self.line = line
         #: the decoder's own words for a syntax error ("Expecting value")
         self.syntax = syntax
         self.reason = reason
@@ -123,7 +125,7 @@ def loads(text: str, *, raw: bytes | None = None, strict: bool = True) -> Any:
         value = (_DECODER if strict else _LENIENT).decode(text)
     except json.JSONDecodeError as exc:
         raise JSONProblem("invalid_json", f"invalid JSON at column {exc.colno}: {exc.msg}.", column=exc.colno,
-                          syntax=exc.msg) from None
+                          syntax=exc.msg, line=exc.lineno) from None
     except _Refused as exc:
         raise JSONProblem(exc.reason, str(exc)) from None
     except RecursionError:

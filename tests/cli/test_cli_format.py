@@ -159,7 +159,7 @@ def test_var_values_are_typed():
 
 @pytest.mark.parametrize("args,pattern", [
     (["compile", "nope"], "Error: `nope` is neither a file nor a built-in format"),
-    (["render", "llama3", "-"], "Error: -:1: not valid JSON"),
+    (["render", "llama3", "-"], "Error: -:1: invalid JSON at column 2"),
     (["render", "gemma", "-"], "Error: message 0: this format does not support a system message"),
 ])
 def test_user_errors_exit_1_without_traceback(runner, args, pattern):
