@@ -12,7 +12,9 @@ the store gives no ETag) and the local file's size and mtime. A re-fetch lists t
 and downloads only the objects whose record differs; files it had fetched that disappeared
 remotely are removed. Each download goes to a hidden temporary file in the same folder and is
 renamed into place only once complete, and a file enters the index only after that rename,
-so an interrupted fetch never leaves a half file under its final name.
+so an interrupted fetch never leaves a half file under its final name. Every key is checked
+as a local path before anything is written, and the cache never follows a link planted in
+it nor trusts its index (see :mod:`tforge_trainer.remote_paths`).
 
 Credentials, region and profile come from the environment and ``~/.aws`` as botocore reads
 them; a custom endpoint (MinIO, Ceph, moto…) from ``AWS_ENDPOINT_URL_S3`` or
@@ -33,7 +35,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from template_forge.errors import DataError
+from tforge_trainer import remote_paths as paths
+from tforge_trainer.remote_paths import INDEX_NAME
 
-INDEX_NAME = ".tforge-fetch.json"
-_TMP_SUFFIX = ".tforge-tmp"
+__all__ = ["INDEX_NAME", "fetch", "is_remote", "upload"]
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _S3_SCHEMES = ("s3", "s3a")
 _NO_BUCKET = ("bucket `{bucket}` does not exist at {{endpoint}}. Check the name (aws s3 ls), and set "
@@ -84,7 +86,9 @@ def fetch(path: str | os.PathLike, *, cache_dir: str | Path, what: str = "weight
 
     Raises:
         DataError: the local path is missing, the URL is malformed or unsupported, the bucket
-            or prefix is empty or missing, or the store is unreachable or refuses access.
+            or prefix is empty or missing, a key cannot be a local file (checked before any
+            download), the cache has a link or foreign file where a download goes, or the
+            store is unreachable or refuses access.
 
     Examples:
         >>> fetch("file:///tmp", cache_dir="unused")
@@ -100,8 +104,10 @@ def fetch(path: str | os.PathLike, *, cache_dir: str | Path, what: str = "weight
     fs = _s3_filesystem(storage_options, what=what)
     with _s3_errors(url, fs, what=what, missing=_NO_BUCKET.format(bucket=url.bucket)):
         remote_dir, objects = _list(fs, url, what)
-    local_dir = Path(cache_dir) / "s3" / url.bucket / remote_dir.key
-    _sync(fs, remote_dir, local_dir, objects, prune=remote_dir == url, what=what, progress=progress)
+    root = Path(cache_dir)
+    local_dir = root / "s3" / url.bucket / remote_dir.key
+    paths.check_keys(objects, root=root, local_dir=local_dir, url=str(remote_dir), what=what)
+    _sync(fs, remote_dir, (root, local_dir), objects, prune=remote_dir == url, what=what, progress=progress)
     return local_dir if remote_dir == url else local_dir / next(iter(objects))
 
 
@@ -110,10 +116,12 @@ def upload(local_dir: str | Path, url: str, *, storage_options: dict | None = No
 
     Objects keep the folder's relative layout; fetch's own index and temporary files are
     skipped. Existing objects with the same keys are overwritten; others are left alone.
+    Links are never followed out of the folder (see :func:`remote_paths.upload_files`).
 
     Raises:
-        DataError: the local path is missing or empty, the bucket does not exist, or the
-            store is unreachable or refuses access.
+        DataError: the local path is missing or empty, holds a link out of it, a link to a
+            folder or a special file, the bucket does not exist, or the store is unreachable
+            or refuses access.
 
     Examples:
         >>> upload("no/such/folder", "s3://bucket/prefix")  # doctest: +ELLIPSIS
@@ -126,8 +134,7 @@ def upload(local_dir: str | Path, url: str, *, storage_options: dict | None = No
     if source.is_file():
         pairs = [(source, target if target.key else target.child(source.name))]
     else:
-        pairs = [(f, target.child(f.relative_to(source).as_posix())) for f in sorted(source.rglob("*"))
-                 if f.is_file() and f.name != INDEX_NAME and not f.name.endswith(_TMP_SUFFIX)]
+        pairs = [(file, target.child(key)) for file, key in paths.upload_files(source)]
     if not pairs:
         raise DataError(f"upload: {source}: no files to upload. Give a folder with files in it.")
     fs = _s3_filesystem(storage_options, what="upload")
@@ -164,8 +171,10 @@ class _S3Url:
         parsed = cls(scheme.lower(), bucket, key.strip("/"))
         if not bucket:
             raise DataError(f"{what}: {url}: no bucket name. Write s3://bucket/prefix.")
-        if parsed.key:
-            _check_relative(parsed.key, url, what)
+        problem = paths.component_problem(bucket) or (parsed.key and paths.key_problem(parsed.key))
+        if problem:  # the bucket and key become local folders: cache_dir/s3/bucket/key
+            raise DataError(f"{what}: {paths.show(url)}: this URL cannot be stored as a local path: it has "
+                            f"{problem}. Fix the URL, or copy the objects to another prefix.")
         return parsed
 
     def __str__(self) -> str:
@@ -180,14 +189,6 @@ class _S3Url:
 
     def parent(self) -> _S3Url:
         return _S3Url(self.scheme, self.bucket, self.key.rpartition("/")[0])
-
-
-def _check_relative(key: str, url: str, what: str) -> None:
-    """Refuse keys that would land outside the cache folder (``..``) or cannot be files there."""
-    parts = key.split("/")
-    if any(part in ("", ".", "..") for part in parts) or parts[-1] == INDEX_NAME:
-        raise DataError(f"{what}: {url}: key `{key}` cannot be stored as a local file (empty, `.` or `..` "
-                        f"path segments, or the name {INDEX_NAME}). Rename the object.")
 
 
 # ----------------------------------------------------------------------------- talking to S3
@@ -269,18 +270,20 @@ def _list(fs: Any, url: _S3Url, what: str) -> tuple[_S3Url, dict[str, dict]]:
     """The folder ``url`` names and its objects by relative path; one object's parent for a key.
 
     s3fs lists ``key/`` first and falls back to the object ``key`` itself, so a URL naming both
-    a prefix and an object means the prefix. Zero-byte ``…/`` folder markers are skipped.
+    a prefix and an object means the prefix. Zero-byte ``…/`` folder markers (S3 consoles make
+    them) are skipped; the keys are checked as local paths by the caller, all at once.
     """
     found = fs.find(url.fs_path, detail=True)
     if list(found) == [url.fs_path] and found[url.fs_path].get("type") == "file":
         return url.parent(), {url.key.rpartition("/")[2]: found[url.fs_path]}
     objects = {}
     for name, info in found.items():
-        relative = name[len(url.fs_path):].lstrip("/")
-        if info.get("type") != "file" or name.endswith("/") or not relative:
+        if info.get("type") != "file" or (name.endswith("/") and int(info.get("size") or 0) == 0):
             continue
-        _check_relative(relative, f"{url}/{relative}", what)
-        objects[relative] = info
+        if not name.startswith(f"{url.fs_path}/"):  # exactly one "/": `m//x` must not become `m/x`
+            raise DataError(f"{what}: {url}: the store listed `{paths.show(name)}`, which is not under this "
+                            f"prefix. Check the endpoint (AWS_ENDPOINT_URL_S3): it does not behave like S3.")
+        objects[name[len(url.fs_path) + 1:]] = info
     if not objects:
         raise DataError(f"{what}: {url}: no objects under this prefix. Check the bucket and prefix "
                         f"(aws s3 ls {url}/).")
@@ -293,20 +296,23 @@ def _download(fs: Any, remote: str, local: Path, callback: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- the local mirror
-def _sync(fs: Any, remote_dir: _S3Url, local_dir: Path, objects: dict[str, dict], *, prune: bool,
+def _sync(fs: Any, remote_dir: _S3Url, dirs: tuple[Path, Path], objects: dict[str, dict], *, prune: bool,
           what: str, progress: bool) -> None:
     """Bring ``local_dir`` in line with ``objects``: download what changed, drop what vanished.
 
-    With ``prune`` off (a single object), other entries of the folder's index are kept.
+    ``dirs`` is ``(root, local_dir)``: the cache and the folder, inside it, that mirrors
+    ``remote_dir``. With ``prune`` off (a single object), other entries of the index are kept.
     """
-    index = _read_index(local_dir)
+    root, local_dir = dirs
+    where = f"{what}: {remote_dir}"
+    index = paths.read_index(root, local_dir)
     stale = [rel for rel in index if rel not in objects] if prune else []
     for rel in stale:
-        _remove(local_dir, rel)
-        del index[rel]
-    todo = [rel for rel in sorted(objects) if not _up_to_date(local_dir / rel, index.get(rel), objects[rel])]
+        paths.remove_file(root, local_dir, rel, index.pop(rel))
+    todo = [rel for rel in sorted(objects)
+            if not _up_to_date(paths.regular_stat(root, local_dir / rel), index.get(rel), objects[rel])]
     if stale and not todo:
-        _write_index(local_dir, index)
+        paths.write_index(root, local_dir, index, where=where)
     if not todo:
         return
     total = sum(int(objects[rel]["size"]) for rel in todo)
@@ -314,29 +320,34 @@ def _sync(fs: Any, remote_dir: _S3Url, local_dir: Path, objects: dict[str, dict]
           file=sys.stderr)
     with _progress_bar(total, enabled=progress) as bar:
         for rel in todo:
-            index[rel] = _fetch_file(fs, remote_dir.child(rel), local_dir / rel, objects[rel], bar=bar, what=what)
-            _write_index(local_dir, index)  # after each file, so an interrupted fetch resumes
+            final = local_dir / rel
+            paths.make_folders(root, final.parent, where=where)
+            index[rel] = _fetch_file(fs, remote_dir.child(rel), (root, final), objects[rel], bar=bar, what=what)
+            paths.write_index(root, local_dir, index, where=where)  # after each file: an interrupted fetch resumes
 
 
-def _fetch_file(fs: Any, remote: _S3Url, final: Path, info: dict, *, bar: Any, what: str) -> dict:
-    """Download one object beside ``final`` and rename it into place; its index entry."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=_TMP_SUFFIX, dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+def _fetch_file(fs: Any, remote: _S3Url, dest: tuple[Path, Path], info: dict, *, bar: Any, what: str) -> dict:
+    """Download one object beside ``final`` (in ``dest = (root, final)``) and rename it into place.
+
+    Returns its index entry. ``final``'s folder was made by ``make_folders`` (no links on the
+    way); the temporary file is new (``O_EXCL | O_NOFOLLOW``), and the rename replaces
+    whatever ``final`` was, a planted link included, without following it.
+    """
+    root, final = dest
+    tmp = paths.new_temp(final.parent, final.name, where=f"{what}: {remote}")
     try:
         with _s3_errors(remote, fs, what=what, missing="the object disappeared from {endpoint} while fetching. "
                                                        "Run again."):
             _download(fs, remote.fs_path, tmp, _bar_callback(bar))
-        size, expected = tmp.stat().st_size, int(info["size"])
+        size, expected = os.lstat(tmp).st_size, int(info["size"])
         if size != expected:
             raise DataError(f"{what}: {remote}: got {size} bytes, but the listing said {expected}; the object "
                             f"changed while fetching. Run again.")
-        os.replace(tmp, final)
+        paths.place(root, tmp, final, where=f"{what}: {remote}")
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return {**_fingerprint(info), "local_mtime_ns": final.stat().st_mtime_ns}
+    return {**_fingerprint(info), "local_mtime_ns": os.lstat(final).st_mtime_ns}
 
 
 def _fingerprint(info: dict) -> dict:
@@ -348,48 +359,14 @@ def _fingerprint(info: dict) -> dict:
     return {"size": int(info["size"]), "mtime": str(mtime)}
 
 
-def _up_to_date(local: Path, entry: dict | None, info: dict) -> bool:
-    """The index matches the remote object and the local file is still the one fetched."""
-    if entry is None or {k: v for k, v in entry.items() if k != "local_mtime_ns"} != _fingerprint(info):
+def _up_to_date(local: os.stat_result | None, entry: dict | None, info: dict) -> bool:
+    """The index matches the remote object and the local file (its lstat, None when it is not a
+    regular file reached without links) is still the one fetched."""
+    if local is None or entry is None:
         return False
-    try:
-        stat = local.stat()
-    except FileNotFoundError:
+    if {k: v for k, v in entry.items() if k != "local_mtime_ns"} != _fingerprint(info):
         return False
-    return stat.st_size == entry["size"] and stat.st_mtime_ns == entry["local_mtime_ns"]
-
-
-def _remove(local_dir: Path, rel: str) -> None:
-    """Delete a fetched file and any folders it leaves empty, up to ``local_dir``."""
-    path = local_dir / rel
-    path.unlink(missing_ok=True)
-    for folder in path.parents:
-        if folder == local_dir or not folder.is_relative_to(local_dir):
-            break
-        with contextlib.suppress(OSError):  # not empty: someone else's files, keep them
-            folder.rmdir()
-
-
-def _read_index(local_dir: Path) -> dict[str, dict]:
-    """The files recorded by earlier fetches; empty when absent or unreadable (all re-fetched)."""
-    try:
-        data = json.loads((local_dir / INDEX_NAME).read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    files = data.get("files") if isinstance(data, dict) else None
-    return dict(files) if isinstance(files, dict) else {}
-
-
-def _write_index(local_dir: Path, index: dict[str, dict]) -> None:
-    local_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{INDEX_NAME}.", suffix=_TMP_SUFFIX, dir=local_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump({"version": 1, "files": dict(sorted(index.items()))}, out, indent=1)
-        os.replace(tmp, local_dir / INDEX_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return local.st_size == entry["size"] and local.st_mtime_ns == entry["local_mtime_ns"]
 
 
 # ----------------------------------------------------------------------------- progress
