@@ -378,3 +378,38 @@ def test_tforge_train_reports_a_hostile_key_as_an_error_not_a_traceback(s3_serve
     assert (f"Error: initial_base_model_ckpt_path: s3://{s3_bucket}/m: key `config.json` is an object and also the "
             f"folder of `config.json/x`") in result.output
     assert "Traceback" not in result.output and not (tmp_path / "cache").exists()
+
+
+class _Listing:
+    """A store whose listing is whatever the test says (a hostile or broken endpoint)."""
+
+    def __init__(self, found: dict):
+        self.found = found
+
+    def find(self, path, detail=True):
+        return self.found
+
+
+@pytest.mark.parametrize("size", ["12x", -1, "-3", 1.5, True, [3], "9" * 30 + "a"])
+def test_a_listing_without_a_sane_size_is_refused(size):
+    url = remote._S3Url.parse("s3://b/m", "weights")
+    found = {"b/m/config.json": {"type": "file", "size": size}}
+    with pytest.raises(DataError, match=r"weights: s3://b/m: the store listed `b/m/config\.json` with size .*not a "
+                                        r"byte count"):
+        remote._list(_Listing(found), url, "weights")
+
+
+def test_a_listing_with_sizes_as_digit_strings_is_read():
+    url = remote._S3Url.parse("s3://b/m", "weights")
+    _, objects = remote._list(_Listing({"b/m/a.json": {"type": "file", "size": "12"}}), url, "weights")
+    assert objects == {"a.json": {"type": "file", "size": 12}}
+
+
+def test_the_cache_dir_setting_expands_a_home_folder(monkeypatch, tmp_path):
+    from tforge_trainer.weights import cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TFORGE_CACHE_DIR", "~/tf-cache")
+    assert cache_dir() == tmp_path / "tf-cache"  # not a folder literally named "~" in the working directory
+    monkeypatch.setenv("TFORGE_CACHE_DIR", "")
+    assert cache_dir() == tmp_path / ".cache" / "tforge"

@@ -273,12 +273,12 @@ def _list(fs: Any, url: _S3Url, what: str) -> tuple[_S3Url, dict[str, dict]]:
     a prefix and an object means the prefix. Zero-byte ``…/`` folder markers (S3 consoles make
     them) are skipped; the keys are checked as local paths by the caller, all at once.
     """
-    found = fs.find(url.fs_path, detail=True)
+    found = {name: _sized(info, name, url, what) for name, info in fs.find(url.fs_path, detail=True).items()}
     if list(found) == [url.fs_path] and found[url.fs_path].get("type") == "file":
         return url.parent(), {url.key.rpartition("/")[2]: found[url.fs_path]}
     objects = {}
     for name, info in found.items():
-        if info.get("type") != "file" or (name.endswith("/") and int(info.get("size") or 0) == 0):
+        if info.get("type") != "file" or (name.endswith("/") and info["size"] == 0):
             continue
         if not name.startswith(f"{url.fs_path}/"):  # exactly one "/": `m//x` must not become `m/x`
             raise DataError(f"{what}: {url}: the store listed `{paths.show(name)}`, which is not under this "
@@ -288,6 +288,17 @@ def _list(fs: Any, url: _S3Url, what: str) -> tuple[_S3Url, dict[str, dict]]:
         raise DataError(f"{what}: {url}: no objects under this prefix. Check the bucket and prefix "
                         f"(aws s3 ls {url}/).")
     return url, objects
+
+
+def _sized(info: dict, name: str, url: _S3Url, what: str) -> dict:
+    """``info`` with its ``size`` as an int; a store that lists no sane size is refused."""
+    size = info.get("size") or 0
+    if isinstance(size, str) and size.isdigit():
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise DataError(f"{what}: {url}: the store listed `{paths.show(name)}` with size {paths.show(repr(size)[:40])}, "
+                        "not a byte count. Check the endpoint (AWS_ENDPOINT_URL_S3): it does not behave like S3.")
+    return {**info, "size": size}
 
 
 def _download(fs: Any, remote: str, local: Path, callback: Any) -> None:

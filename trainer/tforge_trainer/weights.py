@@ -35,7 +35,7 @@ class Weights:
 
 def cache_dir() -> Path:
     """Where ``s3://`` weights are downloaded: ``$TFORGE_CACHE_DIR`` or ``~/.cache/tforge``."""
-    return Path(os.environ.get("TFORGE_CACHE_DIR", Path.home() / ".cache" / "tforge"))
+    return Path(os.environ.get("TFORGE_CACHE_DIR") or Path.home() / ".cache" / "tforge").expanduser()
 
 
 def fetch_path(path: str, what: str, config: TrainConfig, dist: Dist, *, progress: bool) -> Path:
