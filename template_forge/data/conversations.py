@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, Callable, Iterator
 
 from template_forge.errors import DataError
 from template_forge.format import json_text
@@ -26,6 +26,7 @@ _BOM = b"\xef\xbb\xbf"
 
 #: Reason codes, in the order checks run.
 REASONS = {
+    "line_too_long": "a line longer than 64 MiB",
     "invalid_utf8": "not valid UTF-8",
     **json_text.REASONS,  # invalid_json, too_deep, number_too_large, invalid_text, duplicate_key
     "not_an_object": "not a JSON object",
@@ -38,6 +39,11 @@ REASONS = {
     "untokenizable": "the tokenizer fails on it",
     "too_long": "longer than --max-length",
 }
+
+
+#: A line is held in memory whole to be decoded; past this size it is a bad line, read in
+#: pieces and never held (64 MiB of JSON is millions of tokens: no context length takes it).
+MAX_LINE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -192,3 +198,33 @@ def _read_jsonl_line(path: str, line: int) -> tuple[list, list[dict]]:
                     raise parsed.error()
                 return parsed
     raise DataError(f"{path} has fewer than {line} lines.")
+
+
+def read_lines(fh: BinaryIO, *, seen: Callable[[bytes], None] = lambda piece: None,
+               limit: int = MAX_LINE_BYTES) -> Iterator[bytes | int]:
+    r"""The lines of binary file ``fh``, each as its bytes, or as its size (an ``int``) when it
+    is longer than ``limit`` bytes: such a line is read in pieces and never held whole.
+    ``seen`` is given every byte read, in order (for a digest and progress).
+
+    Examples:
+        >>> import io
+        >>> list(read_lines(io.BytesIO(b"ab\n" + b"x" * 9 + b"\ncd"), limit=4))
+        [b'ab\n', 10, b'cd']
+    """
+    while raw := fh.readline(limit + 1):
+        seen(raw)
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw
+            continue
+        size = len(raw)
+        while not raw.endswith(b"\n") and (raw := fh.readline(1 << 20)):
+            seen(raw)
+            size += len(raw)
+        yield size
+
+
+def line_too_long(size: int, *, path: str, line: int) -> BadLine:
+    """The :class:`BadLine` of a line :func:`read_lines` gave as its size."""
+    return BadLine(path, line, "line_too_long", (
+        f"the line has {size:,} bytes, more than the {MAX_LINE_BYTES >> 20} MiB a conversation may take. "
+        "Split the conversation, or drop the line with --on-error skip."))

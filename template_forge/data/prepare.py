@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from template_forge.data.conversations import REASONS, BadLine, parse_record
+from template_forge.data.conversations import REASONS, BadLine, line_too_long, parse_record, read_lines
 from template_forge.data.packed import packed_manifest, write_packed
 from template_forge.data.provenance import (
     MANIFEST,
@@ -98,12 +98,14 @@ class _Settings:
 
 
 def _chunks(path: Path, lines_per_chunk: int, digest, progress: Callable[[int], None] | None) -> Iterator[tuple[int, list[bytes]]]:
+    def seen(piece: bytes) -> None:
+        digest.update(piece)
+        if progress:
+            progress(len(piece))
+
     with open(path, "rb") as fh:
         start, batch = 1, []
-        for number, raw in enumerate(fh, 1):
-            digest.update(raw)
-            if progress:
-                progress(len(raw))
+        for number, raw in enumerate(read_lines(fh, seen=seen), 1):
             batch.append(raw)
             if len(batch) >= lines_per_chunk:
                 yield start, batch
@@ -116,10 +118,10 @@ def _work(state: tuple[Encoder, _Settings], chunk: tuple[int, list[bytes]]) -> l
     """Parse, check and encode one chunk of lines (blank lines are allowed and left out)."""
     encoder, st = state
     start, raws = chunk
-    parsed = [(start + k, _conversation(parse_record(raw.rstrip(b"\r\n"), path=st.path, line=start + k,
-                                                     require_alternation=st.alternation,
-                                                     need_assistant=st.need_assistant)))
-              for k, raw in enumerate(raws) if raw.strip()]
+    parsed = [(start + k, line_too_long(raw, path=st.path, line=start + k) if isinstance(raw, int) else
+               _conversation(parse_record(raw.rstrip(b"\r\n"), path=st.path, line=start + k,
+                                          require_alternation=st.alternation, need_assistant=st.need_assistant)))
+              for k, raw in enumerate(raws) if isinstance(raw, int) or raw.strip()]
     good = [(line, messages) for line, messages in parsed if not isinstance(messages, BadLine)]
     encoded = dict(zip((line for line, _ in good), _encode(encoder, good, st.path)))
     return [Row(line, bad=result) if isinstance(result, BadLine) else _fit(encoded[line], line, st)

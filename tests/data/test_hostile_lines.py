@@ -249,3 +249,21 @@ def test_a_line_the_pre_tokenizer_gives_up_on_is_a_located_bad_line(tmp_path, en
         tokenize_file(data, encoder, tmp_path / "stopped", workers=1)
     report = tokenize_file(data, encoder, tmp_path / "out", on_error="skip", workers=1)
     assert report.manifest["counts"]["skipped"] == {"untokenizable": 1} and report.written == 2
+
+
+def test_a_line_past_64_mib_is_a_bad_line_read_in_pieces(tmp_path, real_tokenizer):
+    from template_forge.data.conversations import MAX_LINE_BYTES
+
+    huge = json.dumps({"messages": [{"role": "user", "content": "x" * MAX_LINE_BYTES},
+                                    {"role": "assistant", "content": "y"}]}).encode()
+    data = _write(tmp_path / "d.jsonl", [GOOD[0], huge, GOOD[1]])
+    del huge
+    encoder = Encoder(load_builtin("llama3"), str(real_tokenizer("llama3")))
+    with pytest.raises(DataError, match=rf"^{data}:2: the line has [\d,]+ bytes, more than the 64 MiB"):
+        tokenize_file(data, encoder, tmp_path / "stopped", workers=1)
+    report = tokenize_file(data, encoder, tmp_path / "out", on_error="skip", workers=1)
+    assert report.manifest["counts"]["skipped"] == {"line_too_long": 1}
+    assert [TokenizedDataset(tmp_path / "out").line(k) for k in range(2)] == [1, 3]
+    good = _write(tmp_path / "good.jsonl", [GOOD[0], GOOD[1]])
+    tokenize_file(good, encoder, tmp_path / "ref", workers=1)
+    assert _rows(tmp_path / "out") == _rows(tmp_path / "ref")
