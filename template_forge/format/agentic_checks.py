@@ -226,9 +226,9 @@ def _system_and_final(m, role, problems: list, at) -> dict:
                            "an empty opening system block, but there is no such block or default: it needs "
                            "`system_placement: in_place` and a `default_system_message`. Add them, or remove it."))
     for name in m.unsupported_variables:
-        if not name.isidentifier() or name.startswith("tf_") or name in m.variables:
+        if not name.isidentifier() or name in m.variables:  # reserved names (`tf_*`): format/names.py
             problems.append(at("unsupported_variables", (
-                f"names {name!r}, which is not an identifier, starts with `tf_` or is a declared variable. "
+                f"names {name!r}, which is not an identifier or is a declared variable. "
                 "Name the official template's switch, e.g. `builtin_tools`.")))
     return {"unsupported_variables": tuple(m.unsupported_variables), "final_when": m.final_when,
             "default_system_when": m.default_system_when,

@@ -166,6 +166,9 @@ def test_reserved_unsupported_switches_are_refused():
     with pytest.raises(SpecError, match=r"`unsupported_variables\.0`: names 'self', which is a Jinja global"):
         load_spec_text(BASE + "unsupported_variables: [self]\n", label="s.yaml")
     assert load_spec_text(BASE + "unsupported_variables: [documents]\n").unsupported_variables == ("documents",)
+    with pytest.raises(SpecError) as exc:  # a compiler name is one problem, reported once
+        load_spec_text(BASE + "unsupported_variables: [tf_x]\n", label="s.yaml")
+    assert len(exc.value.problems) == 1 and "a name the compiled template sets itself" in str(exc.value)
 
 
 def _stored_names(template: str) -> set[str]:
