@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from template_forge.errors import DataError
+from template_forge.tokens import vocab_cache
 
 ENGINES = ("auto", "hf", "tiktoken")
 #: A private-use string added to the plain tokenizer so that a piece can be encoded as if it
@@ -124,38 +125,72 @@ class Vocab:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.source = tokenizer
-        self.tok = load_tokenizer(tokenizer)
-        if self.tok.encode_special_tokens:
-            self.tok = _clone(self.tok)
-            self.tok.encode_special_tokens = False
-        serialized = self.tok.to_str()
+        self._tok = self._config = self._plain = None
+        key = _cache_key(tokenizer, engine)
+        analysis = vocab_cache.load(key) if key else None
+        if analysis is None:
+            self._tok = _load_plain_specials(tokenizer)
+            analysis = self._analyse(engine)
+            if key:
+                vocab_cache.store(key, analysis)
         #: sha256 of the tokenizer's canonical JSON: what a manifest records to detect a stale cache.
-        self.sha256 = hashlib.sha256(serialized.encode()).hexdigest()
-        config = json.loads(serialized)
-        self.config = config
+        self.sha256 = analysis.sha256
+        #: Tokens, added ones included (``get_vocab_size(with_added_tokens=True)``).
+        self.vocab_size = analysis.vocab_size
+        self.control: dict[str, int] = analysis.control
+        names = sorted(self.control, key=len, reverse=True)
+        self.control_re = re.compile(_trie_pattern(names)) if names else None
+        self.control_firsts = "".join(sorted({n[0] for n in names}))
+        self._added = set(analysis.added)
+        self._byte_level = analysis.byte_level
+        self.byte_len, self.lengths_exact = analysis.byte_len, analysis.lengths_exact
+        self.engine = analysis.engine
+        self.tiktoken = analysis.encoding
+        if self.engine == "tiktoken" and self.tiktoken is None:
+            import tiktoken
+
+            self.tiktoken = tiktoken.Encoding(name="tforge", pat_str=analysis.pattern,
+                                              mergeable_ranks=analysis.ranks, special_tokens=analysis.specials)
+
+    @property
+    def tok(self):
+        """The ``tokenizers.Tokenizer`` (loaded on first use when the analysis came from the cache)."""
+        if self._tok is None:
+            self._tok = _load_plain_specials(self.source)
+        return self._tok
+
+    @property
+    def config(self) -> dict:
+        """The tokenizer's JSON, parsed (on first use)."""
+        if self._config is None:
+            self._config = json.loads(self.tok.to_str())
+        return self._config
+
+    def _analyse(self, engine: str) -> vocab_cache.Analysis:
+        """Everything the encoder needs from the tokenizer, computed from it (the slow path)."""
+        serialized = self.tok.to_str()
+        config = self._config = json.loads(serialized)
         added = config.get("added_tokens") or []
-        self.control: dict[str, int] = {
-            t["content"]: t["id"] for t in added if t["content"] and not t["content"].isspace()}
+        self.control = {t["content"]: t["id"] for t in added if t["content"] and not t["content"].isspace()}
         odd = [t["content"] for t in added if t["content"] in self.control
                and (t.get("lstrip") or t.get("rstrip") or t.get("single_word"))]
         if odd:
             raise DataError(
                 f"added tokens with lstrip/rstrip/single_word are not supported: {', '.join(odd[:5])}. "
                 "Those flags make a special token swallow neighbouring whitespace; clear them in tokenizer.json.")
-        names = sorted(self.control, key=len, reverse=True)
-        self.control_re = re.compile(_trie_pattern(names)) if names else None
-        self.control_firsts = "".join(sorted({n[0] for n in names}))
         self._stress()
-        self.byte_len, self.lengths_exact = self._byte_lengths(config)
-        self.tiktoken = None
-        self.engine = "hf"
+        byte_len, exact = self._byte_lengths(config)
+        analysis = vocab_cache.Analysis(
+            hashlib.sha256(serialized.encode()).hexdigest(), self.tok.get_vocab_size(with_added_tokens=True),
+            self.control, sorted(self._added), byte_len, exact, self._byte_level, "hf")
         if engine in ("auto", "tiktoken"):
-            self.tiktoken, why = self._tiktoken(config)
-            if self.tiktoken is not None:
-                self.engine = "tiktoken"
+            enc, why = self._tiktoken(config)
+            if enc is not None:
+                analysis.engine, analysis.encoding = "tiktoken", enc
+                analysis.pattern, analysis.ranks, analysis.specials = self._tiktoken_parts
             elif engine == "tiktoken":
                 raise DataError(f"the tiktoken engine cannot encode this tokenizer exactly: {why}")
-        self._plain = None
+        return analysis
 
     @property
     def path(self) -> str | None:
@@ -240,6 +275,7 @@ class Vocab:
             enc = tiktoken.Encoding(name="tforge", pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
         except Exception as exc:  # a regex tiktoken's engine does not take
             return None, f"tiktoken rejects the vocabulary ({exc})"
+        self._tiktoken_parts = (pattern, ranks, specials)
         probe = _PROBE + list(self.control)
         want = [e.ids for e in self.tok.encode_batch(probe, add_special_tokens=False)]
         try:
@@ -367,10 +403,28 @@ def _only_space_escape(norm: dict | None) -> bool:
                and s.get("content") == "▁" for s in steps)
 
 
-def _clone(tok):
+def _load_plain_specials(source: Any):
+    """:func:`load_tokenizer`, on a copy with ``encode_special_tokens`` off if it was on."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(tok.to_str())
+    tok = load_tokenizer(source)
+    if tok.encode_special_tokens:
+        tok = Tokenizer.from_str(tok.to_str())
+        tok.encode_special_tokens = False
+    return tok
+
+
+def _cache_key(source: Any, engine: str) -> str | None:
+    """The cache entry of a tokenizer file (None for an object, or a file that cannot be read:
+    then :func:`load_tokenizer` raises the located error)."""
+    if not isinstance(source, (str, os.PathLike)) or vocab_cache.cache_dir() is None:
+        return None
+    path = Path(source)
+    try:
+        raw = (path / "tokenizer.json" if path.is_dir() else path).read_bytes()
+    except OSError:
+        return None
+    return vocab_cache.entry_key(hashlib.sha256(raw).hexdigest(), engine)
 
 
 #: Long runs of one character class: where a backtracking pre-tokenizer regex blows up.
