@@ -98,14 +98,17 @@ def load(key: str) -> Analysis | None:
         return None
     path = folder / f"{key}.npz"
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # No link is followed, and a FIFO planted under the entry's name cannot block the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return None
-    except OSError as exc:  # a symlink (ELOOP), a folder, no permission
+    except OSError as exc:  # a symlink (ELOOP), no permission
         _warn(f"entry {path.name}", f"cannot be opened ({exc.strerror}); rebuilding it")
         return None
     try:
         with os.fdopen(fd, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise ValueError("not a regular file")
             return _decode(fh, key)
     except Exception as exc:  # truncated, foreign, wrong version: all a miss
         _warn(f"entry {path.name}", f"is not a valid entry ({str(exc)[:100]}); rebuilding it")
