@@ -28,7 +28,7 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -60,20 +60,20 @@ class Analysis:
     encoding: Any = None  # the tiktoken.Encoding, when just built (not stored)
 
 
-def cache_dir() -> Path | None:
-    """The vocabulary cache folder, or None when ``TFORGE_NO_CACHE`` is set.
+def cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The vocabulary cache folder, or None when ``TFORGE_NO_CACHE`` is set (to anything but 0).
 
     Examples:
-        >>> import os
-        >>> os.environ["TFORGE_CACHE_DIR"] = "/tmp/c"; str(cache_dir())
+        >>> str(cache_dir({"TFORGE_CACHE_DIR": "/tmp/c"}))
         '/tmp/c/vocab'
-        >>> os.environ["TFORGE_NO_CACHE"] = "1"; cache_dir() is None
+        >>> cache_dir({"TFORGE_CACHE_DIR": "/tmp/c", "TFORGE_NO_CACHE": "1"}) is None
         True
-        >>> del os.environ["TFORGE_NO_CACHE"], os.environ["TFORGE_CACHE_DIR"]
+        >>> cache_dir({}) == Path.home() / ".cache" / "tforge" / "vocab"
+        True
     """
-    if os.environ.get("TFORGE_NO_CACHE", "").strip() not in ("", "0"):
+    if environ.get("TFORGE_NO_CACHE", "").strip() not in ("", "0"):
         return None
-    root = os.environ.get("TFORGE_CACHE_DIR") or Path.home() / ".cache" / "tforge"
+    root = environ.get("TFORGE_CACHE_DIR") or Path.home() / ".cache" / "tforge"
     return Path(root).expanduser() / "vocab"
 
 
