@@ -8,6 +8,10 @@ Engines (``engine="auto"`` picks):
   probe agrees with the Hugging Face tokenizer on every probe text.
 * ``hf``: the ``tokenizers`` library.
 
+The analysis of a tokenizer file is cached on disk, keyed by its bytes
+(:mod:`~template_forge.tokens.vocab_cache`): a warm load reads it back in a few tens of
+milliseconds and, for the tiktoken engine, never loads the Hugging Face tokenizer.
+
 Token spans come from a per-id byte-length table (:attr:`Vocab.byte_len`); where the table
 cannot reproduce the text (a normalizer that rewrites it, a prefix space the text lacks),
 ``lengths_exact`` is false or the encoder's per-conversation check fails, and offsets come
@@ -126,12 +130,12 @@ class Vocab:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.source = tokenizer
         self._tok = self._config = self._plain = None
-        key = _cache_key(tokenizer, engine)
-        analysis = vocab_cache.load(key) if key else None
+        key = vocab_cache.source_key(tokenizer, engine)
+        analysis = vocab_cache.load_usable(key) if key else None
         if analysis is None:
             self._tok = _load_plain_specials(tokenizer)
             analysis = self._analyse(engine)
-            if key:
+            if key and vocab_cache.source_key(tokenizer, engine) == key:  # not if the file changed meanwhile
                 vocab_cache.store(key, analysis)
         #: sha256 of the tokenizer's canonical JSON: what a manifest records to detect a stale cache.
         self.sha256 = analysis.sha256
@@ -146,11 +150,6 @@ class Vocab:
         self.byte_len, self.lengths_exact = analysis.byte_len, analysis.lengths_exact
         self.engine = analysis.engine
         self.tiktoken = analysis.encoding
-        if self.engine == "tiktoken" and self.tiktoken is None:
-            import tiktoken
-
-            self.tiktoken = tiktoken.Encoding(name="tforge", pat_str=analysis.pattern,
-                                              mergeable_ranks=analysis.ranks, special_tokens=analysis.specials)
 
     @property
     def tok(self):
@@ -412,19 +411,6 @@ def _load_plain_specials(source: Any):
         tok = Tokenizer.from_str(tok.to_str())
         tok.encode_special_tokens = False
     return tok
-
-
-def _cache_key(source: Any, engine: str) -> str | None:
-    """The cache entry of a tokenizer file (None for an object, or a file that cannot be read:
-    then :func:`load_tokenizer` raises the located error)."""
-    if not isinstance(source, (str, os.PathLike)) or vocab_cache.cache_dir() is None:
-        return None
-    path = Path(source)
-    try:
-        raw = (path / "tokenizer.json" if path.is_dir() else path).read_bytes()
-    except OSError:
-        return None
-    return vocab_cache.entry_key(hashlib.sha256(raw).hexdigest(), engine)
 
 
 #: Long runs of one character class: where a backtracking pre-tokenizer regex blows up.

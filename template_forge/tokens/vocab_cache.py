@@ -91,6 +91,37 @@ def entry_key(file_sha256: str, engine: str) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
 
 
+def load_usable(key: str) -> Analysis | None:
+    """The cached analysis, its tiktoken encoding built; None if there is none or it is unusable."""
+    analysis = load(key)
+    if analysis is None or analysis.engine != "tiktoken":
+        return analysis
+    try:
+        import tiktoken
+
+        analysis.encoding = tiktoken.Encoding(name="tforge", pat_str=analysis.pattern,
+                                              mergeable_ranks=analysis.ranks, special_tokens=analysis.specials)
+    except BaseException as exc:  # a planted pattern or table tiktoken refuses (pyo3 panics are BaseExceptions)
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
+        warn_entry(key, f"is refused by tiktoken ({type(exc).__name__})")
+        return None
+    return analysis
+
+
+def source_key(source: Any, engine: str) -> str | None:
+    """The cache entry of a tokenizer file (None for an object, or a file that cannot be read:
+    then :class:`Vocab` raises the located error)."""
+    if not isinstance(source, (str, os.PathLike)) or cache_dir() is None:
+        return None
+    path = Path(source)
+    try:
+        raw = (path / "tokenizer.json" if path.is_dir() else path).read_bytes()
+    except OSError:
+        return None
+    return entry_key(hashlib.sha256(raw).hexdigest(), engine)
+
+
 def load(key: str) -> Analysis | None:
     """The cached analysis for ``key``, or None (no cache, no entry, or a bad one: warned)."""
     folder = _folder(create=False)
@@ -126,6 +157,11 @@ def store(key: str, analysis: Analysis) -> None:
         write_atomic(folder / f"{key}.npz", _encode(key, analysis))
     except OSError as exc:
         _warn("folder", f"{folder} cannot be written ({exc.strerror}); working without it")
+
+
+def warn_entry(key: str, why: str) -> None:
+    """Warn (once) that entry ``key`` could not be used and is rebuilt."""
+    _warn(f"entry {key}.npz", f"{why}; rebuilding it")
 
 
 def _folder(*, create: bool) -> Path | None:

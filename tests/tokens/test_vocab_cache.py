@@ -67,6 +67,10 @@ def test_warm_vocab_encodes_exactly_like_a_cold_one(real_tokenizer, cache, name,
         analysis.byte_len[300] += 1
         entry.write_bytes(vocab_cache._encode(entry.stem, analysis))
         assert Vocab(folder, engine=engine)._tok is not None
+        analysis = vocab_cache.load(entry.stem)  # a split regex tiktoken refuses: also a miss
+        analysis.pattern = "(unclosed"
+        entry.write_bytes(vocab_cache._encode(entry.stem, analysis))
+        assert Vocab(folder, engine=engine)._tok is not None
 
 
 def _entry(cache) -> os.PathLike:
