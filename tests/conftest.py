@@ -18,6 +18,16 @@ def pytest_addoption(parser):
                      help="Rewrite golden files under fixtures/ from the current code.")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """Every test (and every subprocess it starts) caches under a temporary folder, never in
+    the real ``~/.cache/tforge``: the vocabulary cache and the trainer's downloads share it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TFORGE_CACHE_DIR", str(tmp_path_factory.mktemp("tforge-cache")))
+        mp.delenv("TFORGE_NO_CACHE", raising=False)
+        yield
+
+
 @pytest.fixture
 def update_goldens(request) -> bool:
     return request.config.getoption("--update-goldens")

@@ -7,18 +7,21 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from template_forge.cli.options import parse_vars, variable_options
 from template_forge.data.conversations import read_record
 from template_forge.errors import TemplateForgeError
-from template_forge.format.check import TemplateInfo, check_template, inspect_template, load_template
 from template_forge.format.compiler import compile_template
 from template_forge.format.formats import builtin_names
 from template_forge.format.render import Rendered, render
 from template_forge.format.spec import load_builtin, load_spec
 from template_forge.io import install_chat_template, write_atomic
+
+if TYPE_CHECKING:
+    from template_forge.format.check import TemplateInfo
 
 # Colours of `tforge render`, one per segment kind the renderer writes
 # (render.SEGMENT_KINDS): what is trained is green, the rest is muted by role.
@@ -144,6 +147,8 @@ def _template_where(template: str) -> str:
 def _prepare_check(spec: str, template: str, template_name: str, tokens_given: dict[str, str | None],
                    values: dict, now: datetime | None):
     """Everything a check needs before sampling, each failure a usage error (exit 2)."""
+    from template_forge.format.check import inspect_template, load_template  # only `check` loads the sandbox
+
     with _cannot_check():
         fmt = load_spec(spec)
         text, tokens = load_template(template, name=template_name)
@@ -187,6 +192,8 @@ def check_cmd(ctx: click.Context, spec: str, template: str, samples: int, seed: 
     given = {"bos_token": bos_token, "eos_token": eos_token}
     fmt, text, tokens = _prepare_check(spec, template, template_name, given, values, now)
     with _cannot_check():  # a template that runs past the limits or kills its sandbox (sandbox.py)
+        from template_forge.format.check import check_template
+
         report = check_template(fmt, text, samples=samples, seed=seed, tokens=tokens, variables=values, now=now,
                                 where=_template_where(template))
     summary = f"{spec} vs {template}: {report.summary()}."

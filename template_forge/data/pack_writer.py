@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from template_forge.data.arrow_arrays import array, list_array, view
 from template_forge.data.packing import Plan
 from template_forge.data.provenance import MANIFEST, PACKED_FORMAT, HashingFile, Provenance, sha256_file
 from template_forge.data.tokenized import TokenizedDataset
@@ -34,8 +35,6 @@ def schema():
     ])
 
 
-def view(array) -> np.ndarray:
-    return array.to_numpy(zero_copy_only=True)
 
 
 
@@ -111,12 +110,9 @@ def write_shard(path: Path, rows: Rows, plan: Plan, lo: int, hi: int, batch_toke
             first_trained += int(mask[cum[:-1]].sum(dtype=np.int64)) if len(mask) else 0
             tok_off = cum[pieces].astype(np.int32)
             writer.write_batch(pa.record_batch([
-                pa.ListArray.from_arrays(pa.array(tok_off), pa.array(ids)),
-                pa.ListArray.from_arrays(pa.array(tok_off), pa.array(mask)),
-                pa.ListArray.from_arrays(pa.array(pieces), pa.array(length.astype(np.int32))),
-                pa.array(np.diff(tok_off)),
-                pa.ListArray.from_arrays(pa.array(pieces), pa.array(rows.lines[sample])),
-                pa.ListArray.from_arrays(pa.array(pieces), pa.array(start.astype(np.int32))),
+                list_array(tok_off, ids), list_array(tok_off, mask),
+                list_array(pieces, length.astype(np.int32)), array(np.diff(tok_off)),
+                list_array(pieces, rows.lines[sample]), list_array(pieces, start.astype(np.int32)),
             ], schema=schema()))
             a = z
         writer.close()

@@ -36,7 +36,6 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from template_forge.data.conversations import REASONS, BadLine, line_too_long, parse_record, read_lines
-from template_forge.data.packed import packed_manifest, write_packed
 from template_forge.data.provenance import (
     MANIFEST,
     TOKENIZED_FORMAT,
@@ -218,7 +217,7 @@ def _tokenize(data: Path, encoder: Encoder, out_dir: Path, *, spec_name, max_len
             digest.hexdigest(), encoder, max_length=max_length, overlong=overlong, on_error=on_error,
             source_path=str(data.resolve()), spec_name=spec_name or encoder.spec.name,
             tokenizer_engine=encoder.engine, tokenizer_path=encoder.vocab.path,
-            tokenizer_vocab_size=encoder.vocab.tok.get_vocab_size(with_added_tokens=True))
+            tokenizer_vocab_size=encoder.vocab.vocab_size)
         report.manifest = _manifest(provenance, encoder, report, shards, lengths)
         (tmp / MANIFEST).write_text(json.dumps(report.manifest, indent=2) + "\n")
         os.chmod(tmp, 0o755)
@@ -333,6 +332,8 @@ def _prepare(data: Path, encoder: Encoder, out_dir: Path, work: Path, *, context
              on_error, workers, overwrite, shard_bytes, on_tokenize, on_pack) -> tuple[dict, bool]:
     # Hashing the data costs a read of it: only when there is an earlier result to compare with.
     # Otherwise the file is read once, and tokenize_file hashes it on the way.
+    from template_forge.data.packed import packed_manifest, write_packed  # not loaded by `tforge tokenize`
+
     expected = expected_provenance(data, encoder, on_error=on_error) if out_dir.exists() or work.exists() else None
     inputs = expected.inputs(context_length=context_length, overflow=overflow, seed=seed) if expected else None
     existing = packed_manifest(out_dir) if inputs else None

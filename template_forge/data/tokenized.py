@@ -14,6 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
+from template_forge.data.arrow_arrays import array, list_array, view
 from template_forge.data.provenance import MANIFEST, TOKENIZED_FORMAT, HashingFile, read_manifest, shard_problem
 from template_forge.errors import DataError
 from template_forge.tokens.encoder import Encoded
@@ -124,11 +125,9 @@ class ShardWriter:
         mask = np.concatenate([e.loss_mask for e, _ in self._rows]).astype(np.uint8, copy=False)
         trained = np.fromiter((e.num_trained for e, _ in self._rows), dtype=np.int32, count=len(self._rows))
         lines = np.fromiter((line for _, line in self._rows), dtype=np.int64, count=len(self._rows))
-        off = pa.array(offsets, type=pa.int32())
         batch = pa.record_batch([
-            pa.ListArray.from_arrays(off, pa.array(ids, type=pa.int32())),
-            pa.ListArray.from_arrays(off, pa.array(mask, type=pa.uint8())),
-            pa.array(counts.astype(np.int32)), pa.array(trained), pa.array(lines),
+            list_array(offsets, ids), list_array(offsets, mask),
+            array(counts.astype(np.int32)), array(trained), array(lines),
         ], schema=_schema())
         self._writer.write_batch(batch)
         self._shard_rows += len(self._rows)
@@ -171,7 +170,7 @@ class TokenizedDataset:
     @property
     def num_tokens(self) -> np.ndarray:
         """Tokens of every row (``int64``)."""
-        cols = [t.column("num_tokens").to_numpy() for t in self._tables]
+        cols = [view(t.column("num_tokens")) for t in self._tables]
         return np.concatenate(cols).astype(np.int64) if cols else np.zeros(0, np.int64)
 
     def _locate(self, k: int):
@@ -196,4 +195,4 @@ class TokenizedDataset:
 
 def _row(column, r: int) -> np.ndarray:
     """Row ``r`` of a list column as a read-only numpy view of the mapped file."""
-    return column[r].values.to_numpy(zero_copy_only=True)
+    return view(column[r].values)

@@ -8,6 +8,10 @@ Engines (``engine="auto"`` picks):
   probe agrees with the Hugging Face tokenizer on every probe text.
 * ``hf``: the ``tokenizers`` library.
 
+The analysis of a tokenizer file is cached on disk, keyed by its bytes
+(:mod:`~template_forge.tokens.vocab_cache`): a warm load reads it back in a few tens of
+milliseconds and, for the tiktoken engine, never loads the Hugging Face tokenizer.
+
 Token spans come from a per-id byte-length table (:attr:`Vocab.byte_len`); where the table
 cannot reproduce the text (a normalizer that rewrites it, a prefix space the text lacks),
 ``lengths_exact`` is false or the encoder's per-conversation check fails, and offsets come
@@ -29,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from template_forge.errors import DataError
+from template_forge.tokens import vocab_cache
 
 ENGINES = ("auto", "hf", "tiktoken")
 #: A private-use string added to the plain tokenizer so that a piece can be encoded as if it
@@ -124,38 +129,67 @@ class Vocab:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
         self.source = tokenizer
-        self.tok = load_tokenizer(tokenizer)
-        if self.tok.encode_special_tokens:
-            self.tok = _clone(self.tok)
-            self.tok.encode_special_tokens = False
-        serialized = self.tok.to_str()
+        self._tok = self._config = self._plain = None
+        key = vocab_cache.source_key(tokenizer, engine)
+        analysis = vocab_cache.load_usable(key) if key else None
+        if analysis is None:
+            self._tok = _load_plain_specials(tokenizer)
+            analysis = self._analyse(engine)
+            if key and vocab_cache.source_key(tokenizer, engine) == key:  # not if the file changed meanwhile
+                vocab_cache.store(key, analysis)
         #: sha256 of the tokenizer's canonical JSON: what a manifest records to detect a stale cache.
-        self.sha256 = hashlib.sha256(serialized.encode()).hexdigest()
-        config = json.loads(serialized)
-        self.config = config
+        self.sha256 = analysis.sha256
+        #: Tokens, added ones included (``get_vocab_size(with_added_tokens=True)``).
+        self.vocab_size = analysis.vocab_size
+        self.control: dict[str, int] = analysis.control
+        names = sorted(self.control, key=len, reverse=True)
+        self.control_re = re.compile(_trie_pattern(names)) if names else None
+        self.control_firsts = "".join(sorted({n[0] for n in names}))
+        self._added = set(analysis.added)
+        self._byte_level = analysis.byte_level
+        self.byte_len, self.lengths_exact = analysis.byte_len, analysis.lengths_exact
+        self.engine = analysis.engine
+        self.tiktoken = analysis.encoding
+
+    @property
+    def tok(self):
+        """The ``tokenizers.Tokenizer`` (loaded on first use when the analysis came from the cache)."""
+        if self._tok is None:
+            self._tok = _load_plain_specials(self.source)
+        return self._tok
+
+    @property
+    def config(self) -> dict:
+        """The tokenizer's JSON, parsed (on first use)."""
+        if self._config is None:
+            self._config = json.loads(self.tok.to_str())
+        return self._config
+
+    def _analyse(self, engine: str) -> vocab_cache.Analysis:
+        """Everything the encoder needs from the tokenizer, computed from it (the slow path)."""
+        serialized = self.tok.to_str()
+        config = self._config = json.loads(serialized)
         added = config.get("added_tokens") or []
-        self.control: dict[str, int] = {
-            t["content"]: t["id"] for t in added if t["content"] and not t["content"].isspace()}
+        self.control = {t["content"]: t["id"] for t in added if t["content"] and not t["content"].isspace()}
         odd = [t["content"] for t in added if t["content"] in self.control
                and (t.get("lstrip") or t.get("rstrip") or t.get("single_word"))]
         if odd:
             raise DataError(
                 f"added tokens with lstrip/rstrip/single_word are not supported: {', '.join(odd[:5])}. "
                 "Those flags make a special token swallow neighbouring whitespace; clear them in tokenizer.json.")
-        names = sorted(self.control, key=len, reverse=True)
-        self.control_re = re.compile(_trie_pattern(names)) if names else None
-        self.control_firsts = "".join(sorted({n[0] for n in names}))
         self._stress()
-        self.byte_len, self.lengths_exact = self._byte_lengths(config)
-        self.tiktoken = None
-        self.engine = "hf"
+        byte_len, exact = self._byte_lengths(config)
+        analysis = vocab_cache.Analysis(
+            hashlib.sha256(serialized.encode()).hexdigest(), self.tok.get_vocab_size(with_added_tokens=True),
+            self.control, sorted(self._added), byte_len, exact, self._byte_level, "hf")
         if engine in ("auto", "tiktoken"):
-            self.tiktoken, why = self._tiktoken(config)
-            if self.tiktoken is not None:
-                self.engine = "tiktoken"
+            enc, why = self._tiktoken(config)
+            if enc is not None:
+                analysis.engine, analysis.encoding = "tiktoken", enc
+                analysis.pattern, analysis.ranks, analysis.specials = self._tiktoken_parts
             elif engine == "tiktoken":
                 raise DataError(f"the tiktoken engine cannot encode this tokenizer exactly: {why}")
-        self._plain = None
+        return analysis
 
     @property
     def path(self) -> str | None:
@@ -240,6 +274,7 @@ class Vocab:
             enc = tiktoken.Encoding(name="tforge", pat_str=pattern, mergeable_ranks=ranks, special_tokens=specials)
         except Exception as exc:  # a regex tiktoken's engine does not take
             return None, f"tiktoken rejects the vocabulary ({exc})"
+        self._tiktoken_parts = (pattern, ranks, specials)
         probe = _PROBE + list(self.control)
         want = [e.ids for e in self.tok.encode_batch(probe, add_special_tokens=False)]
         try:
@@ -367,10 +402,15 @@ def _only_space_escape(norm: dict | None) -> bool:
                and s.get("content") == "▁" for s in steps)
 
 
-def _clone(tok):
+def _load_plain_specials(source: Any):
+    """:func:`load_tokenizer`, on a copy with ``encode_special_tokens`` off if it was on."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_str(tok.to_str())
+    tok = load_tokenizer(source)
+    if tok.encode_special_tokens:
+        tok = Tokenizer.from_str(tok.to_str())
+        tok.encode_special_tokens = False
+    return tok
 
 
 #: Long runs of one character class: where a backtracking pre-tokenizer regex blows up.
