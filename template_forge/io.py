@@ -162,3 +162,17 @@ def clear_stale(target: str | Path) -> list[str]:
         shutil.rmtree(entry.path, ignore_errors=True) if entry.is_dir() else os.unlink(entry.path)
         removed.append(entry.name)
     return removed
+
+
+def cache_root(environ=os.environ) -> Path:
+    """tforge's cache folder for this user: ``$TFORGE_CACHE_DIR`` (``~`` expanded), else
+    ``~/.cache/tforge``. The trainer's downloads and the vocabulary analyses live below it.
+
+    Examples:
+        >>> str(cache_root({"TFORGE_CACHE_DIR": "/tmp/c"}))
+        '/tmp/c'
+        >>> cache_root({"TFORGE_CACHE_DIR": ""}) == Path.home() / ".cache" / "tforge"
+        True
+    """
+    return Path(environ.get("TFORGE_CACHE_DIR") or Path.home() / ".cache" / "tforge").expanduser()
+

@@ -32,6 +32,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from template_forge.io import cache_root
+
 #: Bump when what is stored, or how it is computed, changes: old entries become misses.
 FORMAT = 1
 #: An entry larger than this is not read (the Llama 4 vocabulary's is about 4 MB).
@@ -73,8 +75,7 @@ def cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
     """
     if environ.get("TFORGE_NO_CACHE", "").strip() not in ("", "0"):
         return None
-    root = environ.get("TFORGE_CACHE_DIR") or Path.home() / ".cache" / "tforge"
-    return Path(root).expanduser() / "vocab"
+    return cache_root(environ) / "vocab"
 
 
 def entry_key(file_sha256: str, engine: str) -> str:

@@ -10,13 +10,12 @@ with. A continued adapter must have the rank and target modules of ``lora_config
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from template_forge.errors import ConfigError, DataError, Problem
-from template_forge.io import read_json_object
+from template_forge.io import cache_root, read_json_object
 from tforge_trainer.config import TrainConfig, family_of
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ class Weights:
 
 def cache_dir() -> Path:
     """Where ``s3://`` weights are downloaded: ``$TFORGE_CACHE_DIR`` or ``~/.cache/tforge``."""
-    return Path(os.environ.get("TFORGE_CACHE_DIR") or Path.home() / ".cache" / "tforge").expanduser()
+    return cache_root()
 
 
 def fetch_path(path: str, what: str, config: TrainConfig, dist: Dist, *, progress: bool) -> Path:
