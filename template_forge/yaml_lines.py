@@ -15,6 +15,7 @@ Examples:
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any, Callable, Sequence
 
 import yaml
@@ -274,12 +275,15 @@ def pydantic_problems(exc, *, where: Callable[[tuple], str], base: tuple = (),
     return problems
 
 
+_TAG = re.compile(r"(dict|list|literal|tuple|set)\[.*\]|(function|constrained)-[a-z-]+(\[.*\])?", re.S)
+
+
 def _field_of(loc: tuple) -> tuple:
     """The key path of an error location, without pydantic's union-branch and validator tags
     (``str``, ``dict[str,any]``, ``literal['x']``, ``function-after[...]``, …)."""
     tags = ("str", "int", "float", "bool", "none")
-    return tuple(p for p in loc if not (isinstance(p, str) and (
-        p in tags or p.startswith(("dict[", "list[", "literal[", "function-", "constrained-")))))
+    # The first item is always a key the user wrote (a field, or an unknown one such as `list[`).
+    return loc[:1] + tuple(p for p in loc[1:] if not (isinstance(p, str) and (p in tags or _TAG.fullmatch(p))))
 
 
 def _message(loc: tuple, errors: list[dict], known, missing) -> str:

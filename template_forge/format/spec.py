@@ -227,7 +227,7 @@ def _locate_format(data: Any, index: LineIndex) -> tuple[Any, tuple, dict]:
 # --------------------------------------------------------------------------- validation
 def _problems(exc: ValidationError, base: tuple, index: LineIndex) -> list[Problem]:
     def known(loc: tuple) -> tuple[str, ...]:
-        if len(loc) == 1:
+        if len(loc) <= 1:
             return FIELD_NAMES
         model = _SUB_MODELS.get(loc[0])
         fields = model.model_fields if model is not None and len(loc) == 2 else {}

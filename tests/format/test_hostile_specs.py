@@ -4,7 +4,9 @@ never a traceback or a hang (the fuzz asserts the second by finishing)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import pytest
 import yaml
@@ -188,3 +190,9 @@ def test_every_name_the_compiler_sets_is_reserved():
             stored |= _stored_names(compile_template(spec, training=training)) - {v.name for v in spec.variables}
     assert stored - RESERVED_NAMES == {n for n in stored if n.startswith("tf_")}
     assert "tf" in COMPILER_NAMES
+
+
+@pytest.mark.parametrize("key", ["list[", "dict[str,any]", "function-after", "str"])
+def test_an_unknown_key_that_looks_like_a_pydantic_tag_is_still_named(key):
+    with pytest.raises(SpecError, match=rf"s\.yaml:4, `{re.escape(key)}`: unknown field"):
+        load_spec_text(BASE + f"{json.dumps(key)}: 1\n", label="s.yaml")
