@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -175,4 +176,28 @@ def cache_root(environ=os.environ) -> Path:
         True
     """
     return Path(environ.get("TFORGE_CACHE_DIR") or Path.home() / ".cache" / "tforge").expanduser()
+
+
+def read_regular(path: str | Path, *, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, read from a folder tforge does not trust (a
+    cache): a symlink is not followed (``OSError``, ELOOP), a FIFO or device planted under the
+    name neither blocks nor is read, and neither is a file past ``limit`` bytes (``ValueError``).
+
+    Examples:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "x"; _ = p.write_bytes(b"abc")
+        >>> read_regular(p, limit=3)
+        b'abc'
+        >>> read_regular(p, limit=2)
+        Traceback (most recent call last):
+        ValueError: larger than 2 bytes
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return raw
 

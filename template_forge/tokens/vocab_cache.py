@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from template_forge.io import cache_root
+from template_forge.io import cache_root, read_regular
 
 #: Bump when what is stored, or how it is computed, changes: old entries become misses.
 FORMAT = 1
@@ -130,18 +130,17 @@ def load(key: str) -> Analysis | None:
         return None
     path = folder / f"{key}.npz"
     try:
-        # No link is followed, and a FIFO planted under the entry's name cannot block the open.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        raw = read_regular(path, limit=MAX_ENTRY_BYTES)  # no link followed, a planted FIFO cannot block
     except FileNotFoundError:
         return None
     except OSError as exc:  # a symlink (ELOOP), no permission
         _warn(f"entry {path.name}", f"cannot be opened ({exc.strerror}); rebuilding it")
         return None
+    except ValueError as exc:  # a FIFO or device, too large
+        _warn(f"entry {path.name}", f"is not a valid entry ({exc}); rebuilding it")
+        return None
     try:
-        with os.fdopen(fd, "rb") as fh:
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise ValueError("not a regular file")
-            return _decode(fh, key)
+        return _decode(raw, key)
     except Exception as exc:  # truncated, foreign, wrong version: all a miss
         _warn(f"entry {path.name}", f"is not a valid entry ({str(exc)[:100]}); rebuilding it")
         return None
@@ -198,10 +197,7 @@ def _encode(key: str, a: Analysis) -> bytes:
     return buf.getvalue()
 
 
-def _decode(fh, key: str) -> Analysis:
-    raw = fh.read(MAX_ENTRY_BYTES + 1)
-    if len(raw) > MAX_ENTRY_BYTES:
-        raise ValueError(f"larger than {MAX_ENTRY_BYTES} bytes")
+def _decode(raw: bytes, key: str) -> Analysis:
     with zipfile.ZipFile(io.BytesIO(raw)) as zf:  # bound what a (compressed) member may expand to
         names = {info.filename.removesuffix(".npy") for info in zf.infolist()}
         if names != _ARRAYS or sum(info.file_size for info in zf.infolist()) > MAX_ENTRY_BYTES:

@@ -38,14 +38,13 @@ from collections.abc import Collection
 from pathlib import Path
 
 from template_forge.errors import DataError
+from template_forge.io import read_regular
 
 INDEX_NAME = ".tforge-fetch.json"
 TMP_SUFFIX = ".tforge-tmp"
 _NAME_MAX, _PATH_MAX = 255, 4096  # the usual POSIX limits, when pathconf cannot tell
 _TMP_NAME_BYTES = 2 + 16 * 4 + 8 + len(TMP_SUFFIX)  # temp_prefix (16 chars, ≤ 4 bytes each) + mkstemp's 8
 _INDEX_MAX_BYTES = 16 << 20  # ~100k entries; a larger "index" is not one we wrote
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO planted as the index must not hang the read
 
 
 # ----------------------------------------------------------------------------- keys as local paths
@@ -296,7 +295,7 @@ def read_index(root: Path, local_dir: Path) -> dict[str, dict]:
     if not real_folder(root, local_dir):
         return {}
     try:
-        raw = _read_regular(path)
+        raw = read_regular(path, limit=_INDEX_MAX_BYTES)  # no link, FIFO or giant followed or read
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as err:
@@ -312,19 +311,6 @@ def read_index(root: Path, local_dir: Path) -> dict[str, dict]:
         warn(f"{path}: ignored, not a version 1 fetch index; every file is checked again.")
         return {}
     return _valid_entries(path, files)
-
-
-def _read_regular(path: Path) -> bytes:
-    """The bytes of ``path``, refusing a link (ELOOP), a FIFO or device, or more than _INDEX_MAX_BYTES."""
-    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK)
-    with os.fdopen(fd, "rb") as file:
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file")
-        raw = file.read(_INDEX_MAX_BYTES + 1)
-    if len(raw) > _INDEX_MAX_BYTES:
-        raise ValueError(f"larger than {_INDEX_MAX_BYTES} bytes")
-    return raw
 
 
 def _valid_entries(path: Path, files: dict) -> dict[str, dict]:
